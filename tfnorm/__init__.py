@@ -1,0 +1,42 @@
+"""tfnorm: normalization layers for Keras 3 on TensorFlow.
+
+Example:
+  >>> import tfnorm
+  >>> layer = tfnorm.GroupNormalization(groups=8)
+"""
+
+import os as _os
+import sys as _sys
+
+if "tensorflow" not in _sys.modules:  # keep TensorFlow's C++ INFO lines out of the way
+    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from tfnorm._backend import require_tensorflow_backend as _require_tf  # noqa: E402
+
+_require_tf()
+
+from tfnorm import ops  # noqa: E402
+from tfnorm.layers import (  # noqa: E402
+    BatchNormalization,
+    GroupNormalization,
+    InstanceNormalization,
+    LayerNormalization,
+    NormalizationLayer,
+    RMSNormalization,
+)
+from tfnorm.registry import available, get  # noqa: E402
+
+from tfnorm.__about__ import __version__  # noqa: E402
+
+__all__ = [
+    "BatchNormalization",
+    "GroupNormalization",
+    "InstanceNormalization",
+    "LayerNormalization",
+    "NormalizationLayer",
+    "RMSNormalization",
+    "__version__",
+    "available",
+    "get",
+    "ops",
+]

@@ -1,0 +1,3 @@
+from tfnorm.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""The ``tfnorm`` command line: ``tfnorm study``, ``tfnorm bench``, ...
+
+Sub-commands live in their own modules and are imported only when run, so
+``tfnorm --help`` answers without loading TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import List, Optional
+
+from tfnorm.__about__ import __version__
+
+# name -> (module, one-line help). Each module defines add_arguments(parser) and run(args) -> int.
+SUBCOMMANDS = {
+    "demo": ("tfnorm.demo", "train a small model with a few tfnorm layers on the embedded MNIST digits"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfnorm",
+        description="Normalization layers for Keras 3 on TensorFlow.",
+    )
+    parser.add_argument("--version", action="version", version=f"tfnorm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        mod = importlib.import_module(module)
+        mod.add_arguments(p)
+    return parser
+
+
+class UsageError(ValueError):
+    """Bad command-line input: reported as one line, exit code 2, no traceback."""
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    mod = importlib.import_module(args._module)
+    try:
+        return int(mod.run(args) or 0)
+    except UsageError as err:
+        # Bad input: one line, no traceback, exit code 2.
+        print(f"tfnorm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,355 @@
+"""Batch normalization: plain, masked, synchronized, ghost (virtual batch) and renorm."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfnorm import ops
+from tfnorm.layers.base import (
+    NormalizationLayer,
+    check_float_input,
+    check_fraction,
+    check_int,
+    check_positive,
+    register,
+    serialize,
+)
+
+_RENORM_KEYS = ("rmax", "rmin", "dmax")
+
+
+def _check_renorm_clipping(renorm_clipping):
+    if renorm_clipping is None:
+        return None
+    if not isinstance(renorm_clipping, dict):
+        raise ValueError(
+            "renorm_clipping must be a dict with keys among "
+            f"{list(_RENORM_KEYS)}, received renorm_clipping={renorm_clipping!r}"
+        )
+    bad = sorted(set(renorm_clipping) - set(_RENORM_KEYS))
+    if bad:
+        raise ValueError(
+            f"renorm_clipping has unknown key(s) {bad}; valid keys are {list(_RENORM_KEYS)}, "
+            f"received renorm_clipping={renorm_clipping!r}"
+        )
+    rmax = renorm_clipping.get("rmax")
+    rmin = renorm_clipping.get("rmin")
+    dmax = renorm_clipping.get("dmax")
+    if rmax is not None and rmax < 1:
+        raise ValueError(f"renorm_clipping['rmax'] must be >= 1, received {rmax!r}")
+    if rmin is not None and rmax is not None and rmin > rmax:
+        raise ValueError(
+            f"renorm_clipping['rmin']={rmin!r} must not exceed renorm_clipping['rmax']={rmax!r}"
+        )
+    if dmax is not None and dmax < 0:
+        raise ValueError(f"renorm_clipping['dmax'] must be >= 0, received {dmax!r}")
+    return dict(renorm_clipping)
+
+
+@register
+class BatchNormalization(NormalizationLayer):
+    r"""Batch normalization, with masks, replica synchronization, ghost batches and renorm.
+
+    In training, each channel is normalized with the mean and variance of the
+    current batch (over every axis but ``axis``); moving averages of those
+    statistics are kept for inference::
+
+        y = gamma * (x - mean_B) / sqrt(var_B + epsilon) + beta
+        moving_mean <- momentum * moving_mean + (1 - momentum) * mean_B
+        moving_var  <- momentum * moving_var  + (1 - momentum) * var_B
+
+    Statistics are float32 for half-precision input, and the variance used both
+    for normalization and for the moving average is the biased (population)
+    one, as in the Keras layer.
+
+    Modes:
+
+    * ``mask`` (call argument, rank = input rank - 1, e.g. ``(N, T)`` for a
+      ``(N, T, C)`` input): masked-out steps take no part in the statistics.
+    * ``synchronized=True``: under ``tf.distribute``, the statistics are those of
+      the global batch: each replica's count, sum and sum of squares (shifted by
+      the moving mean) go through one all-reduce.
+    * ``virtual_batch_size=v`` (ghost batch norm, Hoffer et al. 2017): in
+      training the batch is split into sub-batches of ``v`` samples, each
+      normalized with its own statistics; the moving averages take the mean of
+      the sub-batch statistics. Inference is unaffected. The batch size must
+      be a multiple of ``v``.
+    * ``renorm=True`` (batch renormalization, Ioffe 2017): in training
+      ``y = gamma * ((x - mean_B) / sigma_B * r + d) + beta`` with
+      ``r = clip(sigma_B / sigma, 1/rmax, rmax)`` and
+      ``d = clip((mean_B - mu) / sigma, -dmax, dmax)`` treated as constants
+      (no gradient), where ``mu``, ``sigma`` are the ``renorm_mean`` and
+      ``renorm_stddev`` moving averages kept with ``renorm_momentum``. Inference
+      uses the moving mean and variance as usual.
+
+    Args:
+      axis: channel axis (int) or axes (list of ints). Default -1.
+      momentum: moving-average momentum. Default 0.99.
+      epsilon: added to the variance. Default 1e-3.
+      center: learn an offset ``beta``. Default True.
+      scale: learn a scale ``gamma``. Default True.
+      synchronized: all-reduce statistics across replicas. Default False.
+      virtual_batch_size: ghost batch size, or None. Default None.
+      renorm: batch renormalization. Default False.
+      renorm_clipping: dict with optional keys ``rmax``, ``rmin``, ``dmax``;
+        ``rmin`` defaults to ``1/rmax`` when only ``rmax`` is given; a missing
+        key means no clipping on that side. Default None (no clipping).
+      renorm_momentum: momentum of ``renorm_mean``/``renorm_stddev``. Default 0.99.
+      beta_initializer, gamma_initializer, moving_mean_initializer,
+      moving_variance_initializer, beta_regularizer, gamma_regularizer,
+      beta_constraint, gamma_constraint: as in ``keras.layers.BatchNormalization``.
+
+    Call arguments:
+      inputs: float tensor of rank >= 2.
+      training: use batch statistics and update the moving averages. A layer
+        with ``trainable=False`` always runs in inference mode.
+      mask: optional boolean tensor of rank ``rank(inputs) - 1``.
+
+    Example:
+      >>> import numpy as np, tfnorm
+      >>> bn = tfnorm.BatchNormalization()
+      >>> y = bn(np.random.rand(8, 4).astype("float32"), training=True)
+      >>> tuple(y.shape), bool(abs(float(np.mean(y))) < 1e-5)
+      ((8, 4), True)
+
+    Reference:
+      S. Ioffe, C. Szegedy. "Batch Normalization: Accelerating Deep Network
+      Training by Reducing Internal Covariate Shift." ICML 2015.
+      S. Ioffe. "Batch Renormalization: Towards Reducing Minibatch Dependence in
+      Batch-Normalized Models." NeurIPS 2017.
+      E. Hoffer, I. Hubara, D. Soudry. "Train longer, generalize better." NeurIPS 2017.
+    """
+
+    def __init__(
+        self,
+        axis=-1,
+        momentum=0.99,
+        epsilon=1e-3,
+        center=True,
+        scale=True,
+        synchronized=False,
+        virtual_batch_size=None,
+        renorm=False,
+        renorm_clipping=None,
+        renorm_momentum=0.99,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        moving_mean_initializer="zeros",
+        moving_variance_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        ops.as_axis_tuple(axis)
+        self.axis = axis
+        self.momentum = check_fraction("momentum", momentum)
+        self.epsilon = check_positive("epsilon", epsilon)
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.synchronized = bool(synchronized)
+        if virtual_batch_size is not None:
+            check_int("virtual_batch_size", virtual_batch_size, 1)
+        self.virtual_batch_size = virtual_batch_size
+        self.renorm = bool(renorm)
+        self.renorm_clipping = _check_renorm_clipping(renorm_clipping)
+        self.renorm_momentum = check_fraction("renorm_momentum", renorm_momentum)
+        self.beta_initializer = keras.initializers.get(beta_initializer)
+        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+        self.moving_mean_initializer = keras.initializers.get(moving_mean_initializer)
+        self.moving_variance_initializer = keras.initializers.get(moving_variance_initializer)
+        self.beta_regularizer = keras.regularizers.get(beta_regularizer)
+        self.gamma_regularizer = keras.regularizers.get(gamma_regularizer)
+        self.beta_constraint = keras.constraints.get(beta_constraint)
+        self.gamma_constraint = keras.constraints.get(gamma_constraint)
+
+    def build(self, input_shape):
+        axes = self._resolve_axes(self.axis, input_shape)
+        self._axes = axes
+        self._rank = len(input_shape)
+        self._reduce = ops.complement(axes, self._rank)
+        shape = self._param_shape(axes, input_shape)
+        self.gamma = (self._param("gamma", shape, self.gamma_initializer, self.gamma_regularizer,
+                                  self.gamma_constraint) if self.scale else None)
+        self.beta = (self._param("beta", shape, self.beta_initializer, self.beta_regularizer,
+                                 self.beta_constraint) if self.center else None)
+        self.moving_mean = self._param("moving_mean", shape, self.moving_mean_initializer,
+                                       trainable=False, aggregation="mean")
+        self.moving_variance = self._param("moving_variance", shape,
+                                           self.moving_variance_initializer,
+                                           trainable=False, aggregation="mean")
+        if self.renorm:
+            self.renorm_mean = self._param("renorm_mean", shape, self.moving_mean_initializer,
+                                           trainable=False, aggregation="mean")
+            var_init = self.moving_variance_initializer
+
+            def stddev_init(shape, dtype=None):
+                return tf.sqrt(tf.convert_to_tensor(var_init(shape, dtype=dtype)))
+
+            self.renorm_stddev = self._param("renorm_stddev", shape, stddev_init,
+                                             trainable=False, aggregation="mean")
+
+    # ------------------------------------------------------------------------
+    def _bshape(self, v, rank=None):
+        return self._broadcast(v, self._axes, self._rank if rank is None else rank)
+
+    def _batch_moments(self, x, mask):
+        """Batch statistics (keepdims, float32) over ``self._reduce``."""
+        if self.synchronized:
+            ctx = tf.distribute.get_replica_context()
+            if ctx is not None and ctx.num_replicas_in_sync > 1:
+                shift = tf.stop_gradient(self._bshape(tf.convert_to_tensor(self.moving_mean)))
+                count, s1, s2 = ops.shifted_sums(x, self._reduce, shift, mask)
+                packed = tf.stack([count, s1, s2])
+                count, s1, s2 = tf.unstack(ctx.all_reduce(tf.distribute.ReduceOp.SUM, packed))
+                return ops.moments_from_sums(count, s1, s2, shift)
+        return ops.moments(x, self._reduce, mask)
+
+    def _update(self, var, value, momentum):
+        value = tf.reshape(value, var.shape)
+        var.assign(var * momentum + tf.cast(value, var.dtype) * (1.0 - momentum))
+
+    def call(self, inputs, training=None, mask=None):
+        check_float_input(type(self).__name__, inputs)
+        x = inputs
+        rank = self._rank
+        gamma = self._bshape(self.gamma)
+        beta = self._bshape(self.beta)
+        use_batch = bool(training) and self.trainable
+        if not use_batch:
+            return ops.normalize(x, self._bshape(self.moving_mean),
+                                 self._bshape(self.moving_variance), gamma, beta, self.epsilon)
+
+        if mask is not None:
+            if self.virtual_batch_size is not None:
+                raise ValueError(
+                    "BatchNormalization: a mask cannot be combined with virtual_batch_size="
+                    f"{self.virtual_batch_size}; drop one of them"
+                )
+            mask = self._expand_mask(mask, x)
+
+        v = self.virtual_batch_size
+        if v is not None:
+            x_view, reduce_axes = self._ghost_view(x, v)
+            pshape = self._ghost_param_shape(rank + 1)
+            mean_b, var_b = ops.moments(x_view, reduce_axes)
+            gamma_v = None if self.gamma is None else tf.reshape(self.gamma, pshape)
+            beta_v = None if self.beta is None else tf.reshape(self.beta, pshape)
+            y = self._train_normalize(x_view, mean_b, var_b, gamma_v, beta_v, ghost=True)
+            y = tf.reshape(y, tf.shape(x))
+            mean_u = tf.reduce_mean(mean_b, 0)
+            var_u = tf.reduce_mean(var_b, 0)
+        else:
+            mean_b, var_b = self._batch_moments(x, mask)
+            y = self._train_normalize(x, mean_b, var_b, gamma, beta, ghost=False)
+            mean_u, var_u = mean_b, var_b
+
+        mean_u = tf.stop_gradient(mean_u)
+        var_u = tf.stop_gradient(var_u)
+        self._update(self.moving_mean, mean_u, self.momentum)
+        self._update(self.moving_variance, var_u, self.momentum)
+        if self.renorm:
+            self._update(self.renorm_mean, mean_u, self.renorm_momentum)
+            self._update(self.renorm_stddev, tf.sqrt(var_u + self.epsilon), self.renorm_momentum)
+        return y
+
+    def _train_normalize(self, x, mean_b, var_b, gamma, beta, ghost):
+        if not self.renorm:
+            return ops.normalize(x, mean_b, var_b, gamma, beta, self.epsilon)
+        dt = mean_b.dtype
+        std_b = tf.sqrt(var_b + tf.cast(self.epsilon, dt))
+        rank = x.shape.rank
+        if ghost:
+            shape = self._ghost_param_shape(rank)
+            r_mean = tf.reshape(tf.cast(self.renorm_mean, dt), shape)
+            r_std = tf.reshape(tf.cast(self.renorm_stddev, dt), shape)
+        else:
+            r_mean = self._bshape(tf.cast(self.renorm_mean, dt))
+            r_std = self._bshape(tf.cast(self.renorm_stddev, dt))
+        r_std = tf.maximum(r_std, tf.sqrt(tf.cast(self.epsilon, dt)))
+        r = std_b / r_std
+        d = (mean_b - r_mean) / r_std
+        clip = self.renorm_clipping or {}
+        rmax, rmin, dmax = clip.get("rmax"), clip.get("rmin"), clip.get("dmax")
+        if rmin is None and rmax is not None:
+            rmin = 1.0 / rmax
+        if rmax is not None:
+            r = tf.minimum(r, rmax)
+        if rmin is not None:
+            r = tf.maximum(r, rmin)
+        if dmax is not None:
+            d = tf.clip_by_value(d, -dmax, dmax)
+        r = tf.stop_gradient(r)
+        d = tf.stop_gradient(d)
+        # gamma * ((x - m) / s * r + d) + beta == normalize with scale gamma*r, offset beta+gamma*d
+        g = r if gamma is None else tf.cast(gamma, dt) * r
+        b = d if gamma is None else tf.cast(gamma, dt) * d
+        if beta is not None:
+            b = b + tf.cast(beta, dt)
+        return ops.normalize(x, mean_b, var_b, g, b, self.epsilon)
+
+    def _ghost_param_shape(self, rank_v):
+        shape = [1] * rank_v
+        for a, n in zip(self._axes, self.moving_mean.shape):
+            shape[a + 1] = n
+        return shape
+
+    def _ghost_view(self, x, v):
+        n = x.shape[0]
+        if n is not None and n % v:
+            raise ValueError(
+                f"BatchNormalization: the batch size {n} is not a multiple of "
+                f"virtual_batch_size={v}; use a batch size divisible by {v}"
+            )
+        dyn = tf.shape(x)
+        if n is None:
+            tf.debugging.assert_equal(
+                dyn[0] % v, 0,
+                message=f"BatchNormalization: the batch size must be a multiple of "
+                        f"virtual_batch_size={v}")
+        new_shape = tf.concat([[-1, v], dyn[1:]], 0)
+        xv = tf.reshape(x, new_shape)
+        static = [None, v] + x.shape.as_list()[1:]
+        xv.set_shape(static)
+        reduce_axes = [1] + [a + 1 for a in self._reduce if a != 0]
+        return xv, reduce_axes
+
+    def _expand_mask(self, mask, x):
+        rank = self._rank
+        if mask.shape.rank != rank - 1:
+            raise ValueError(
+                f"BatchNormalization: mask must have rank {rank - 1} (input rank - 1) for an "
+                f"input of shape {tuple(x.shape)}, received a mask of shape {tuple(mask.shape)}"
+            )
+        if len(self._axes) != 1:
+            raise ValueError(
+                f"BatchNormalization: a mask needs a single channel axis, received axis={self.axis!r}"
+            )
+        return tf.expand_dims(tf.cast(mask, ops.stats_dtype(x.dtype)), self._axes[0])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "axis": self.axis,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+            "synchronized": self.synchronized,
+            "virtual_batch_size": self.virtual_batch_size,
+            "renorm": self.renorm,
+            "renorm_clipping": self.renorm_clipping,
+            "renorm_momentum": self.renorm_momentum,
+            "beta_initializer": serialize(self.beta_initializer),
+            "gamma_initializer": serialize(self.gamma_initializer),
+            "moving_mean_initializer": serialize(self.moving_mean_initializer),
+            "moving_variance_initializer": serialize(self.moving_variance_initializer),
+            "beta_regularizer": serialize(self.beta_regularizer),
+            "gamma_regularizer": serialize(self.gamma_regularizer),
+            "beta_constraint": serialize(self.beta_constraint),
+            "gamma_constraint": serialize(self.gamma_constraint),
+        })
+        return config

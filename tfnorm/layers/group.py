@@ -1,0 +1,164 @@
+"""Per-sample normalization over channel groups and spatial axes: GroupNorm, InstanceNorm."""
+
+from __future__ import annotations
+
+from tfnorm import ops
+from tfnorm.layers.base import (
+    NormalizationLayer,
+    check_float_input,
+    check_int,
+    check_positive,
+    register,
+)
+from tfnorm.layers.layer_norm import _AffineMixin
+
+
+def _suggest_groups(channels: int, groups: int) -> str:
+    valid = [d for d in ops.divisors(channels) if d > 1] or [1]
+    near = sorted(valid, key=lambda d: (abs(d - groups), d))[:4]
+    return ", ".join(f"groups={d}" for d in sorted(near))
+
+
+@register
+class GroupNormalization(_AffineMixin, NormalizationLayer):
+    r"""Group normalization: channels split into groups, each normalized per sample.
+
+    For a sample and a group ``g`` of ``C / groups`` channels, the mean and
+    variance are taken over the group's channels and all spatial axes::
+
+        y = gamma * (x - mean_g) / sqrt(var_g + epsilon) + beta
+
+    with ``gamma``, ``beta`` per channel. ``groups=1`` normalizes each sample
+    over all its features (LayerNorm over channels and space); ``groups=C`` is
+    instance normalization (prefer :class:`InstanceNormalization`, which says so).
+
+    Statistics are reduced over the spatial axes first (a small ``(N, C)``
+    tensor), then averaged within groups: no reshape of the activations.
+
+    Args:
+      groups: number of groups; must divide the channel count. Default 32.
+      axis: channel axis. Default -1.
+      epsilon: added to the variance. Default 1e-3.
+      center, scale: learn ``beta``, ``gamma``. Default True.
+      beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer,
+      beta_constraint, gamma_constraint: as in ``keras.layers.GroupNormalization``.
+
+    Call arguments:
+      inputs: float tensor of rank >= 2 with channels on ``axis``.
+
+    Example:
+      >>> import numpy as np, tfnorm
+      >>> gn = tfnorm.GroupNormalization(groups=2)
+      >>> y = gn(np.random.rand(2, 5, 5, 4).astype("float32"))
+      >>> tuple(y.shape)
+      (2, 5, 5, 4)
+
+    Reference:
+      Y. Wu, K. He. "Group Normalization." ECCV 2018.
+    """
+
+    def __init__(self, groups=32, axis=-1, epsilon=1e-3, center=True, scale=True,
+                 beta_initializer="zeros", gamma_initializer="ones",
+                 beta_regularizer=None, gamma_regularizer=None,
+                 beta_constraint=None, gamma_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = check_int("groups", groups, 1)
+        if isinstance(axis, (list, tuple)):
+            raise ValueError(f"GroupNormalization takes a single channel axis, received axis={axis!r}")
+        ops.as_axis_tuple(axis)
+        self.axis = axis
+        self.epsilon = check_positive("epsilon", epsilon)
+        self._init_affine(center, scale, beta_initializer, gamma_initializer,
+                          beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint)
+
+    def build(self, input_shape):
+        (c_axis,) = self._resolve_axes(self.axis, input_shape)
+        channels = input_shape[c_axis]
+        if channels % self.groups:
+            raise ValueError(
+                f"groups={self.groups} must divide the {channels} channels on axis {self.axis}; "
+                f"try {_suggest_groups(channels, self.groups)}"
+            )
+        self._axes = (c_axis,)
+        self._rank = len(input_shape)
+        self._reduce = ops.complement((c_axis,), self._rank, skip_batch=True)
+        self._build_affine((channels,))
+
+    def call(self, inputs):
+        check_float_input(type(self).__name__, inputs)
+        mean, var = ops.group_moments(inputs, self.groups, self._axes[0], self._reduce)
+        return ops.normalize(inputs, mean, var,
+                             self._broadcast(self.gamma, self._axes, self._rank),
+                             self._broadcast(self.beta, self._axes, self._rank), self.epsilon)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"groups": self.groups, "axis": self.axis, "epsilon": self.epsilon,
+                       **self._affine_config()})
+        return config
+
+
+@register
+class InstanceNormalization(_AffineMixin, NormalizationLayer):
+    r"""Instance normalization: each channel of each sample normalized over space.
+
+    ``y = gamma * (x - mean_nc) / sqrt(var_nc + epsilon) + beta``, where the
+    statistics are taken per sample and per channel over every axis except the
+    batch and channel axes. Needs at least one spatial axis: rank >= 3
+    (``(N, L, C)``, ``(N, H, W, C)``, ``(N, D, H, W, C)``).
+
+    Args:
+      axis: channel axis. Default -1.
+      epsilon: added to the variance. Default 1e-3.
+      center, scale: learn ``beta``, ``gamma`` per channel. Default True.
+      beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer,
+      beta_constraint, gamma_constraint: initializers etc. for ``beta``/``gamma``.
+
+    Call arguments:
+      inputs: float tensor of rank >= 3 with channels on ``axis``.
+
+    Example:
+      >>> import numpy as np, tfnorm
+      >>> y = tfnorm.InstanceNormalization()(np.random.rand(2, 8, 8, 3).astype("float32"))
+      >>> bool(np.allclose(y.numpy().mean(axis=(1, 2)), 0, atol=1e-5))
+      True
+
+    Reference:
+      D. Ulyanov, A. Vedaldi, V. Lempitsky. "Instance Normalization: The Missing
+      Ingredient for Fast Stylization." arXiv:1607.08022, 2016.
+    """
+
+    min_rank = 3
+
+    def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True,
+                 beta_initializer="zeros", gamma_initializer="ones",
+                 beta_regularizer=None, gamma_regularizer=None,
+                 beta_constraint=None, gamma_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(axis, (list, tuple)):
+            raise ValueError(
+                f"InstanceNormalization takes a single channel axis, received axis={axis!r}")
+        ops.as_axis_tuple(axis)
+        self.axis = axis
+        self.epsilon = check_positive("epsilon", epsilon)
+        self._init_affine(center, scale, beta_initializer, gamma_initializer,
+                          beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint)
+
+    def build(self, input_shape):
+        (c_axis,) = self._resolve_axes(self.axis, input_shape)
+        self._axes = (c_axis,)
+        self._rank = len(input_shape)
+        self._reduce = ops.complement((c_axis,), self._rank, skip_batch=True)
+        self._build_affine((input_shape[c_axis],))
+
+    def call(self, inputs):
+        check_float_input(type(self).__name__, inputs)
+        mean, var = ops.moments(inputs, self._reduce)
+        return ops.normalize(inputs, mean, var,
+                             self._broadcast(self.gamma, self._axes, self._rank),
+                             self._broadcast(self.beta, self._axes, self._rank), self.epsilon)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"axis": self.axis, "epsilon": self.epsilon, **self._affine_config()})
+        return config

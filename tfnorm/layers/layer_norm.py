@@ -1,0 +1,173 @@
+"""Per-sample normalization over feature axes: LayerNorm and RMSNorm."""
+
+from __future__ import annotations
+
+import keras
+
+from tfnorm import ops
+from tfnorm.layers.base import (
+    NormalizationLayer,
+    check_float_input,
+    check_positive,
+    register,
+    serialize,
+)
+
+
+class _AffineMixin:
+    """Construction and config of ``gamma``/``beta`` shared by per-sample layers."""
+
+    def _init_affine(self, center, scale, beta_initializer, gamma_initializer,
+                     beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint):
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.beta_initializer = keras.initializers.get(beta_initializer)
+        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+        self.beta_regularizer = keras.regularizers.get(beta_regularizer)
+        self.gamma_regularizer = keras.regularizers.get(gamma_regularizer)
+        self.beta_constraint = keras.constraints.get(beta_constraint)
+        self.gamma_constraint = keras.constraints.get(gamma_constraint)
+
+    def _build_affine(self, shape):
+        self.gamma = (self._param("gamma", shape, self.gamma_initializer, self.gamma_regularizer,
+                                  self.gamma_constraint) if self.scale else None)
+        self.beta = (self._param("beta", shape, self.beta_initializer, self.beta_regularizer,
+                                 self.beta_constraint) if self.center else None)
+
+    def _affine_config(self):
+        return {
+            "center": self.center,
+            "scale": self.scale,
+            "beta_initializer": serialize(self.beta_initializer),
+            "gamma_initializer": serialize(self.gamma_initializer),
+            "beta_regularizer": serialize(self.beta_regularizer),
+            "gamma_regularizer": serialize(self.gamma_regularizer),
+            "beta_constraint": serialize(self.beta_constraint),
+            "gamma_constraint": serialize(self.gamma_constraint),
+        }
+
+
+@register
+class LayerNormalization(_AffineMixin, NormalizationLayer):
+    r"""Layer normalization: each sample normalized over its feature axes.
+
+    ``y = gamma * (x - mean) / sqrt(var + epsilon) + beta``, with ``mean`` and
+    ``var`` (biased) taken per sample over ``axis``; ``gamma`` and ``beta``
+    live on ``axis``. Statistics are float32 for half-precision input.
+
+    ``LayerNormalization(center=False, scale=False)`` is *LayerNorm-simple* of
+    Xu et al. 2019 ("Understanding and Improving Layer Normalization"): the
+    same normalization without the learned bias and gain, which the paper finds
+    as good as or better than full LayerNorm on several tasks.
+
+    Args:
+      axis: int or list of ints, the axes to normalize over. Default -1.
+      epsilon: added to the variance. Default 1e-3.
+      center: learn ``beta``. Default True.
+      scale: learn ``gamma``. Default True.
+      beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer,
+      beta_constraint, gamma_constraint: as in ``keras.layers.LayerNormalization``.
+
+    Call arguments:
+      inputs: float tensor of rank >= 2.
+
+    Example:
+      >>> import numpy as np, tfnorm
+      >>> y = tfnorm.LayerNormalization()(np.arange(6, dtype="float32").reshape(2, 3))
+      >>> np.round(y.numpy(), 3).tolist()
+      [[-1.224, 0.0, 1.224], [-1.224, 0.0, 1.224]]
+
+    Reference:
+      J. L. Ba, J. R. Kiros, G. E. Hinton. "Layer Normalization." arXiv:1607.06450, 2016.
+    """
+
+    def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True,
+                 beta_initializer="zeros", gamma_initializer="ones",
+                 beta_regularizer=None, gamma_regularizer=None,
+                 beta_constraint=None, gamma_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        ops.as_axis_tuple(axis)
+        self.axis = axis
+        self.epsilon = check_positive("epsilon", epsilon)
+        self._init_affine(center, scale, beta_initializer, gamma_initializer,
+                          beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint)
+
+    def build(self, input_shape):
+        self._axes = self._resolve_axes(self.axis, input_shape)
+        self._rank = len(input_shape)
+        self._build_affine(self._param_shape(self._axes, input_shape))
+
+    def call(self, inputs):
+        check_float_input(type(self).__name__, inputs)
+        mean, var = ops.moments(inputs, self._axes)
+        return ops.normalize(inputs, mean, var,
+                             self._broadcast(self.gamma, self._axes, self._rank),
+                             self._broadcast(self.beta, self._axes, self._rank), self.epsilon)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"axis": self.axis, "epsilon": self.epsilon, **self._affine_config()})
+        return config
+
+
+@register
+class RMSNormalization(NormalizationLayer):
+    r"""Root-mean-square normalization: LayerNorm without re-centering.
+
+    ``y = gamma * x / sqrt(mean(x**2) + epsilon)``, the mean of squares taken per
+    sample over ``axis`` (in float32 for half-precision input).
+
+    Args:
+      axis: int or list of ints, the axes to normalize over. Default -1.
+      epsilon: added to the mean square. Default 1e-6.
+      scale: learn ``gamma``. Default True.
+      gamma_initializer, gamma_regularizer, gamma_constraint: for ``gamma``.
+
+    Call arguments:
+      inputs: float tensor of rank >= 2.
+
+    Example:
+      >>> import numpy as np, tfnorm
+      >>> y = tfnorm.RMSNormalization(epsilon=0.0)(np.array([[3.0, 4.0]], "float32"))
+      >>> np.round(y.numpy(), 4).tolist()
+      [[0.8485, 1.1314]]
+
+    Reference:
+      B. Zhang, R. Sennrich. "Root Mean Square Layer Normalization." NeurIPS 2019.
+    """
+
+    def __init__(self, axis=-1, epsilon=1e-6, scale=True, gamma_initializer="ones",
+                 gamma_regularizer=None, gamma_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        ops.as_axis_tuple(axis)
+        self.axis = axis
+        self.epsilon = check_positive("epsilon", epsilon, allow_zero=True)
+        self.scale = bool(scale)
+        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+        self.gamma_regularizer = keras.regularizers.get(gamma_regularizer)
+        self.gamma_constraint = keras.constraints.get(gamma_constraint)
+
+    def build(self, input_shape):
+        self._axes = self._resolve_axes(self.axis, input_shape)
+        self._rank = len(input_shape)
+        shape = self._param_shape(self._axes, input_shape)
+        self.gamma = (self._param("gamma", shape, self.gamma_initializer, self.gamma_regularizer,
+                                  self.gamma_constraint) if self.scale else None)
+
+    def call(self, inputs):
+        check_float_input(type(self).__name__, inputs)
+        ms = ops.mean_square(inputs, self._axes)
+        return ops.rms_normalize(inputs, ms, self._broadcast(self.gamma, self._axes, self._rank),
+                                 None, self.epsilon)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "axis": self.axis,
+            "epsilon": self.epsilon,
+            "scale": self.scale,
+            "gamma_initializer": serialize(self.gamma_initializer),
+            "gamma_regularizer": serialize(self.gamma_regularizer),
+            "gamma_constraint": serialize(self.gamma_constraint),
+        })
+        return config

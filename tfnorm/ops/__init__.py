@@ -1,0 +1,34 @@
+"""Pure TensorFlow functions behind every tfnorm layer (no Keras state)."""
+
+from tfnorm.ops.axes import as_axis_tuple, broadcast_shape, complement, resolve_axes
+from tfnorm.ops.groups import divisors, group_average, group_moments, merge_groups, split_groups
+from tfnorm.ops.moments import (
+    mean_square,
+    moments,
+    moments_from_sums,
+    shifted_sums,
+    stats_dtype,
+    to_stats,
+)
+from tfnorm.ops.normalize import fold, normalize, rms_normalize
+
+__all__ = [
+    "as_axis_tuple",
+    "broadcast_shape",
+    "complement",
+    "divisors",
+    "fold",
+    "group_average",
+    "group_moments",
+    "mean_square",
+    "merge_groups",
+    "moments",
+    "moments_from_sums",
+    "normalize",
+    "resolve_axes",
+    "rms_normalize",
+    "shifted_sums",
+    "split_groups",
+    "stats_dtype",
+    "to_stats",
+]

@@ -1,0 +1,142 @@
+"""Statistics: moments over arbitrary axes, optionally masked, in float32.
+
+Every layer in tfnorm takes its statistics from here. Half-precision input is
+upcast to float32 for the reductions (``stats_dtype``); float64 input keeps
+float64 so that finite-difference checks stay exact. Variances are clipped at
+zero, so a constant input gives a variance of exactly 0 and, with the layer's
+epsilon, a finite output.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import tensorflow as tf
+
+__all__ = [
+    "stats_dtype",
+    "to_stats",
+    "moments",
+    "mean_square",
+    "shifted_sums",
+    "moments_from_sums",
+]
+
+_HALF = (tf.float16, tf.bfloat16)
+
+
+def stats_dtype(dtype) -> tf.DType:
+    """The dtype statistics are computed in: float32 for half precision, else ``dtype``."""
+    dtype = tf.as_dtype(dtype)
+    if dtype in _HALF:
+        return tf.float32
+    if not dtype.is_floating:
+        raise ValueError(
+            f"cannot normalize an input of dtype {dtype.name}; cast it to a float dtype first "
+            "(e.g. tf.cast(x, 'float32'))"
+        )
+    return dtype
+
+
+def to_stats(x: tf.Tensor) -> tf.Tensor:
+    """Casts ``x`` to its statistics dtype (a no-op for float32/float64)."""
+    dt = stats_dtype(x.dtype)
+    return x if x.dtype == dt else tf.cast(x, dt)
+
+
+def _mask_weights(mask, x) -> tf.Tensor:
+    w = tf.cast(mask, x.dtype)
+    return tf.broadcast_to(w, tf.shape(x))
+
+
+def moments(x: tf.Tensor, axes: Sequence[int], mask: Optional[tf.Tensor] = None,
+            keepdims: bool = True, correction: int = 0) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Mean and variance of ``x`` over ``axes``, in the statistics dtype.
+
+    Two passes (mean, then mean squared deviation), so no cancellation for
+    inputs with a large mean.
+
+    Args:
+      x: a float tensor.
+      axes: the axes to reduce.
+      mask: optional tensor broadcastable to ``x``; entries where it is 0 are
+        ignored (padded steps). An all-masked slice gives mean 0 and variance 0.
+      keepdims: keep reduced axes with length 1.
+      correction: 0 for the population variance, 1 for the unbiased one.
+
+    Returns:
+      ``(mean, variance)``, variance clipped at 0.
+
+    Example:
+      >>> import numpy as np
+      >>> m, v = moments(tf.constant([[1.0, 2.0, 3.0]]), axes=[1])
+      >>> np.round(m.numpy().ravel(), 4).tolist(), np.round(v.numpy().ravel(), 4).tolist()
+      ([2.0], [0.6667])
+    """
+    axes = list(axes)
+    xs = to_stats(x)
+    if mask is None:
+        mean = tf.reduce_mean(xs, axes, keepdims=True)
+        sq = tf.reduce_sum(tf.math.squared_difference(xs, mean), axes, keepdims=True)
+        n = tf.cast(tf.reduce_prod(tf.gather(tf.shape(xs), axes)), xs.dtype)
+        var = sq / tf.maximum(n - correction, 1) if correction else sq / n
+    else:
+        w = _mask_weights(mask, xs)
+        count = tf.reduce_sum(w, axes, keepdims=True)
+        mean = tf.math.divide_no_nan(tf.reduce_sum(xs * w, axes, keepdims=True), count)
+        sq = tf.reduce_sum(w * tf.math.squared_difference(xs, mean), axes, keepdims=True)
+        var = tf.math.divide_no_nan(sq, tf.maximum(count - correction, 1) if correction else count)
+    var = tf.maximum(var, tf.zeros([], var.dtype))
+    if not keepdims:
+        mean = tf.squeeze(mean, axes)
+        var = tf.squeeze(var, axes)
+    return mean, var
+
+
+def mean_square(x: tf.Tensor, axes: Sequence[int], mask: Optional[tf.Tensor] = None,
+                keepdims: bool = True) -> tf.Tensor:
+    """Mean of ``x**2`` over ``axes``: the second moment without the mean (RMSNorm, FRN).
+
+    Example:
+      >>> float(mean_square(tf.constant([[3.0, 4.0]]), axes=[1])[0, 0])
+      12.5
+    """
+    axes = list(axes)
+    xs = to_stats(x)
+    if mask is None:
+        return tf.reduce_mean(tf.square(xs), axes, keepdims=keepdims)
+    w = _mask_weights(mask, xs)
+    ms = tf.math.divide_no_nan(tf.reduce_sum(w * tf.square(xs), axes, keepdims=True),
+                               tf.reduce_sum(w, axes, keepdims=True))
+    return ms if keepdims else tf.squeeze(ms, axes)
+
+
+def shifted_sums(x: tf.Tensor, axes: Sequence[int], shift: tf.Tensor,
+                 mask: Optional[tf.Tensor] = None):
+    """Count, sum and sum of squares of ``x - shift`` over ``axes`` (keepdims).
+
+    The building block of statistics that must be combined across replicas
+    with a single all-reduce: sums add, means do not. ``shift`` (for example
+    the moving mean) removes most of the cancellation of the one-pass formula.
+    """
+    axes = list(axes)
+    xs = to_stats(x) - tf.cast(shift, stats_dtype(x.dtype))
+    if mask is None:
+        n = tf.cast(tf.reduce_prod(tf.gather(tf.shape(xs), axes)), xs.dtype)
+        count = tf.ones_like(tf.reduce_sum(xs, axes, keepdims=True)) * n
+        s1 = tf.reduce_sum(xs, axes, keepdims=True)
+        s2 = tf.reduce_sum(tf.square(xs), axes, keepdims=True)
+    else:
+        w = _mask_weights(mask, xs)
+        count = tf.reduce_sum(w, axes, keepdims=True)
+        s1 = tf.reduce_sum(w * xs, axes, keepdims=True)
+        s2 = tf.reduce_sum(w * tf.square(xs), axes, keepdims=True)
+    return count, s1, s2
+
+
+def moments_from_sums(count, s1, s2, shift):
+    """Mean and (clipped) variance from :func:`shifted_sums` output."""
+    m1 = tf.math.divide_no_nan(s1, count)
+    var = tf.math.divide_no_nan(s2, count) - tf.square(m1)
+    var = tf.maximum(var, tf.zeros([], var.dtype))
+    return m1 + tf.cast(shift, m1.dtype), var

@@ -1,0 +1,68 @@
+"""Applying statistics: ``y = (x - mean) / sqrt(var + eps) * scale + offset``.
+
+The per-channel (or per-sample) factors are small, so they are folded in the
+statistics dtype into one multiplier and one addend, and the big tensor sees a
+single multiply-add in its own dtype: ``y = x * a + b`` with
+``a = scale / sqrt(var + eps)`` and ``b = offset - mean * a``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import tensorflow as tf
+
+from tfnorm.ops.moments import stats_dtype
+
+__all__ = ["fold", "normalize", "rms_normalize"]
+
+
+def fold(mean, var, scale=None, offset=None, epsilon: float = 1e-3, dtype=tf.float32):
+    """The multiplier ``a`` and addend ``b`` with ``normalize(x) == x * a + b``.
+
+    ``mean`` may be ``None`` (no centering, as in RMSNorm); then ``b`` is
+    ``offset`` (or ``None``). Everything is computed in ``dtype``.
+    """
+    var = tf.cast(var, dtype)
+    a = tf.math.rsqrt(var + tf.cast(epsilon, dtype))
+    if scale is not None:
+        a = a * tf.cast(scale, dtype)
+    b = None
+    if mean is not None:
+        b = -tf.cast(mean, dtype) * a
+    if offset is not None:
+        b = tf.cast(offset, dtype) if b is None else b + tf.cast(offset, dtype)
+    return a, b
+
+
+def _apply(x, a, b):
+    y = x * tf.cast(a, x.dtype)
+    if b is not None:
+        y = y + tf.cast(b, x.dtype)
+    return y
+
+
+def normalize(x: tf.Tensor, mean, var, scale=None, offset=None,
+              epsilon: float = 1e-3) -> tf.Tensor:
+    """Normalizes ``x`` with given statistics; the result has ``x``'s dtype.
+
+    Args:
+      x: the input.
+      mean, var: statistics broadcastable to ``x`` (any float dtype).
+      scale, offset: optional learned gamma and beta, broadcastable to ``x``.
+      epsilon: added to the variance.
+
+    Example:
+      >>> x = tf.constant([[1.0, 3.0]])
+      >>> normalize(x, mean=2.0, var=1.0, epsilon=0.0).numpy().tolist()
+      [[-1.0, 1.0]]
+    """
+    a, b = fold(mean, var, scale, offset, epsilon, stats_dtype(x.dtype))
+    return _apply(x, a, b)
+
+
+def rms_normalize(x: tf.Tensor, mean_sq, scale=None, offset=None,
+                  epsilon: float = 1e-6) -> tf.Tensor:
+    """``x / sqrt(mean_sq + eps) * scale (+ offset)``: normalization without centering."""
+    a, b = fold(None, mean_sq, scale, offset, epsilon, stats_dtype(x.dtype))
+    return _apply(x, a, b)
