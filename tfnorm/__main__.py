@@ -1,3 +1,6 @@
+"""``python -m tfnorm`` runs the command line."""
+
 from tfnorm.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())
