@@ -179,13 +179,14 @@ def test_constant_input_is_finite(case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
-def test_fit_step(case):
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_fit_step(case, jit):
     keras.utils.set_random_seed(0)
     inp = keras.Input(case.input_shape[1:])
     h = case.make()(inp)
     out = keras.layers.Dense(1)(keras.layers.Flatten()(h))
     model = keras.Model(inp, out)
-    model.compile(keras.optimizers.SGD(0.05), "mse", jit_compile=False)
+    model.compile(keras.optimizers.SGD(0.05), "mse", jit_compile=jit)
     rng = np.random.default_rng(11)
     n = case.input_shape[0] * 2
     x = case.input_fn(rng, (n,) + tuple(case.input_shape[1:])).astype("float32")

@@ -74,7 +74,7 @@ class LayerNormalization(_AffineMixin, NormalizationLayer):
     Example:
       >>> import numpy as np, tfnorm
       >>> y = tfnorm.LayerNormalization()(np.arange(6, dtype="float32").reshape(2, 3))
-      >>> np.round(y.numpy(), 3).tolist()
+      >>> np.round(y.numpy().astype(float), 3).tolist()
       [[-1.224, 0.0, 1.224], [-1.224, 0.0, 1.224]]
 
     Reference:
@@ -129,7 +129,7 @@ class RMSNormalization(NormalizationLayer):
     Example:
       >>> import numpy as np, tfnorm
       >>> y = tfnorm.RMSNormalization(epsilon=0.0)(np.array([[3.0, 4.0]], "float32"))
-      >>> np.round(y.numpy(), 4).tolist()
+      >>> np.round(y.numpy().astype(float), 4).tolist()
       [[0.8485, 1.1314]]
 
     Reference:
