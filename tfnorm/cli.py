@@ -17,6 +17,8 @@ from tfnorm.__about__ import __version__
 # name -> (module, one-line help). Each module defines add_arguments(parser) and run(args) -> int.
 SUBCOMMANDS = {
     "demo": ("tfnorm.demo", "train a small model with a few tfnorm layers on the embedded MNIST digits"),
+    "study": ("tfnorm.study.cli", "may too much batch normalization hurt? train the same network with each normalization and placement, and compare"),
+    "bench": ("tfnorm.bench", "time tfnorm's layers against their Keras twins and the x*2 floor"),
 }
 
 

@@ -20,6 +20,17 @@ _REGISTRY: Dict[str, type] = {
     "rms": layers.RMSNormalization,
     "group": layers.GroupNormalization,
     "instance": layers.InstanceNormalization,
+    "online": layers.OnlineNormalization,
+    "adanorm": layers.AdaNorm,
+    "detach": layers.DetachNormalization,
+    "frn": layers.FilterResponseNormalization,
+    "evonorm_b0": layers.EvoNormB0,
+    "evonorm_s0": layers.EvoNormS0,
+    "switchable": layers.SwitchableNormalization,
+    "lrn": layers.LocalResponseNormalization,
+    "pixel": layers.PixelNormalization,
+    "scale": layers.ScaleNormalization,
+    "dyt": layers.DynamicTanh,
 }
 
 
@@ -66,13 +77,13 @@ def resolve(name: str) -> type:
     return cls
 
 
-def get(name, **kwargs) -> keras.layers.Layer:
+def get(name, /, **kwargs) -> keras.layers.Layer:
     """Builds a configured normalization layer.
 
     Args:
       name: a short name (see :func:`available`), a class name, a layer class,
         or a callable returning a layer.
-      **kwargs: constructor arguments.
+      **kwargs: constructor arguments (the layer's ``name`` included).
 
     Example:
       >>> import tfnorm

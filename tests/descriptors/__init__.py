@@ -5,7 +5,7 @@ A family adds a module here with a ``CASES`` list and names it in ``_MODULES``.
 
 import importlib
 
-_MODULES = ["core"]
+_MODULES = ["core", "seed", "family"]
 
 CASES = []
 for _name in _MODULES:

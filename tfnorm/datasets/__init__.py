@@ -69,50 +69,92 @@ def _load_mnist10k(verify: bool = True) -> Dataset:
                    10, "mnist10k")
 
 
-def _load_tfds(spec: str, data_dir: Optional[str]) -> Dataset:
-    parts = spec.split(":")
-    if len(parts) not in (2, 3) or not parts[1]:
-        raise ValueError(
-            f"dataset={spec!r} is not of the form tfds:NAME or tfds:NAME:SPLIT (e.g. tfds:mnist)")
-    name = parts[1]
+def _tfds_not_offline(spec: str, where) -> ValueError:
+    return ValueError(
+        f"dataset={spec!r} is not available offline (looked in {where}) and nothing is "
+        "downloaded; prepare it on a machine with network access and pass its folder with "
+        "--data-dir (data_dir=...), or use the embedded default --dataset mnist10k"
+    )
+
+
+def _tfds_arrays(builder, spec: str, split: str, where):
+    """Images and labels of ``split`` as numpy arrays (read in chunks, no download)."""
     import tensorflow_datasets as tfds
 
     try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as err:  # tfds raises its own DatasetNotFoundError
-        raise ValueError(f"dataset={spec!r}: TensorFlow Datasets has no dataset {name!r} ({err})") \
-            from None
-    if not builder.is_prepared():
-        where = data_dir or builder.data_dir
+        ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    except AssertionError:  # tfds: "could not find data in ... call download_and_prepare()"
+        raise _tfds_not_offline(spec, where) from None
+    except Exception as err:  # e.g. a malformed split such as "train[:abc]"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"dataset={spec!r}: cannot read split {split!r}: {first}") from None
+    xs, ys = [], []
+    for x, y in tfds.as_numpy(ds.batch(1024)):
+        xs.append(np.asarray(x))
+        ys.append(np.asarray(y))
+    if not xs:
+        raise ValueError(f"dataset={spec!r}: the split {split!r} is empty")
+    return np.concatenate(xs), np.concatenate(ys).astype(np.int64)
+
+
+def _load_tfds(spec: str, data_dir: Optional[str]) -> Dataset:
+    parts = spec.split(":", 2)  # a split may hold colons: train[:50%]
+    if len(parts) not in (2, 3) or not parts[1] or (len(parts) == 3 and not parts[2]):
         raise ValueError(
-            f"dataset={spec!r} is not available offline (looked in {where}); this machine cannot "
-            "download it. Prepare it elsewhere and pass --data-dir, or use the embedded default "
-            "--dataset mnist10k"
-        )
+            f"dataset={spec!r} is not of the form tfds:NAME or tfds:NAME:SPLIT "
+            "(e.g. tfds:mnist, tfds:fashion_mnist:train[:50%])")
+    name = parts[1]
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:  # pragma: no cover - a dependency of tfnorm
+        raise ValueError(f"dataset={spec!r} needs the tensorflow-datasets package; "
+                         "pip install tensorflow-datasets, or use --dataset mnist10k") from None
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as err:  # DatasetNotFoundError, or a bad version/config
+        if isinstance(err, getattr(tfds.core, "DatasetNotFoundError", ())):
+            import difflib
+
+            close = difflib.get_close_matches(name, tfds.list_builders(), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else \
+                " (tfds.list_builders() lists the names)"
+            raise ValueError(
+                f"dataset={spec!r}: TensorFlow Datasets has no dataset named {name!r}{hint}"
+            ) from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"dataset={spec!r}: {first}") from None
+    where = data_dir or builder.data_dir
+    keys = builder.info.supervised_keys
+    if not keys or not isinstance(keys[0], str):
+        raise ValueError(
+            f"dataset={spec!r} has no (image, label) supervised keys; the study needs an "
+            "image classification dataset such as tfds:mnist or tfds:cifar10")
+    # Split names are known once the data is prepared (empty when they are not).
     splits = list(builder.info.splits)
-    if len(parts) == 3:
-        train_split, test_split = parts[2], ("test" if "test" in splits else None)
-    else:
-        train_split = "train" if "train" in splits else splits[0]
-        test_split = "test" if "test" in splits else None
-    keys = builder.info.supervised_keys or ("image", "label")
-
-    def arrays(split):
-        ds = builder.as_dataset(split=split, batch_size=-1)
-        d = tfds.as_numpy(ds)
-        return np.asarray(d[keys[0]]), np.asarray(d[keys[1]]).astype(np.int64)
-
-    x_tr, y_tr = arrays(train_split)
-    if test_split is None or test_split == train_split:
+    train_split = parts[2] if len(parts) == 3 else (
+        "train" if "train" in splits or not splits else splits[0])
+    x_tr, y_tr = _tfds_arrays(builder, spec, train_split, where)
+    x_te = y_te = None
+    if train_split != "test" and ("test" in splits or not splits):
+        try:
+            x_te, y_te = _tfds_arrays(builder, spec, "test", where)
+        except ValueError:
+            if splits:
+                raise
+    if x_te is None:  # no separate test split: hold out a stratified 20%
         tr, te = stratified_split(y_tr)
         x_tr, y_tr, x_te, y_te = x_tr[tr], y_tr[tr], x_tr[te], y_tr[te]
-    else:
-        x_te, y_te = arrays(test_split)
     if x_tr.ndim == 3:
         x_tr, x_te = x_tr[..., None], x_te[..., None]
+    if x_tr.ndim != 4 or x_tr.shape[1:] != x_te.shape[1:]:
+        raise ValueError(
+            f"dataset={spec!r} yields inputs of shape {x_tr.shape[1:]}; the study needs images "
+            "of one size (H, W) or (H, W, C)")
     label_info = builder.info.features[keys[1]]
-    num_classes = int(getattr(label_info, "num_classes", int(max(y_tr.max(), y_te.max())) + 1))
-    return Dataset(x_tr, y_tr, x_te, y_te, num_classes, spec)
+    num_classes = getattr(label_info, "num_classes", None)
+    if not num_classes:
+        num_classes = int(max(y_tr.max(), y_te.max())) + 1
+    return Dataset(x_tr, y_tr, x_te, y_te, int(num_classes), spec)
 
 
 def load(name: str = "mnist10k", data_dir: Optional[str] = None) -> Dataset:

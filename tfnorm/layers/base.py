@@ -13,7 +13,7 @@ from typing import Iterable, Sequence, Tuple
 import keras
 import tensorflow as tf
 
-from tfnorm.ops.axes import resolve_axes
+from tfnorm.ops.axes import as_axis_tuple, resolve_axes
 
 PACKAGE = "tfnorm"
 
@@ -92,6 +92,14 @@ def check_int(name: str, value, minimum: int = 1):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, received {name}={value!r}")
     return value
+
+
+def check_single_axis(layer_name: str, axis):
+    """For layers with one channel axis: an int (a list is a ValueError)."""
+    if isinstance(axis, (list, tuple)):
+        raise ValueError(f"{layer_name} takes a single channel axis, received axis={axis!r}")
+    as_axis_tuple(axis)
+    return axis
 
 
 class NormalizationLayer(keras.layers.Layer):

@@ -61,7 +61,16 @@ class BatchNormalization(NormalizationLayer):
 
     Statistics are float32 for half-precision input, and the variance used both
     for normalization and for the moving average is the biased (population)
-    one, as in the Keras layer.
+    one, as in the Keras layer. With channels last and no mask, ghost batch,
+    renorm or cross-replica statistics, a training call is one op with a
+    hand-written gradient (:func:`tfnorm.ops.batch_norm`).
+
+    Degenerate batches: NaN or inf in the input propagate to the output of
+    the channels they touch, but a channel whose batch statistic is not finite
+    keeps its moving averages unchanged (the next finite batch updates it), so
+    one bad batch cannot silently poison inference. A batch of one sample (and
+    no other reduced axis) has variance 0: the output is ``beta``, finite but
+    uninformative; prefer GroupNormalization or OnlineNormalization there.
 
     Modes:
 
@@ -196,6 +205,13 @@ class BatchNormalization(NormalizationLayer):
     def _bshape(self, v, rank=None):
         return self._broadcast(v, self._axes, self._rank if rank is None else rank)
 
+    def _cross_replica(self) -> bool:
+        """Whether batch statistics are all-reduced across replicas here."""
+        if not self.synchronized:
+            return False
+        ctx = tf.distribute.get_replica_context()
+        return ctx is not None and ctx.num_replicas_in_sync > 1
+
     def _batch_moments(self, x, mask):
         """Batch statistics (keepdims, float32) over ``self._reduce``."""
         if self.synchronized:
@@ -210,7 +226,8 @@ class BatchNormalization(NormalizationLayer):
 
     def _update(self, var, value, momentum):
         value = tf.reshape(value, var.shape)
-        var.assign(var * momentum + tf.cast(value, var.dtype) * (1.0 - momentum))
+        new = var * momentum + tf.cast(value, var.dtype) * (1.0 - momentum)
+        var.assign(tf.where(tf.math.is_finite(new), new, var))  # skip non-finite statistics
 
     def call(self, inputs, training=None, mask=None):
         check_float_input(type(self).__name__, inputs)
@@ -220,8 +237,9 @@ class BatchNormalization(NormalizationLayer):
         beta = self._bshape(self.beta)
         use_batch = bool(training) and self.trainable
         if not use_batch:
-            return ops.normalize(x, self._bshape(self.moving_mean),
-                                 self._bshape(self.moving_variance), gamma, beta, self.epsilon)
+            y, _, _ = ops.batch_norm(x, self._axes, self.gamma, self.beta, self.epsilon,
+                                     mean=self.moving_mean, variance=self.moving_variance)
+            return y
 
         if mask is not None:
             if self.virtual_batch_size is not None:
@@ -242,6 +260,9 @@ class BatchNormalization(NormalizationLayer):
             y = tf.reshape(y, tf.shape(x))
             mean_u = tf.reduce_mean(mean_b, 0)
             var_u = tf.reduce_mean(var_b, 0)
+        elif mask is None and not self.renorm and not self._cross_replica():
+            # the common case: one op with a hand-written gradient
+            y, mean_u, var_u = ops.batch_norm(x, self._axes, self.gamma, self.beta, self.epsilon)
         else:
             mean_b, var_b = self._batch_moments(x, mask)
             y = self._train_normalize(x, mean_b, var_b, gamma, beta, ghost=False)

@@ -33,7 +33,9 @@ class GroupNormalization(_AffineMixin, NormalizationLayer):
     instance normalization (prefer :class:`InstanceNormalization`, which says so).
 
     Statistics are reduced over the spatial axes first (a small ``(N, C)``
-    tensor), then averaged within groups: no reshape of the activations.
+    tensor), then averaged within groups: no reshape of the activations. With
+    channels last, forward and backward are one op with a hand-written
+    gradient (:func:`tfnorm.ops.group_norm`).
 
     Args:
       groups: number of groups; must divide the channel count. Default 32.
@@ -86,10 +88,8 @@ class GroupNormalization(_AffineMixin, NormalizationLayer):
 
     def call(self, inputs):
         check_float_input(type(self).__name__, inputs)
-        mean, var = ops.group_moments(inputs, self.groups, self._axes[0], self._reduce)
-        return ops.normalize(inputs, mean, var,
-                             self._broadcast(self.gamma, self._axes, self._rank),
-                             self._broadcast(self.beta, self._axes, self._rank), self.epsilon)
+        return ops.group_norm(inputs, self.groups, self._axes[0], self.gamma, self.beta,
+                              self.epsilon)
 
     def get_config(self):
         config = super().get_config()
@@ -105,7 +105,8 @@ class InstanceNormalization(_AffineMixin, NormalizationLayer):
     ``y = gamma * (x - mean_nc) / sqrt(var_nc + epsilon) + beta``, where the
     statistics are taken per sample and per channel over every axis except the
     batch and channel axes. Needs at least one spatial axis: rank >= 3
-    (``(N, L, C)``, ``(N, H, W, C)``, ``(N, D, H, W, C)``).
+    (``(N, L, C)``, ``(N, H, W, C)``, ``(N, D, H, W, C)``). With channels last,
+    one op with a hand-written gradient (:func:`tfnorm.ops.instance_norm`).
 
     Args:
       axis: channel axis. Default -1.
@@ -153,10 +154,7 @@ class InstanceNormalization(_AffineMixin, NormalizationLayer):
 
     def call(self, inputs):
         check_float_input(type(self).__name__, inputs)
-        mean, var = ops.moments(inputs, self._reduce)
-        return ops.normalize(inputs, mean, var,
-                             self._broadcast(self.gamma, self._axes, self._rank),
-                             self._broadcast(self.beta, self._axes, self._rank), self.epsilon)
+        return ops.instance_norm(inputs, self._axes[0], self.gamma, self.beta, self.epsilon)
 
     def get_config(self):
         config = super().get_config()

@@ -53,7 +53,9 @@ class LayerNormalization(_AffineMixin, NormalizationLayer):
 
     ``y = gamma * (x - mean) / sqrt(var + epsilon) + beta``, with ``mean`` and
     ``var`` (biased) taken per sample over ``axis``; ``gamma`` and ``beta``
-    live on ``axis``. Statistics are float32 for half-precision input.
+    live on ``axis``. Statistics are float32 for half-precision input. When
+    ``axis`` names the trailing axes (the usual case), forward and backward
+    are one op with a hand-written gradient (:func:`tfnorm.ops.layer_norm`).
 
     ``LayerNormalization(center=False, scale=False)`` is *LayerNorm-simple* of
     Xu et al. 2019 ("Understanding and Improving Layer Normalization"): the
@@ -99,10 +101,7 @@ class LayerNormalization(_AffineMixin, NormalizationLayer):
 
     def call(self, inputs):
         check_float_input(type(self).__name__, inputs)
-        mean, var = ops.moments(inputs, self._axes)
-        return ops.normalize(inputs, mean, var,
-                             self._broadcast(self.gamma, self._axes, self._rank),
-                             self._broadcast(self.beta, self._axes, self._rank), self.epsilon)
+        return ops.layer_norm(inputs, self._axes, self.gamma, self.beta, self.epsilon)
 
     def get_config(self):
         config = super().get_config()
@@ -115,7 +114,8 @@ class RMSNormalization(NormalizationLayer):
     r"""Root-mean-square normalization: LayerNorm without re-centering.
 
     ``y = gamma * x / sqrt(mean(x**2) + epsilon)``, the mean of squares taken per
-    sample over ``axis`` (in float32 for half-precision input).
+    sample over ``axis`` (in float32 for half-precision input). Over trailing
+    axes, one op with a hand-written gradient (:func:`tfnorm.ops.rms_norm`).
 
     Args:
       axis: int or list of ints, the axes to normalize over. Default -1.
@@ -156,9 +156,7 @@ class RMSNormalization(NormalizationLayer):
 
     def call(self, inputs):
         check_float_input(type(self).__name__, inputs)
-        ms = ops.mean_square(inputs, self._axes)
-        return ops.rms_normalize(inputs, ms, self._broadcast(self.gamma, self._axes, self._rank),
-                                 None, self.epsilon)
+        return ops.rms_norm(inputs, self._axes, self.gamma, self.epsilon)
 
     def get_config(self):
         config = super().get_config()

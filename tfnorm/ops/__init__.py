@@ -1,6 +1,7 @@
 """Pure TensorFlow functions behind every tfnorm layer (no Keras state)."""
 
 from tfnorm.ops.axes import as_axis_tuple, broadcast_shape, complement, resolve_axes
+from tfnorm.ops.fused import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
 from tfnorm.ops.groups import divisors, group_average, group_moments, merge_groups, split_groups
 from tfnorm.ops.moments import (
     mean_square,
@@ -14,18 +15,23 @@ from tfnorm.ops.normalize import fold, normalize, rms_normalize
 
 __all__ = [
     "as_axis_tuple",
+    "batch_norm",
     "broadcast_shape",
     "complement",
     "divisors",
     "fold",
     "group_average",
     "group_moments",
+    "group_norm",
+    "instance_norm",
+    "layer_norm",
     "mean_square",
     "merge_groups",
     "moments",
     "moments_from_sums",
     "normalize",
     "resolve_axes",
+    "rms_norm",
     "rms_normalize",
     "shifted_sums",
     "split_groups",

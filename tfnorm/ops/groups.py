@@ -7,6 +7,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from tfnorm.ops.moments import to_stats
+from tfnorm.ops.reduce import sum_over, xla_on_cpu
 
 __all__ = ["split_groups", "merge_groups", "group_average", "group_moments", "divisors"]
 
@@ -73,12 +74,17 @@ def group_moments(x: tf.Tensor, groups: int, channel_axis: int, reduce_axes: Seq
     channel_axis = channel_axis % rank
     reduce_axes = list(reduce_axes)
     xs = to_stats(x)
-    if reduce_axes:
-        m_c = tf.reduce_mean(xs, reduce_axes, keepdims=True)
-    else:
-        m_c = xs
+
+    def average(t):
+        if not reduce_axes:
+            return t
+        if xla_on_cpu():  # XLA's CPU reductions are slow: see tfnorm.ops.reduce
+            n = tf.cast(tf.reduce_prod(tf.gather(tf.shape(t), reduce_axes)), t.dtype)
+            return sum_over(t, reduce_axes, xla_cpu=True) / n
+        return tf.reduce_mean(t, reduce_axes, keepdims=True)
+
+    m_c = average(xs)
     mean = group_average(m_c, groups, channel_axis)
-    sq = tf.math.squared_difference(xs, mean)
-    v_c = tf.reduce_mean(sq, reduce_axes, keepdims=True) if reduce_axes else sq
+    v_c = average(tf.math.squared_difference(xs, mean))
     var = group_average(v_c, groups, channel_axis)
     return mean, tf.maximum(var, tf.zeros([], var.dtype))

@@ -13,6 +13,8 @@ from typing import Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from tfnorm.ops.reduce import sum_over, xla_on_cpu
+
 __all__ = [
     "stats_dtype",
     "to_stats",
@@ -76,9 +78,13 @@ def moments(x: tf.Tensor, axes: Sequence[int], mask: Optional[tf.Tensor] = None,
     axes = list(axes)
     xs = to_stats(x)
     if mask is None:
-        mean = tf.reduce_mean(xs, axes, keepdims=True)
-        sq = tf.reduce_sum(tf.math.squared_difference(xs, mean), axes, keepdims=True)
         n = tf.cast(tf.reduce_prod(tf.gather(tf.shape(xs), axes)), xs.dtype)
+        if xla_on_cpu():  # XLA's CPU reductions are slow: see tfnorm.ops.reduce
+            mean = sum_over(xs, axes, xla_cpu=True) / n
+            sq = sum_over(tf.math.squared_difference(xs, mean), axes, xla_cpu=True)
+        else:
+            mean = tf.reduce_mean(xs, axes, keepdims=True)
+            sq = tf.reduce_sum(tf.math.squared_difference(xs, mean), axes, keepdims=True)
         var = sq / tf.maximum(n - correction, 1) if correction else sq / n
     else:
         w = _mask_weights(mask, xs)
@@ -104,6 +110,10 @@ def mean_square(x: tf.Tensor, axes: Sequence[int], mask: Optional[tf.Tensor] = N
     axes = list(axes)
     xs = to_stats(x)
     if mask is None:
+        if xla_on_cpu():
+            n = tf.cast(tf.reduce_prod(tf.gather(tf.shape(xs), axes)), xs.dtype)
+            ms = sum_over(tf.square(xs), axes, xla_cpu=True) / n
+            return ms if keepdims else tf.squeeze(ms, axes)
         return tf.reduce_mean(tf.square(xs), axes, keepdims=keepdims)
     w = _mask_weights(mask, xs)
     ms = tf.math.divide_no_nan(tf.reduce_sum(w * tf.square(xs), axes, keepdims=True),

@@ -57,7 +57,14 @@ def normalize(x: tf.Tensor, mean, var, scale=None, offset=None,
       >>> normalize(x, mean=2.0, var=1.0, epsilon=0.0).numpy().tolist()
       [[-1.0, 1.0]]
     """
-    a, b = fold(mean, var, scale, offset, epsilon, stats_dtype(x.dtype))
+    dtype = stats_dtype(x.dtype)
+    if dtype != x.dtype and mean is not None:
+        # Half precision: centre first, in float32. The folded x*a + b overflows float16 and
+        # cancels (even in float32) when |x| >> sigma, e.g. for a constant input of 1e4.
+        a, b = fold(None, var, scale, offset, epsilon, dtype)
+        y = (tf.cast(x, dtype) - tf.cast(mean, dtype)) * a
+        return tf.cast(y if b is None else y + b, x.dtype)
+    a, b = fold(mean, var, scale, offset, epsilon, dtype)
     return _apply(x, a, b)
 
 

@@ -1,0 +1,110 @@
+"""``tfnorm bench`` runs end to end and prints well-formed output (no timing assertions).
+
+The command runs in a subprocess, as a user would start it, on tiny tensors
+(the hidden ``--tiny`` option) so that the whole file takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tfnorm import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+ROW_FIELDS = {
+    "layer": str, "short_name": str, "shape_name": str, "shape": list, "dtype": str,
+    "compile": str, "xla": bool, "mode": str, "tfnorm_ms": float, "floor_ms": float,
+    "floor_fraction": float, "gbps": float, "repeats": int,
+}
+OPTIONAL_FIELDS = ("baseline", "baseline_ms", "ratio", "goal_ratio", "goal_met",
+                   "baseline_floor_fraction", "baseline_gbps", "twin")
+
+
+def _bench(*args, timeout=240):
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "tfnorm", "bench", "--quick", "--tiny",
+                           "--repeats", "2", "--warmup", "1", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def table_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "bench.json"
+    proc = _bench("--layers", "batch,group", "--save", str(path))
+    return proc, path
+
+
+def test_table_is_well_formed(table_run):
+    proc, _ = table_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("tfnorm bench")
+    assert any(line.startswith("machine:") and "cores" in line for line in lines)
+    header = next(i for i, line in enumerate(lines) if line.startswith("layer "))
+    for column in ("tfnorm ms", "base ms", "ratio", "floor ms", "of floor", "GB/s"):
+        assert column in lines[header]
+    assert set(lines[header + 1].replace(" ", "")) == {"-"}
+    rows = []
+    for line in lines[header + 2:]:
+        if not line.strip():
+            break
+        rows.append(line.split())
+    # 2 layers x (forward, train) x (no XLA, XLA), fp32 only under --quick
+    assert len(rows) == 8
+    assert {r[0] for r in rows} == {"BatchNormalization", "GroupNormalization"}
+    for r in rows:
+        for cell in r[-3:]:  # floor ms, of floor, GB/s
+            float(cell)
+    assert "goals:" in lines
+    # progress went to stderr, one line per configuration
+    assert "[  8/8]" in proc.stderr
+
+
+def test_saved_json_matches_the_table(table_run):
+    proc, path = table_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(path.read_text())
+    assert len(doc["rows"]) == 8
+    assert doc["machine"]["cores"] >= 1 and doc["machine"]["cpu"]
+
+
+def test_json_output(tmp_path):
+    proc = _bench("--layers", "rms", "--modes", "train", "--compile", "xla", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)  # stdout holds nothing but the JSON document
+    assert set(doc) >= {"machine", "command", "rows", "skipped"}
+    for key in ("date", "cpu", "cores", "device", "tensorflow", "keras", "tfnorm", "settings"):
+        assert key in doc["machine"]
+    assert doc["machine"]["settings"]["quick"] is True
+    (row,) = doc["rows"]
+    for key, kind in ROW_FIELDS.items():
+        assert isinstance(row[key], kind), (key, row[key])
+    for key in OPTIONAL_FIELDS:
+        assert key in row
+    assert row["layer"] == "RMSNormalization" and row["baseline"] == "keras"
+    assert row["mode"] == "train" and row["xla"] is True and row["dtype"] == "float32"
+    assert row["tfnorm_ms"] > 0 and row["baseline_ms"] > 0 and row["floor_ms"] > 0
+    assert row["ratio"] == pytest.approx(row["tfnorm_ms"] / row["baseline_ms"])
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["bench", "--shapes", "huge"], "--shapes"),
+    (["bench", "--dtypes", "int8"], "--dtypes"),
+    (["bench", "--repeats", "0"], "--repeats"),
+])
+def test_bad_options_are_one_line_errors(argv, needle, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err
+
+
+def test_unknown_layer_is_a_usage_error(capsys):
+    assert cli.main(["bench", "--layers", "nosuchnorm", "--tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "nosuchnorm" in err and "batch" in err

@@ -1,0 +1,215 @@
+"""EvoNorms: normalization and activation fused into one layer (Liu et al. 2020)."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfnorm import ops
+from tfnorm.layers.base import (
+    NormalizationLayer,
+    check_float_input,
+    check_fraction,
+    check_int,
+    check_positive,
+    check_single_axis,
+    register,
+    serialize,
+)
+from tfnorm.layers.group import _suggest_groups
+from tfnorm.layers.layer_norm import _AffineMixin
+
+
+def _affine(y, gamma, beta):
+    """``y * gamma + beta`` in ``y``'s dtype (the statistics dtype)."""
+    if gamma is not None:
+        y = y * tf.cast(gamma, y.dtype)
+    if beta is not None:
+        y = y + tf.cast(beta, y.dtype)
+    return y
+
+
+@register
+class EvoNormB0(_AffineMixin, NormalizationLayer):
+    r"""EvoNorm-B0: a batch-dependent normalization-activation layer found by search.
+
+    With ``s2_b`` the batch variance per channel (over the batch and spatial
+    axes; a moving average of it in inference), ``s2_i`` the instance variance
+    per sample and channel (over the spatial axes) and ``v1`` a learned
+    per-channel vector::
+
+        y = x / max(sqrt(s2_b + epsilon), v1 * x + sqrt(s2_i + epsilon)) * gamma + beta
+
+    No separate activation follows: the ``max`` is the non-linearity. In
+    training the moving variance is updated as
+    ``moving_variance <- momentum * moving_variance + (1 - momentum) * s2_b``
+    (a channel whose batch variance is not finite keeps its moving variance).
+    Needs at least one spatial axis: rank >= 3. Statistics and the element-wise
+    maths are float32 under mixed precision; the output has the input's dtype.
+
+    Args:
+      momentum: moving-average momentum. Default 0.99.
+      epsilon: added to both variances. Default 1e-5.
+      axis: channel axis. Default -1.
+      center, scale: learn ``beta``, ``gamma``. Default True.
+      beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer,
+      beta_constraint, gamma_constraint: for ``beta`` and ``gamma``.
+      moving_variance_initializer: Default ``"ones"``.
+
+    Call arguments:
+      inputs: float tensor of rank >= 3 with channels on ``axis``.
+      training: use the batch variance and update its moving average.
+
+    Example:
+      >>> import numpy as np, tfnorm
+      >>> layer = tfnorm.EvoNormB0(momentum=0.9)
+      >>> y = layer(np.random.rand(4, 5, 5, 3).astype("float32"), training=True)
+      >>> tuple(y.shape), bool(np.all(layer.moving_variance.numpy() < 1))
+      ((4, 5, 5, 3), True)
+
+    Reference:
+      H. Liu, A. Brock, K. Simonyan, Q. V. Le. "Evolving Normalization-Activation
+      Layers." NeurIPS 2020.
+    """
+
+    min_rank = 3
+
+    def __init__(self, momentum=0.99, epsilon=1e-5, axis=-1, center=True, scale=True,
+                 beta_initializer="zeros", gamma_initializer="ones",
+                 beta_regularizer=None, gamma_regularizer=None,
+                 beta_constraint=None, gamma_constraint=None,
+                 moving_variance_initializer="ones", **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = check_fraction("momentum", momentum)
+        self.epsilon = check_positive("epsilon", epsilon)
+        self.axis = check_single_axis(type(self).__name__, axis)
+        self._init_affine(center, scale, beta_initializer, gamma_initializer,
+                          beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint)
+        self.moving_variance_initializer = keras.initializers.get(moving_variance_initializer)
+
+    def build(self, input_shape):
+        (c_axis,) = self._resolve_axes(self.axis, input_shape)
+        self._axes = (c_axis,)
+        self._rank = len(input_shape)
+        self._spatial = ops.complement((c_axis,), self._rank, skip_batch=True)
+        self._batch = ops.complement((c_axis,), self._rank)
+        channels = input_shape[c_axis]
+        self._build_affine((channels,))
+        self.v1 = self._param("v1", (channels,), "ones")
+        self.moving_variance = self._param("moving_variance", (channels,),
+                                           self.moving_variance_initializer,
+                                           trainable=False, aggregation="mean")
+
+    def _b(self, param):
+        return self._broadcast(param, self._axes, self._rank)
+
+    def call(self, inputs, training=None):
+        check_float_input(type(self).__name__, inputs)
+        xs = ops.to_stats(inputs)
+        dt = xs.dtype
+        eps = tf.constant(self.epsilon, dt)
+        if bool(training) and self.trainable:
+            _, batch_var = ops.moments(xs, self._batch)
+            update = tf.reshape(tf.stop_gradient(batch_var), self.moving_variance.shape)
+            mv = self.moving_variance
+            new = mv * self.momentum + tf.cast(update, mv.dtype) * (1.0 - self.momentum)
+            mv.assign(tf.where(tf.math.is_finite(new), new, mv))  # skip non-finite statistics
+        else:
+            batch_var = tf.cast(self._b(self.moving_variance), dt)
+        _, inst_var = ops.moments(xs, self._spatial)
+        left = tf.sqrt(batch_var + eps)
+        right = tf.cast(self._b(self.v1), dt) * xs + tf.sqrt(inst_var + eps)
+        y = _affine(xs / tf.maximum(left, right), self._b(self.gamma), self._b(self.beta))
+        return tf.cast(y, inputs.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "axis": self.axis,
+            **self._affine_config(),
+            "moving_variance_initializer": serialize(self.moving_variance_initializer),
+        })
+        return config
+
+
+@register
+class EvoNormS0(_AffineMixin, NormalizationLayer):
+    r"""EvoNorm-S0: a batch-independent normalization-activation layer found by search.
+
+    With ``s2_g`` the variance per sample over the spatial axes and the
+    channels of each group (as in group normalization) and ``v1`` a learned
+    per-channel vector::
+
+        y = x * sigmoid(v1 * x) / sqrt(s2_g + epsilon) * gamma + beta
+
+    The numerator is a SiLU/Swish-like gate; no separate activation follows.
+    Works for any rank >= 2 (without spatial axes the variance is over each
+    group's channels). Float32 statistics and maths under mixed precision.
+
+    Args:
+      groups: number of channel groups; must divide the channel count. Default 32.
+      epsilon: added to the variance. Default 1e-5.
+      axis: channel axis. Default -1.
+      center, scale: learn ``beta``, ``gamma``. Default True.
+      beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer,
+      beta_constraint, gamma_constraint: for ``beta`` and ``gamma``.
+
+    Call arguments:
+      inputs: float tensor of rank >= 2 with channels on ``axis``.
+
+    Example:
+      >>> import numpy as np, tfnorm
+      >>> y = tfnorm.EvoNormS0(groups=2)(np.random.rand(2, 6, 6, 4).astype("float32"))
+      >>> tuple(y.shape)
+      (2, 6, 6, 4)
+
+    Reference:
+      H. Liu, A. Brock, K. Simonyan, Q. V. Le. "Evolving Normalization-Activation
+      Layers." NeurIPS 2020.
+    """
+
+    def __init__(self, groups=32, epsilon=1e-5, axis=-1, center=True, scale=True,
+                 beta_initializer="zeros", gamma_initializer="ones",
+                 beta_regularizer=None, gamma_regularizer=None,
+                 beta_constraint=None, gamma_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = check_int("groups", groups, 1)
+        self.epsilon = check_positive("epsilon", epsilon)
+        self.axis = check_single_axis(type(self).__name__, axis)
+        self._init_affine(center, scale, beta_initializer, gamma_initializer,
+                          beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint)
+
+    def build(self, input_shape):
+        (c_axis,) = self._resolve_axes(self.axis, input_shape)
+        channels = input_shape[c_axis]
+        if channels % self.groups:
+            raise ValueError(
+                f"groups={self.groups} must divide the {channels} channels on axis {self.axis}; "
+                f"try {_suggest_groups(channels, self.groups)}"
+            )
+        self._axes = (c_axis,)
+        self._rank = len(input_shape)
+        self._spatial = ops.complement((c_axis,), self._rank, skip_batch=True)
+        self._build_affine((channels,))
+        self.v1 = self._param("v1", (channels,), "ones")
+
+    def _b(self, param):
+        return self._broadcast(param, self._axes, self._rank)
+
+    def call(self, inputs):
+        check_float_input(type(self).__name__, inputs)
+        xs = ops.to_stats(inputs)
+        dt = xs.dtype
+        _, var = ops.group_moments(xs, self.groups, self._axes[0], self._spatial)
+        gate = tf.sigmoid(tf.cast(self._b(self.v1), dt) * xs)
+        y = xs * gate * tf.math.rsqrt(var + tf.constant(self.epsilon, dt))
+        y = _affine(y, self._b(self.gamma), self._b(self.beta))
+        return tf.cast(y, inputs.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"groups": self.groups, "epsilon": self.epsilon, "axis": self.axis,
+                       **self._affine_config()})
+        return config

@@ -1,0 +1,160 @@
+"""Filter response normalization and its thresholded linear unit (Singh & Krishnan 2020)."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfnorm import ops
+from tfnorm.layers.base import (
+    NormalizationLayer,
+    check_float_input,
+    check_positive,
+    check_single_axis,
+    register,
+    serialize,
+)
+from tfnorm.layers.layer_norm import _AffineMixin
+
+# Starting value of the learned part of epsilon (nonzero: |e| has no gradient at 0).
+_LEARNED_EPSILON_INIT = 1e-4
+
+
+@register
+class FilterResponseNormalization(_AffineMixin, NormalizationLayer):
+    r"""Filter response normalization: each channel divided by its mean square over space.
+
+    Per sample and channel, with ``nu2`` the mean of ``x**2`` over the spatial
+    axes (no mean subtraction, no batch dependence)::
+
+        y = gamma * x / sqrt(nu2 + |epsilon|) + beta
+
+    With ``learned_epsilon=True`` the epsilon is ``epsilon + |e|`` with ``e`` a
+    trainable scalar starting at 1e-4 (the paper finds a learned epsilon
+    matters for 1x1 spatial extents, e.g. late layers or dense-like inputs);
+    ``epsilon`` is then a fixed lower bound. The paper pairs FRN with
+    :class:`TLU`, ``max(y, tau)``, which replaces the activation after it.
+    Needs at least one spatial axis: rank >= 3. The mean square is float32
+    under mixed precision.
+
+    Args:
+      axis: channel axis. Default -1.
+      epsilon: added to the mean square (its absolute value). Default 1e-6.
+      learned_epsilon: learn an extra epsilon. Default False.
+      center, scale: learn ``beta``, ``gamma`` per channel. Default True.
+      beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer,
+      beta_constraint, gamma_constraint: for ``beta`` and ``gamma``.
+
+    Call arguments:
+      inputs: float tensor of rank >= 3 with channels on ``axis``.
+
+    Example:
+      >>> import numpy as np, tfnorm
+      >>> x = np.random.rand(2, 4, 4, 3).astype("float32")
+      >>> y = tfnorm.FilterResponseNormalization()(x).numpy()
+      >>> bool(np.allclose((y ** 2).mean(axis=(1, 2)), 1, atol=1e-4))
+      True
+
+    Reference:
+      S. Singh, S. Krishnan. "Filter Response Normalization Layer: Eliminating
+      Batch Dependence in the Training of Deep Neural Networks." CVPR 2020.
+    """
+
+    min_rank = 3
+
+    def __init__(self, axis=-1, epsilon=1e-6, learned_epsilon=False, center=True, scale=True,
+                 beta_initializer="zeros", gamma_initializer="ones",
+                 beta_regularizer=None, gamma_regularizer=None,
+                 beta_constraint=None, gamma_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = check_single_axis(type(self).__name__, axis)
+        if not isinstance(learned_epsilon, bool):
+            raise ValueError("learned_epsilon must be True or False, received "
+                             f"learned_epsilon={learned_epsilon!r}")
+        self.learned_epsilon = learned_epsilon
+        self.epsilon = check_positive("epsilon", epsilon, allow_zero=learned_epsilon)
+        self._init_affine(center, scale, beta_initializer, gamma_initializer,
+                          beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint)
+
+    def build(self, input_shape):
+        (c_axis,) = self._resolve_axes(self.axis, input_shape)
+        self._axes = (c_axis,)
+        self._rank = len(input_shape)
+        self._spatial = ops.complement((c_axis,), self._rank, skip_batch=True)
+        self._build_affine((input_shape[c_axis],))
+        self.learned_eps = (self._param("learned_eps", (), keras.initializers.Constant(
+            _LEARNED_EPSILON_INIT)) if self.learned_epsilon else None)
+
+    def call(self, inputs):
+        check_float_input(type(self).__name__, inputs)
+        nu2 = ops.mean_square(inputs, self._spatial)
+        eps = tf.constant(abs(self.epsilon), nu2.dtype)
+        if self.learned_eps is not None:
+            eps = eps + tf.abs(tf.cast(self.learned_eps, nu2.dtype))
+        return ops.rms_normalize(inputs, nu2,
+                                 self._broadcast(self.gamma, self._axes, self._rank),
+                                 self._broadcast(self.beta, self._axes, self._rank), eps)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"axis": self.axis, "epsilon": self.epsilon,
+                       "learned_epsilon": self.learned_epsilon, **self._affine_config()})
+        return config
+
+
+@register
+class TLU(NormalizationLayer):
+    r"""Thresholded linear unit: ``y = max(x, tau)`` with a learned threshold per channel.
+
+    The activation the FRN paper pairs with :class:`FilterResponseNormalization`
+    (FRN has no mean subtraction, so a ReLU's fixed threshold at 0 can leave
+    units dead; TLU learns where to cut). ``tau`` starts at 0 (a ReLU after a
+    zero-mean input).
+
+    Args:
+      axis: channel axis. Default -1.
+      tau_initializer, tau_regularizer, tau_constraint: for ``tau``.
+        Default ``"zeros"``, None, None.
+
+    Call arguments:
+      inputs: float tensor of rank >= 2 with channels on ``axis``.
+
+    Example:
+      >>> import numpy as np, tfnorm
+      >>> tfnorm.TLU()(np.array([[-1.0, 2.0]], "float32")).numpy().tolist()
+      [[0.0, 2.0]]
+
+    Reference:
+      S. Singh, S. Krishnan. "Filter Response Normalization Layer: Eliminating
+      Batch Dependence in the Training of Deep Neural Networks." CVPR 2020.
+    """
+
+    def __init__(self, axis=-1, tau_initializer="zeros", tau_regularizer=None,
+                 tau_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = check_single_axis(type(self).__name__, axis)
+        self.tau_initializer = keras.initializers.get(tau_initializer)
+        self.tau_regularizer = keras.regularizers.get(tau_regularizer)
+        self.tau_constraint = keras.constraints.get(tau_constraint)
+
+    def build(self, input_shape):
+        (c_axis,) = self._resolve_axes(self.axis, input_shape)
+        self._axes = (c_axis,)
+        self._rank = len(input_shape)
+        self.tau = self._param("tau", (input_shape[c_axis],), self.tau_initializer,
+                               self.tau_regularizer, self.tau_constraint)
+
+    def call(self, inputs):
+        check_float_input(type(self).__name__, inputs)
+        tau = self._broadcast(self.tau, self._axes, self._rank)
+        return tf.maximum(inputs, tf.cast(tau, inputs.dtype))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "axis": self.axis,
+            "tau_initializer": serialize(self.tau_initializer),
+            "tau_regularizer": serialize(self.tau_regularizer),
+            "tau_constraint": serialize(self.tau_constraint),
+        })
+        return config

@@ -1,0 +1,144 @@
+"""Switchable normalization: a learned mixture of instance, layer and batch statistics."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfnorm import ops
+from tfnorm.layers.base import (
+    NormalizationLayer,
+    check_float_input,
+    check_fraction,
+    check_positive,
+    check_single_axis,
+    register,
+    serialize,
+)
+from tfnorm.layers.layer_norm import _AffineMixin
+
+
+@register
+class SwitchableNormalization(_AffineMixin, NormalizationLayer):
+    r"""Switchable normalization: instance, layer and batch statistics mixed by learned weights.
+
+    For an input with channels on ``axis`` and spatial axes ``S``, three sets
+    of statistics are computed: instance (per sample and channel, over ``S``),
+    layer (per sample, over ``S`` and the channels) and batch (per channel,
+    over the batch and ``S``). They are mixed with two learned softmax weight
+    vectors, one for the means and one for the variances::
+
+        mean = sum_k softmax(mean_weights)_k * mean_k       k in (instance, layer, batch)
+        var  = sum_k softmax(variance_weights)_k * var_k
+        y    = gamma * (x - mean) / sqrt(var + epsilon) + beta
+
+    The layer and batch statistics are derived from the instance ones (the
+    variance of a union of equal-sized groups is the mean within-group
+    variance plus the variance of the group means), so the activations are
+    reduced once. In inference the batch statistics are replaced by moving
+    averages updated in training with ``momentum`` (a channel whose batch
+    statistic is not finite keeps its moving average). Needs at least one spatial
+    axis: rank >= 3. Float32 statistics under mixed precision.
+
+    Args:
+      momentum: moving-average momentum of the batch statistics. Default 0.99.
+      epsilon: added to the mixed variance. Default 1e-5.
+      axis: channel axis. Default -1.
+      center, scale: learn ``beta``, ``gamma`` per channel. Default True.
+      beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer,
+      beta_constraint, gamma_constraint: for ``beta`` and ``gamma``.
+      moving_mean_initializer, moving_variance_initializer: Default
+        ``"zeros"``, ``"ones"``.
+
+    Call arguments:
+      inputs: float tensor of rank >= 3 with channels on ``axis``.
+      training: use the batch statistics and update their moving averages.
+
+    Example:
+      >>> import numpy as np, tfnorm
+      >>> sn = tfnorm.SwitchableNormalization()
+      >>> y = sn(np.random.rand(4, 6, 6, 3).astype("float32"), training=True)
+      >>> tuple(y.shape), tuple(sn.mean_weights.shape)  # (instance, layer, batch) logits
+      ((4, 6, 6, 3), (3,))
+
+    Reference:
+      P. Luo, R. Zhang, J. Ren, Z. Peng, J. Li. "Switchable Normalization for
+      Learning-to-Normalize Deep Representation." IEEE TPAMI 2019 (ICLR 2019).
+    """
+
+    min_rank = 3
+
+    def __init__(self, momentum=0.99, epsilon=1e-5, axis=-1, center=True, scale=True,
+                 beta_initializer="zeros", gamma_initializer="ones",
+                 beta_regularizer=None, gamma_regularizer=None,
+                 beta_constraint=None, gamma_constraint=None,
+                 moving_mean_initializer="zeros", moving_variance_initializer="ones",
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = check_fraction("momentum", momentum)
+        self.epsilon = check_positive("epsilon", epsilon)
+        self.axis = check_single_axis(type(self).__name__, axis)
+        self._init_affine(center, scale, beta_initializer, gamma_initializer,
+                          beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint)
+        self.moving_mean_initializer = keras.initializers.get(moving_mean_initializer)
+        self.moving_variance_initializer = keras.initializers.get(moving_variance_initializer)
+
+    def build(self, input_shape):
+        (c_axis,) = self._resolve_axes(self.axis, input_shape)
+        self._axes = (c_axis,)
+        self._rank = len(input_shape)
+        self._spatial = ops.complement((c_axis,), self._rank, skip_batch=True)
+        channels = input_shape[c_axis]
+        self._build_affine((channels,))
+        self.mean_weights = self._param("mean_weights", (3,), "ones")
+        self.variance_weights = self._param("variance_weights", (3,), "ones")
+        self.moving_mean = self._param("moving_mean", (channels,), self.moving_mean_initializer,
+                                       trainable=False, aggregation="mean")
+        self.moving_variance = self._param("moving_variance", (channels,),
+                                           self.moving_variance_initializer,
+                                           trainable=False, aggregation="mean")
+
+    def _b(self, param):
+        return self._broadcast(param, self._axes, self._rank)
+
+    def _update(self, var, value):
+        value = tf.reshape(tf.stop_gradient(value), var.shape)
+        new = var * self.momentum + tf.cast(value, var.dtype) * (1.0 - self.momentum)
+        var.assign(tf.where(tf.math.is_finite(new), new, var))  # skip non-finite statistics
+
+    def call(self, inputs, training=None):
+        check_float_input(type(self).__name__, inputs)
+        c = self._axes[0]
+        mean_in, var_in = ops.moments(inputs, self._spatial)  # (N, 1.., C), stats dtype
+        dt = mean_in.dtype
+        mean_ln = tf.reduce_mean(mean_in, c, keepdims=True)
+        var_ln = tf.reduce_mean(var_in + tf.square(mean_in - mean_ln), c, keepdims=True)
+        if bool(training) and self.trainable:
+            mean_bn = tf.reduce_mean(mean_in, 0, keepdims=True)
+            var_bn = tf.reduce_mean(var_in + tf.square(mean_in - mean_bn), 0, keepdims=True)
+            self._update(self.moving_mean, mean_bn)
+            self._update(self.moving_variance, var_bn)
+        else:
+            mean_bn = tf.cast(self._b(self.moving_mean), dt)
+            var_bn = tf.cast(self._b(self.moving_variance), dt)
+        wm = tf.nn.softmax(tf.cast(self.mean_weights, dt))
+        wv = tf.nn.softmax(tf.cast(self.variance_weights, dt))
+        # Mixed as instance statistics plus weighted differences: the softmax weights sum to 1
+        # only up to rounding, and x - mean must cancel exactly when all three means agree.
+        mean = mean_in + wm[1] * (mean_ln - mean_in) + wm[2] * (mean_bn - mean_in)
+        var = var_in + wv[1] * (var_ln - var_in) + wv[2] * (var_bn - var_in)
+        var = tf.maximum(var, tf.zeros([], dt))
+        return ops.normalize(inputs, mean, var, self._b(self.gamma), self._b(self.beta),
+                             self.epsilon)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "axis": self.axis,
+            **self._affine_config(),
+            "moving_mean_initializer": serialize(self.moving_mean_initializer),
+            "moving_variance_initializer": serialize(self.moving_variance_initializer),
+        })
+        return config

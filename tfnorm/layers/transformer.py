@@ -1,0 +1,155 @@
+"""Lightweight replacements of LayerNorm in transformers: ScaleNorm and Dynamic Tanh."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from tfnorm import ops
+from tfnorm.layers.base import (
+    NormalizationLayer,
+    check_float_input,
+    check_positive,
+    register,
+    serialize,
+)
+
+
+@register
+class ScaleNormalization(NormalizationLayer):
+    r"""ScaleNorm: the feature vector projected onto a sphere of learned radius.
+
+    Per sample, over the feature axes ``axis`` of size ``d`` in total::
+
+        y = g * x / max(||x||_2, epsilon)
+
+    with a single learned scalar ``g`` initialised to ``sqrt(d)`` (so the output
+    starts with unit root mean square, like LayerNorm's). The norm is float32
+    under mixed precision.
+
+    Args:
+      epsilon: lower bound of the norm. Default 1e-5.
+      axis: int or list of ints, the axes to normalize over. Default -1.
+
+    Call arguments:
+      inputs: float tensor of rank >= 2.
+
+    Example:
+      >>> import numpy as np, tfnorm
+      >>> layer = tfnorm.ScaleNormalization()
+      >>> y = layer(np.array([[3.0, 4.0, 0.0, 0.0]], "float32"))
+      >>> float(layer.g.numpy()), np.round(y.numpy().astype(float), 4).tolist()
+      (2.0, [[1.2, 1.6, 0.0, 0.0]])
+
+    Reference:
+      T. Q. Nguyen, J. Salazar. "Transformers without Tears: Improving the
+      Normalization of Self-Attention." IWSLT 2019.
+    """
+
+    def __init__(self, epsilon=1e-5, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = check_positive("epsilon", epsilon)
+        ops.as_axis_tuple(axis)
+        self.axis = axis
+
+    def build(self, input_shape):
+        self._axes = self._resolve_axes(self.axis, input_shape)
+        self._size = math.prod(input_shape[a] for a in self._axes)
+        self.g = self._param("g", (), keras.initializers.Constant(math.sqrt(self._size)))
+
+    def call(self, inputs):
+        check_float_input(type(self).__name__, inputs)
+        ms = ops.mean_square(inputs, self._axes)
+        dt = ms.dtype
+        norm = tf.sqrt(ms * tf.constant(self._size, dt))
+        factor = tf.cast(self.g, dt) / tf.maximum(norm, tf.constant(self.epsilon, dt))
+        return inputs * tf.cast(factor, inputs.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"epsilon": self.epsilon, "axis": self.axis})
+        return config
+
+
+@register
+class DynamicTanh(NormalizationLayer):
+    r"""Dynamic Tanh (DyT): an element-wise stand-in for LayerNorm in transformers.
+
+    No statistics at all::
+
+        y = gamma * tanh(alpha * x) + beta
+
+    with a learned scalar ``alpha`` (initialised to ``alpha_init``) and
+    per-feature ``gamma`` (ones) and ``beta`` (zeros) on ``axis``. The paper
+    observes that trained LayerNorms map inputs through tanh-like S-curves and
+    replaces them by this; ``alpha_init`` matters (0.5 for most models; lower
+    for large or deep ones). Element-wise maths run in the input's dtype.
+
+    Args:
+      alpha_init: initial value of ``alpha``. Default 0.5.
+      axis: int or list of ints, the axes ``gamma`` and ``beta`` live on. Default -1.
+      beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer,
+      beta_constraint, gamma_constraint: for ``beta`` and ``gamma``.
+
+    Call arguments:
+      inputs: float tensor of rank >= 2.
+
+    Example:
+      >>> import numpy as np, tfnorm
+      >>> y = tfnorm.DynamicTanh(alpha_init=1.0)(np.array([[0.0, 100.0]], "float32"))
+      >>> np.round(y.numpy().astype(float), 4).tolist()
+      [[0.0, 1.0]]
+
+    Reference:
+      J. Zhu, X. Chen, K. He, Y. LeCun, Z. Liu. "Transformers without
+      Normalization." CVPR 2025.
+    """
+
+    def __init__(self, alpha_init=0.5, axis=-1, beta_initializer="zeros",
+                 gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None,
+                 beta_constraint=None, gamma_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(alpha_init, bool) or not isinstance(alpha_init, (int, float)):
+            raise ValueError(f"alpha_init must be a number, received alpha_init={alpha_init!r}")
+        self.alpha_init = float(alpha_init)
+        ops.as_axis_tuple(axis)
+        self.axis = axis
+        self.beta_initializer = keras.initializers.get(beta_initializer)
+        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+        self.beta_regularizer = keras.regularizers.get(beta_regularizer)
+        self.gamma_regularizer = keras.regularizers.get(gamma_regularizer)
+        self.beta_constraint = keras.constraints.get(beta_constraint)
+        self.gamma_constraint = keras.constraints.get(gamma_constraint)
+
+    def build(self, input_shape):
+        self._axes = self._resolve_axes(self.axis, input_shape)
+        self._rank = len(input_shape)
+        shape = self._param_shape(self._axes, input_shape)
+        self.alpha = self._param("alpha", (), keras.initializers.Constant(self.alpha_init))
+        self.gamma = self._param("gamma", shape, self.gamma_initializer, self.gamma_regularizer,
+                                 self.gamma_constraint)
+        self.beta = self._param("beta", shape, self.beta_initializer, self.beta_regularizer,
+                                self.beta_constraint)
+
+    def call(self, inputs):
+        check_float_input(type(self).__name__, inputs)
+        dt = inputs.dtype
+        gamma = tf.cast(self._broadcast(self.gamma, self._axes, self._rank), dt)
+        beta = tf.cast(self._broadcast(self.beta, self._axes, self._rank), dt)
+        return tf.tanh(tf.cast(self.alpha, dt) * inputs) * gamma + beta
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "alpha_init": self.alpha_init,
+            "axis": self.axis,
+            "beta_initializer": serialize(self.beta_initializer),
+            "gamma_initializer": serialize(self.gamma_initializer),
+            "beta_regularizer": serialize(self.beta_regularizer),
+            "gamma_regularizer": serialize(self.gamma_regularizer),
+            "beta_constraint": serialize(self.beta_constraint),
+            "gamma_constraint": serialize(self.gamma_constraint),
+        })
+        return config

@@ -1,0 +1,500 @@
+"""Normalization of the weights rather than the activations: weight norm, spectral norm,
+weight-standardized convolutions.
+
+The wrappers compute the normalized kernel inside ``call`` and run the wrapped
+layer's own operation (matmul or convolution) with it. They never assign into
+the wrapped layer's variables: gradients reach the stored kernel through the
+normalization, and mixed precision keeps its float32 master weights.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfnorm import ops
+from tfnorm.layers.base import check_config_keys, check_int, check_positive, register
+
+try:  # mixed precision casts float32 variables on read; the stored value is wanted here
+    from keras.src.backend import AutocastScope as _AutocastScope
+except ImportError:  # pragma: no cover - older or newer Keras layouts
+    _AutocastScope = None
+
+# Variance floor of the data-dependent initialization (a constant batch has no spread).
+_DATA_INIT_EPSILON = 1e-6
+
+
+def _read(value, dtype):
+    """A variable's stored value (not its mixed-precision cast) as a ``dtype`` tensor."""
+    if _AutocastScope is None:
+        return tf.cast(tf.convert_to_tensor(value), dtype)
+    with _AutocastScope(None):
+        return tf.cast(tf.convert_to_tensor(value), dtype)
+
+
+_SUPPORTED = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+
+
+def _check_wrappable(owner: str, layer) -> None:
+    """Accepts Dense and Conv1D/2D/3D whose forward pass is Keras' own."""
+    ok = isinstance(layer, _SUPPORTED) and any(
+        type(layer).call is base.call for base in _SUPPORTED if isinstance(layer, base))
+    if not ok:
+        raise ValueError(
+            f"{owner} wraps keras.layers.Dense, Conv1D, Conv2D or Conv3D (with their own call), "
+            f"received layer={layer!r} of type {type(layer).__name__}; wrap the plain Keras layer"
+        )
+
+
+def _is_dense(layer) -> bool:
+    return isinstance(layer, keras.layers.Dense)
+
+
+def _channel_axis(layer, rank: int) -> int:
+    """Axis of the output units in the layer's output."""
+    if not _is_dense(layer) and layer.data_format == "channels_first":
+        return 1
+    return rank - 1
+
+
+def _linear(layer, inputs, kernel):
+    """The wrapped layer's operation with ``kernel``, before bias and activation."""
+    if _is_dense(layer):
+        return keras.ops.matmul(inputs, kernel)
+    if layer.padding == "causal":  # Conv1D only: left-pad, then a valid convolution
+        left = layer.dilation_rate[0] * (layer.kernel_size[0] - 1)
+        pads = [[0, 0], [left, 0], [0, 0]]
+        if layer.data_format == "channels_first":
+            pads = [[0, 0], [0, 0], [left, 0]]
+        return keras.ops.conv(keras.ops.pad(inputs, pads), kernel, strides=list(layer.strides),
+                              padding="valid", dilation_rate=layer.dilation_rate,
+                              data_format=layer.data_format)
+    return layer.convolution_op(inputs, kernel)
+
+
+def _finish(layer, outputs, bias, scale=None):
+    """``outputs * scale + bias`` per output unit (either may be None), then the activation.
+
+    For half-precision outputs the per-unit multiply-add runs in float32: a data-dependent
+    ``scale`` can be far below float16's normal range.
+    """
+    if bias is not None or scale is not None:
+        rank = outputs.shape.rank
+        shape = [1] * rank
+        shape[_channel_axis(layer, rank)] = -1
+        y = ops.to_stats(outputs)
+        if scale is not None:
+            y = y * tf.reshape(tf.cast(scale, y.dtype), shape)
+        if bias is not None:
+            y = y + tf.reshape(tf.cast(bias, y.dtype), shape)
+        outputs = tf.cast(y, outputs.dtype)
+    if layer.activation is not None:
+        outputs = layer.activation(outputs)
+    return outputs
+
+
+def _fan_in_axes(kernel_rank: int):
+    """Every kernel axis but the last (output units): the fan-in of each unit."""
+    return list(range(kernel_rank - 1))
+
+
+class _KernelWrapper(keras.layers.Wrapper):
+    """Shared plumbing of the kernel-normalizing wrappers."""
+
+    def __init__(self, layer, **kwargs):
+        _check_wrappable(type(self).__name__, layer)
+        if kwargs.get("dtype") is None:  # compute like the wrapped layer unless told otherwise
+            kwargs["dtype"] = layer.dtype_policy
+        super().__init__(layer, **kwargs)
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        check_config_keys(cls, config)
+        layer = keras.saving.deserialize_keras_object(config.pop("layer"),
+                                                      custom_objects=custom_objects)
+        return cls(layer, **config)
+
+    def build(self, input_shape):
+        spec = self.layer.input_spec  # the wrapped call is bypassed: check its rank here
+        rank = len(input_shape)
+        need = getattr(spec, "min_ndim", None) or getattr(spec, "ndim", None)
+        if need is not None and rank < need:
+            raise ValueError(
+                f"{type(self).__name__}: the wrapped {type(self.layer).__name__} needs an input "
+                f"of rank >= {need} (batch axis included), received an input of shape "
+                f"{tuple(input_shape)} (rank {rank})"
+            )
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self._units = int(self.layer.kernel.shape[-1])
+        self._kernel_rank = len(self.layer.kernel.shape)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def _param(self, name, shape, initializer, trainable=True):
+        return self.add_weight(name=name, shape=tuple(shape), initializer=initializer,
+                               trainable=trainable, autocast=False)
+
+    def _kernel(self, dtype):
+        return _read(self.layer.kernel, dtype)
+
+    def _bias(self, dtype):
+        return None if self.layer.bias is None else _read(self.layer.bias, dtype)
+
+
+@register
+class WeightNormalization(_KernelWrapper):
+    r"""Weight normalization: each unit's weight vector split into a length and a direction.
+
+    Wraps a ``Dense`` or ``Conv1D/2D/3D`` layer whose kernel ``v`` becomes the
+    direction; a new per-unit length ``g`` gives the kernel actually used::
+
+        w_j = g_j * v_j / ||v_j||        (v_j: the fan-in weights of output unit j)
+        y   = activation(op(x, w) + b)
+
+    computed inside ``call`` as ``g_j * op(x, v / ||v||)_j + b_j`` (the same,
+    the op being linear in each unit's weights; the op runs once, with the
+    normalized kernel). The wrapped layer's variables are never assigned to,
+    so gradients reach ``v`` through the normalization and mixed precision
+    keeps its float32 master weights. ``g`` starts at ``||v_j||`` (the wrapped
+    layer's function is unchanged at first).
+
+    With ``data_init=True``, the first call with ``training=True`` initializes
+    from that batch (Salimans & Kingma, Sec. 3): with ``t = op(x, v/||v||)``
+    and its per-unit batch mean ``mu`` and standard deviation ``sigma``, it sets
+    ``g = 1/sigma`` and the bias to ``-mu/sigma``, so the pre-activations of
+    that batch have zero mean and unit variance per unit. The bias shift is
+    kept by the wrapper as a non-trainable ``offset`` added to the wrapped
+    layer's (trainable) bias, which is not written to; without a bias
+    (``use_bias=False``) only ``g`` is set. A non-trainable ``initialized``
+    flag records that this happened, so it happens once and survives saving
+    and loading. Under ``tf.distribute`` the statistics are those of the
+    global batch (all replicas start from the same ``g``); a batch with NaN or
+    inf initializes nothing (the next finite one does).
+
+    Args:
+      layer: a ``keras.layers.Dense``, ``Conv1D``, ``Conv2D`` or ``Conv3D``.
+      data_init: data-dependent initialization on the first training call.
+        Default True.
+
+    Call arguments:
+      inputs: the wrapped layer's input.
+      training: a training call; the first one runs the data-dependent
+        initialization when ``data_init=True``.
+
+    Example:
+      >>> import numpy as np, keras, tfnorm
+      >>> wn = tfnorm.WeightNormalization(keras.layers.Dense(3))
+      >>> y = wn(np.random.rand(64, 5).astype("float32"), training=True)
+      >>> y = y.numpy()  # this batch's pre-activations: zero mean, unit variance per unit
+      >>> bool(np.allclose(y.mean(0), 0, atol=1e-5)), bool(np.allclose(y.std(0), 1, atol=1e-4))
+      (True, True)
+
+    Reference:
+      T. Salimans, D. P. Kingma. "Weight Normalization: A Simple
+      Reparameterization to Accelerate Training of Deep Neural Networks."
+      NeurIPS 2016.
+    """
+
+    def __init__(self, layer, data_init=True, **kwargs):
+        super().__init__(layer, **kwargs)
+        if not isinstance(data_init, bool):
+            raise ValueError(f"data_init must be True or False, received data_init={data_init!r}")
+        self.data_init = data_init
+
+    @property
+    def synchronized(self) -> bool:
+        """Whether training statistics span all replicas: the data-dependent
+        initialization uses the global batch under ``tf.distribute``."""
+        return self.data_init
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        fan_in = _fan_in_axes(self._kernel_rank)
+
+        def kernel_norm(shape, dtype=None):
+            v = self._kernel(tf.float32)
+            return tf.cast(tf.sqrt(tf.reduce_sum(tf.square(v), fan_in)), dtype or tf.float32)
+
+        self.g = self._param("g", (self._units,), kernel_norm)
+        self.offset = None
+        self.initialized = None
+        if self.data_init:
+            if self.layer.bias is not None:
+                self.offset = self._param("offset", (self._units,), "zeros", trainable=False)
+            self.initialized = self._param("initialized", (), "zeros", trainable=False)
+
+    def _direction(self, dtype):
+        v = self._kernel(dtype)
+        sq = tf.reduce_sum(tf.square(v), _fan_in_axes(self._kernel_rank), keepdims=True)
+        return v * tf.math.rsqrt(tf.maximum(sq, tf.constant(1e-30, dtype)))
+
+    def _assign_init(self, mean, var):
+        """Sets g = 1/sigma and the bias to -mu/sigma unless a statistic is not finite."""
+        inv = tf.math.rsqrt(var + tf.constant(_DATA_INIT_EPSILON, var.dtype))
+        ok = tf.reduce_all(tf.math.is_finite(inv))
+        shift = None
+        if self.offset is not None:
+            shift = -mean * inv - self._bias(mean.dtype)
+            ok = tf.logical_and(ok, tf.reduce_all(tf.math.is_finite(shift)))
+        self.g.assign(tf.where(ok, tf.cast(inv, self.g.dtype), self.g))
+        if shift is not None:
+            self.offset.assign(tf.where(ok, tf.cast(shift, self.offset.dtype), self.offset))
+        self.initialized.assign(tf.cast(ok, self.initialized.dtype))
+        return ok
+
+    def _data_dependent_init(self, t):
+        """Runs the initialization from the unscaled pre-activations ``t`` while pending."""
+        rank = t.shape.rank
+        axis = _channel_axis(self.layer, rank)
+        reduce = [a for a in range(rank) if a != axis]
+        pending = tf.convert_to_tensor(self.initialized) < 0.5
+        skip = lambda: tf.constant(False)  # noqa: E731
+        ctx = tf.distribute.get_replica_context()
+        if ctx is None or ctx.num_replicas_in_sync == 1:
+            return tf.cond(pending, lambda: self._assign_init(
+                *ops.moments(t, reduce, keepdims=False)), skip)
+        # Across replicas the statistics are the global batch's. Synchronization may not sit
+        # inside control flow, so the two small all-reduces run at every training call; the
+        # reductions over t run only while pending.
+        sdt = ops.stats_dtype(t.dtype)
+        shape = [self._units if a == axis else 1 for a in range(rank)]
+
+        def sums(shift, n):
+            def local():
+                return tf.stack(ops.shifted_sums(t, reduce, shift)[:n])
+            return ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                                  tf.cond(pending, local, lambda: tf.zeros([n] + shape, sdt)))
+
+        count, s1 = tf.unstack(sums(tf.zeros([], sdt), 2))
+        center = tf.math.divide_no_nan(s1, count)
+        mean, var = ops.moments_from_sums(*tf.unstack(sums(center, 3)), center)
+        return tf.cond(pending, lambda: self._assign_init(tf.reshape(mean, [-1]),
+                                                          tf.reshape(var, [-1])), skip)
+
+    def call(self, inputs, training=None):
+        sdt = ops.stats_dtype(inputs.dtype)
+        # op(x, g v/||v||) = g * op(x, v/||v||) unit by unit: the op runs once, with the
+        # direction, and its output t is also what the data-dependent initialization needs.
+        t = _linear(self.layer, inputs, tf.cast(self._direction(sdt), inputs.dtype))
+        deps = []
+        if self.data_init and bool(training) and self.trainable:
+            deps.append(self._data_dependent_init(t))
+        with tf.control_dependencies(deps):
+            g = tf.cast(self.g, sdt)
+            bias = self._bias(sdt)
+            if bias is not None and self.offset is not None:
+                bias = bias + tf.cast(self.offset, sdt)
+        return _finish(self.layer, t, bias, scale=g)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"data_init": self.data_init})
+        return config
+
+
+@register
+class SpectralNormalization(_KernelWrapper):
+    r"""Spectral normalization: the kernel divided by its largest singular value.
+
+    Wraps a ``Dense`` or ``Conv1D/2D/3D`` layer. Its kernel, reshaped to a
+    matrix ``W`` of shape ``(fan_in, units)``, is used as ``W / sigma(W)``,
+    where ``sigma`` is estimated by power iteration with a persistent unit
+    vector ``u`` (a non-trainable weight of size ``units``). In training, each
+    call runs ``power_iterations`` steps (Miyato et al., Alg. 1)::
+
+        v <- W u / ||W u||,   u <- W^T v / ||W^T v||,   sigma = v^T W u
+
+    stores the new ``u``, and treats ``u`` and ``v`` as constants, so the
+    gradient reaches ``W`` through ``sigma`` too. In inference ``u`` is left
+    alone and ``sigma = ||W u||`` (one half step, with ``v = W u / ||W u||``).
+    The result is computed inside ``call``; the wrapped layer's variables are
+    never assigned to. Power iteration runs in float32 under mixed precision.
+
+    Args:
+      layer: a ``keras.layers.Dense``, ``Conv1D``, ``Conv2D`` or ``Conv3D``.
+      power_iterations: power-iteration steps per training call (>= 1).
+        Default 1.
+
+    Call arguments:
+      inputs: the wrapped layer's input.
+      training: run power iteration and update ``u``.
+
+    Example:
+      >>> import numpy as np, keras, tfnorm
+      >>> keras.utils.set_random_seed(0)
+      >>> sn = tfnorm.SpectralNormalization(keras.layers.Dense(4, use_bias=False),
+      ...                                   power_iterations=50)
+      >>> _ = sn(np.zeros((1, 6), "float32"), training=True)
+      >>> w = sn(np.eye(6, dtype="float32")).numpy()  # the normalized kernel
+      >>> round(float(np.linalg.svd(w, compute_uv=False)[0]), 4)
+      1.0
+
+    Reference:
+      T. Miyato, T. Kataoka, M. Koyama, Y. Yoshida. "Spectral Normalization for
+      Generative Adversarial Networks." ICLR 2018.
+    """
+
+    def __init__(self, layer, power_iterations=1, **kwargs):
+        super().__init__(layer, **kwargs)
+        self.power_iterations = check_int("power_iterations", power_iterations, 1)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+
+        def unit_normal(shape, dtype=None):
+            u = keras.random.normal(shape, dtype=dtype or "float32")
+            return u / keras.ops.norm(u)
+
+        self.u = self._param("u", (self._units,), unit_normal, trainable=False)
+
+    def _matrix(self, dtype):
+        return tf.reshape(self._kernel(dtype), [-1, self._units])
+
+    def _sigma(self, w, training):
+        u = tf.math.l2_normalize(tf.cast(self.u, w.dtype))
+        if not training:
+            v = tf.stop_gradient(tf.math.l2_normalize(tf.linalg.matvec(w, u)))
+        else:
+            w_const = tf.stop_gradient(w)  # u and v are constants of the backward pass
+            for _ in range(self.power_iterations):
+                v = tf.math.l2_normalize(tf.linalg.matvec(w_const, u))
+                u = tf.math.l2_normalize(tf.linalg.matvec(w_const, v, transpose_a=True))
+            self.u.assign(tf.cast(u, self.u.dtype))
+        return tf.tensordot(v, tf.linalg.matvec(w, u), 1)
+
+    def call(self, inputs, training=None):
+        sdt = ops.stats_dtype(inputs.dtype)
+        w = self._matrix(sdt)
+        sigma = self._sigma(w, bool(training) and self.trainable)
+        kernel = self._kernel(sdt) / sigma
+        outputs = _linear(self.layer, inputs, tf.cast(kernel, inputs.dtype))
+        return _finish(self.layer, outputs, self._bias(sdt))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"power_iterations": self.power_iterations})
+        return config
+
+
+class _WeightStandardized:
+    """Each filter standardized over its fan-in before the convolution (Qiao et al. 2019)."""
+
+    @classmethod
+    def from_config(cls, config):
+        check_config_keys(cls, config)
+        return super().from_config(config)
+
+    def _standardized_kernel(self, dtype):
+        w = _read(self.kernel, dtype)
+        mean, var = ops.moments(w, _fan_in_axes(len(w.shape)))
+        return ops.normalize(w, mean, var, epsilon=self.epsilon)
+
+    def call(self, inputs):
+        kernel = self._standardized_kernel(ops.stats_dtype(inputs.dtype))
+        outputs = _linear(self, inputs, tf.cast(kernel, inputs.dtype))
+        bias = None if self.bias is None else _read(self.bias, inputs.dtype)
+        return _finish(self, outputs, bias)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"epsilon": self.epsilon})
+        return config
+
+
+_WS_DOC = r"""Weight-standardized {rank}D convolution: each filter has zero mean and unit variance.
+
+    A ``keras.layers.Conv{rank}D`` whose kernel is standardized, per output
+    filter, over its fan-in (the kernel window and the input channels of its
+    group) before every convolution::
+
+        W_hat[..., j] = (W[..., j] - mean_j) / sqrt(var_j + epsilon)
+        y = activation(conv(x, W_hat) + b)
+
+    The stored kernel stays unconstrained (the optimizer updates it; the
+    standardization is part of the forward pass, so gradients go through it).
+    Statistics are float32 under mixed precision. Weight standardization is
+    meant to be paired with a per-sample activation normalization (group or
+    layer normalization).
+
+    Args:
+      filters, kernel_size, strides, padding, data_format, dilation_rate,
+      groups, activation, use_bias, kernel_initializer, bias_initializer,
+      kernel_regularizer, bias_regularizer, activity_regularizer,
+      kernel_constraint, bias_constraint: as in ``keras.layers.Conv{rank}D``.
+      epsilon: added to each filter's variance. Default 1e-5.
+
+    Call arguments:
+      inputs: a rank-{rank_plus_2} tensor, as for ``keras.layers.Conv{rank}D``.
+
+    Example:
+      >>> import numpy as np, tfnorm
+      >>> conv = tfnorm.WeightStandardizedConv{rank}D(4, 3)
+      >>> y = conv(np.random.rand(2, {example_shape}, 3).astype("float32"))
+      >>> tuple(y.shape)
+      (2, {example_out}, 4)
+
+    Reference:
+      S. Qiao, H. Wang, C. Liu, W. Shen, A. Yuille. "Micro-Batch Training with
+      Batch-Channel Normalization and Weight Standardization." arXiv:1903.10520, 2019.
+    """
+
+
+@register
+class WeightStandardizedConv1D(_WeightStandardized, keras.layers.Conv1D):
+    __doc__ = _WS_DOC.format(rank=1, rank_plus_2=3, example_shape="8", example_out="6")
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None,
+                 dilation_rate=1, groups=1, activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, epsilon=1e-5, **kwargs):
+        super().__init__(
+            filters=filters, kernel_size=kernel_size, strides=strides, padding=padding,
+            data_format=data_format, dilation_rate=dilation_rate, groups=groups,
+            activation=activation, use_bias=use_bias, kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
+            kernel_constraint=kernel_constraint, bias_constraint=bias_constraint, **kwargs)
+        self.epsilon = check_positive("epsilon", epsilon)
+
+
+@register
+class WeightStandardizedConv2D(_WeightStandardized, keras.layers.Conv2D):
+    __doc__ = _WS_DOC.format(rank=2, rank_plus_2=4, example_shape="8, 8", example_out="6, 6")
+
+    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None,
+                 dilation_rate=(1, 1), groups=1, activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, epsilon=1e-5, **kwargs):
+        super().__init__(
+            filters=filters, kernel_size=kernel_size, strides=strides, padding=padding,
+            data_format=data_format, dilation_rate=dilation_rate, groups=groups,
+            activation=activation, use_bias=use_bias, kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
+            kernel_constraint=kernel_constraint, bias_constraint=bias_constraint, **kwargs)
+        self.epsilon = check_positive("epsilon", epsilon)
+
+
+@register
+class WeightStandardizedConv3D(_WeightStandardized, keras.layers.Conv3D):
+    __doc__ = _WS_DOC.format(rank=3, rank_plus_2=5, example_shape="5, 5, 5",
+                             example_out="3, 3, 3")
+
+    def __init__(self, filters, kernel_size, strides=(1, 1, 1), padding="valid",
+                 data_format=None, dilation_rate=(1, 1, 1), groups=1, activation=None,
+                 use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, epsilon=1e-5, **kwargs):
+        super().__init__(
+            filters=filters, kernel_size=kernel_size, strides=strides, padding=padding,
+            data_format=data_format, dilation_rate=dilation_rate, groups=groups,
+            activation=activation, use_bias=use_bias, kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
+            kernel_constraint=kernel_constraint, bias_constraint=bias_constraint, **kwargs)
+        self.epsilon = check_positive("epsilon", epsilon)

@@ -1,0 +1,472 @@
+"""Normalization kernels with hand-written gradients.
+
+``layer_norm``, ``rms_norm``, ``batch_norm`` and ``group_norm`` compute
+statistics, normalize and apply the learned scale and offset in one op whose
+backward pass is written out (``tf.custom_gradient``) instead of being derived
+by autodiff through the moments. The backward reuses the forward's mean and
+inverse standard deviation (small tensors) and recomputes ``x - mean`` on the
+fly, so a training step keeps nothing but ``x`` alive and reads ``x`` and
+``dy`` a few times instead of materializing a dozen temporaries.
+
+The maths, for a group of ``n`` values normalized together with
+``xhat = (x - mean) * r``, ``r = 1 / sqrt(var + epsilon)``,
+``y = gamma * xhat + beta`` and ``g = gamma * dy``::
+
+    dx     = r * (g - mean(g) - xhat * mean(g * xhat))
+    dgamma = sum(dy * xhat)      dbeta = sum(dy)
+
+(sums over everything that shares ``gamma``); without centering (RMSNorm)
+the ``mean(g)`` term and the mean drop out. The statistics are exact two-pass
+moments in float32 (float64 for float64 input), the variance clipped at 0.
+
+Every kernel views the input as 2-D or 3-D without moving data: trailing
+normalized axes as ``(rows, C)``; channels-last batch/group/instance
+normalization as ``(A, S, C)`` with statistics per ``(a, group)`` over ``S``
+and the group's channels (``A = 1`` for batch normalization). Other layouts
+fall back to :func:`tfnorm.ops.moments` and :func:`tfnorm.ops.normalize`
+with autodiff, which compute the same function.
+
+Where the kernels run (measured with ``tfnorm bench``):
+
+* under XLA (``jit_compile=True``), as part of the enclosing cluster, with the
+  reductions of :mod:`tfnorm.ops.reduce` that suit XLA on CPU;
+* in a ``tf.function`` without XLA (Keras' default on CPU), each kernel is its
+  own small XLA cluster, forward and backward: TensorFlow would otherwise run
+  every elementwise op as a separate pass over memory. Training batch norm
+  uses TensorFlow's fused ``FusedBatchNormV3`` op there instead, which is
+  faster still;
+* executing eagerly, as plain TensorFlow ops (no compilation).
+
+``TFNORM_XLA_KERNELS=0`` in the environment keeps plain ops inside graphs too
+(for a serving runtime built without XLA, say).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from tfnorm.ops.groups import group_moments
+from tfnorm.ops.moments import mean_square, moments, stats_dtype
+from tfnorm.ops.normalize import normalize, rms_normalize
+from tfnorm.ops.reduce import in_xla, sum_cols, sum_middle, sum_rows, xla_on_cpu
+
+__all__ = ["layer_norm", "rms_norm", "batch_norm", "group_norm", "instance_norm"]
+
+
+def _sorted_axes(axes: Sequence[int], rank: int) -> Tuple[int, ...]:
+    return tuple(sorted(a % rank for a in axes))
+
+
+def _is_trailing(axes: Tuple[int, ...], rank: int) -> bool:
+    return axes == tuple(range(rank - len(axes), rank))
+
+
+def _static_size(x: tf.Tensor, axes) -> Optional[int]:
+    dims = [x.shape[a] for a in axes]
+    if any(d is None for d in dims):
+        return None
+    return int(np.prod(dims, dtype=np.int64))
+
+
+def _param_for(p, axes, rank):
+    """A parameter shaped like the normalized axes, reshaped to broadcast over ``rank``."""
+    if p is None:
+        return None
+    shape = [1] * rank
+    for a, n in zip(axes, p.shape):
+        shape[a] = n
+    return tf.reshape(p, shape)
+
+
+def _flat(p, n, dtype):
+    return None if p is None else tf.reshape(tf.cast(p, dtype), [n])
+
+
+# ---------------------------------------------------------------------------
+# Where the kernels run.
+
+def xla_kernels_enabled() -> bool:
+    """False when the environment variable ``TFNORM_XLA_KERNELS`` is ``0``."""
+    return os.environ.get("TFNORM_XLA_KERNELS", "1").strip().lower() not in ("0", "false", "no")
+
+
+# Below this many elements (unknown dimensions counted as 1) a kernel stays plain
+# ops inside a graph: the XLA cluster would save little and cost a compilation.
+MIN_XLA_ELEMENTS = 1 << 18
+
+
+def _known_elements(x) -> int:
+    return int(np.prod([d or 1 for d in x.shape.as_list()], dtype=np.int64))
+
+
+class _Kernel:
+    """Runs a kernel as plain ops, or as its own XLA cluster inside a graph.
+
+    Executing eagerly, or while tracing for XLA (where the kernel becomes part
+    of the enclosing cluster), the kernel's ops are emitted as they are. Inside
+    a ``tf.function`` without XLA, where every op would be a separate pass over
+    memory, a kernel on a tensor of at least ``MIN_XLA_ELEMENTS`` elements is
+    called as a ``tf.function(jit_compile=True)``: its forward and its backward
+    each compile into a few fused loops (once per shape). Set
+    ``TFNORM_XLA_KERNELS=0`` to keep plain ops everywhere (e.g. to export a
+    model for a runtime built without XLA).
+    """
+
+    def __init__(self, impl):
+        self.impl = impl
+        self._compiled = None
+
+    def __call__(self, *args, **kwargs):
+        if (tf.executing_eagerly() or in_xla() or not xla_kernels_enabled()
+                or _known_elements(args[0]) < MIN_XLA_ELEMENTS):
+            return self.impl(*args, **kwargs)
+        if self._compiled is None:
+            self._compiled = tf.function(self.impl, jit_compile=True, autograph=False)
+        return self._compiled(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Per-row statistics: LayerNorm, RMSNorm.
+
+def _row_impl(x2, gamma, beta, epsilon, center):
+    """Normalizes each row of a 2-D ``x2``; ``gamma``/``beta`` of shape ``(C,)`` or None."""
+    dt = stats_dtype(x2.dtype)
+    eps = tf.cast(epsilon, dt)
+    has_g, has_b = gamma is not None, beta is not None
+
+    @tf.custom_gradient
+    def kernel(*args):
+        x = args[0]
+        g = args[1] if has_g else None
+        b = args[1 + has_g] if has_b else None
+        xs = tf.cast(x, dt)
+        n = tf.cast(tf.shape(xs)[1], dt)
+        mode = xla_on_cpu()  # decided here: the gradient is traced outside the XLA context
+        if center:
+            mean = sum_rows(xs, xla_cpu=mode) / n
+            d = xs - mean
+        else:
+            mean = None
+            d = xs
+        var = sum_rows(tf.square(d), xla_cpu=mode) / n
+        r = tf.math.rsqrt(tf.maximum(var, tf.zeros([], dt)) + eps)
+        y = d * r
+        if has_g:
+            y = y * g
+        if has_b:
+            y = y + b
+        y = tf.cast(y, x.dtype)
+
+        def grad(dy):
+            dys = tf.cast(dy, dt)
+            xr = tf.cast(x, dt)  # recomputed: no float32 copy of a half-precision x is kept
+            dd = xr - mean if center else xr
+            u = dys * dd                                   # dy * (x - mean)
+            # mean(g * xhat) and mean(g) per row, g = gamma * dy
+            mgx = r * sum_rows(u, g, xla_cpu=mode) / n
+            gd = dys * g if has_g else dys
+            if center:
+                mg = sum_rows(dys, g, xla_cpu=mode) / n
+                dx = (gd - mg) * r - dd * (r * r * mgx)
+            else:
+                dx = gd * r - dd * (r * r * mgx)
+            grads = [tf.cast(dx, x.dtype)]
+            if has_g:
+                grads.append(tf.reshape(sum_cols(u, r, xla_cpu=mode), tf.shape(g)))
+            if has_b:
+                grads.append(tf.reshape(sum_cols(dys, xla_cpu=mode), tf.shape(b)))
+            return grads
+
+        return y, grad
+
+    args = [x2] + [t for t in (gamma, beta) if t is not None]
+    return kernel(*args)
+
+
+_row_kernel = _Kernel(_row_impl)
+
+
+def layer_norm(x: tf.Tensor, axes: Sequence[int], scale=None, offset=None,
+               epsilon: float = 1e-3) -> tf.Tensor:
+    """LayerNorm over ``axes``: ``(x - mean) / sqrt(var + epsilon) * scale + offset``.
+
+    One op with a hand-written gradient when ``axes`` are the trailing axes;
+    the same function through :func:`moments` and :func:`normalize` otherwise.
+
+    Args:
+      x: input, any float dtype (statistics in float32 for half precision).
+      axes: the normalized axes (statistics per position of the other axes).
+      scale, offset: optional, shaped like the sizes of ``axes`` (in order).
+      epsilon: added to the variance.
+
+    Returns:
+      A tensor like ``x``.
+
+    Example:
+      >>> layer_norm(tf.constant([[1.0, 2.0, 3.0]]), axes=[-1], epsilon=0.0).numpy().round(4)
+      array([[-1.2247,  0.    ,  1.2247]], dtype=float32)
+    """
+    rank = x.shape.rank
+    axes = _sorted_axes(axes, rank)
+    n = _static_size(x, axes)
+    if not _is_trailing(axes, rank) or n is None:
+        mean, var = moments(x, axes)
+        return normalize(x, mean, var, _param_for(scale, axes, rank),
+                         _param_for(offset, axes, rank), epsilon)
+    dt = stats_dtype(x.dtype)
+    y2 = _row_kernel(tf.reshape(x, [-1, n]), _flat(scale, n, dt), _flat(offset, n, dt),
+                     epsilon, center=True)
+    return tf.reshape(y2, tf.shape(x))
+
+
+def rms_norm(x: tf.Tensor, axes: Sequence[int], scale=None, epsilon: float = 1e-6) -> tf.Tensor:
+    """RMSNorm over ``axes``: ``x / sqrt(mean(x**2) + epsilon) * scale``.
+
+    One op with a hand-written gradient when ``axes`` are the trailing axes.
+
+    Example:
+      >>> rms_norm(tf.constant([[3.0, 4.0]]), axes=[-1], epsilon=0.0).numpy().round(4)
+      array([[0.8485, 1.1314]], dtype=float32)
+    """
+    rank = x.shape.rank
+    axes = _sorted_axes(axes, rank)
+    n = _static_size(x, axes)
+    if not _is_trailing(axes, rank) or n is None:
+        ms = mean_square(x, axes)
+        return rms_normalize(x, ms, _param_for(scale, axes, rank), None, epsilon)
+    dt = stats_dtype(x.dtype)
+    y2 = _row_kernel(tf.reshape(x, [-1, n]), _flat(scale, n, dt), None, epsilon, center=False)
+    return tf.reshape(y2, tf.shape(x))
+
+
+# ---------------------------------------------------------------------------
+# Statistics per (a, channel group) over the middle axis: BatchNorm, GroupNorm, InstanceNorm.
+
+def _group_sum(t, groups):
+    """Sums an ``(A, 1, C)`` tensor within channel groups; broadcastable result."""
+    c = t.shape[-1]
+    if groups == c:
+        return t
+    if groups == 1:
+        return tf.reduce_sum(t, -1, keepdims=True)
+    a = tf.shape(t)[0]
+    g = tf.reshape(t, tf.stack([a, 1, groups, c // groups]))
+    s = tf.reduce_sum(g, -1, keepdims=True)
+    return tf.reshape(tf.broadcast_to(s, tf.shape(g)), tf.stack([a, 1, c]))
+
+
+def _grouped_impl(x3, groups, gamma, beta, epsilon):
+    """Normalizes ``x3`` of shape ``(A, S, C)`` per ``(a, group)``; returns ``(y, mean, var)``.
+
+    ``mean`` and ``var`` have shape ``(A, 1, C)`` (each channel carries its
+    group's value) and carry no gradient.
+    """
+    dt = stats_dtype(x3.dtype)
+    eps = tf.cast(epsilon, dt)
+    c = x3.shape[-1]
+    per_group = c // groups
+    has_g, has_b = gamma is not None, beta is not None
+
+    @tf.custom_gradient
+    def kernel(*args):
+        x = args[0]
+        g = args[1] if has_g else None
+        b = args[1 + has_g] if has_b else None
+        xs = tf.cast(x, dt)
+        n = tf.cast(tf.shape(xs)[1] * per_group, dt)
+        mode = xla_on_cpu()  # decided here: the gradient is traced outside the XLA context
+        mean = _group_sum(sum_middle(xs, mode), groups) / n
+        d = xs - mean
+        var = _group_sum(sum_middle(tf.square(d), mode), groups) / n
+        var = tf.maximum(var, tf.zeros([], dt))
+        r = tf.math.rsqrt(var + eps)
+        a = r * g if has_g else r
+        y = d * a
+        if has_b:
+            y = y + b
+        y = tf.cast(y, x.dtype)
+
+        def grad(dy, *_):
+            dys = tf.cast(dy, dt)
+            dd = tf.cast(x, dt) - mean  # recomputed, as above
+            p = sum_middle(dys, mode)            # (A, 1, C): sum of dy
+            q = sum_middle(dys * dd, mode)       # (A, 1, C): sum of dy * (x - mean)
+            qr = q * r                           # sum of dy * xhat
+            gg = g if has_g else tf.ones([], dt)
+            mg = _group_sum(gg * p, groups) / n        # mean(g) per group
+            mgx = _group_sum(gg * qr, groups) / n      # mean(g * xhat) per group
+            alpha = r * gg
+            beta_ = -r * r * mgx
+            kappa = -r * mg
+            dx = dys * alpha + (dd * beta_ + kappa)
+            grads = [tf.cast(dx, x.dtype)]
+            if has_g:
+                grads.append(tf.reshape(tf.reduce_sum(qr, [0, 1]), tf.shape(g)))
+            if has_b:
+                grads.append(tf.reshape(tf.reduce_sum(p, [0, 1]), tf.shape(b)))
+            return grads
+
+        return (y, mean, var), grad
+
+    args = [x3] + [t for t in (gamma, beta) if t is not None]
+    y, mean, var = kernel(*args)
+    return y, tf.stop_gradient(mean), tf.stop_gradient(var)
+
+
+_grouped_kernel = _Kernel(_grouped_impl)
+
+
+def _channels_last_view(x):
+    """``(N, S, C)`` view of a channels-last tensor (S = product of the middle axes)."""
+    c = x.shape[-1]
+    return tf.reshape(x, tf.stack([tf.shape(x)[0], -1, c]))
+
+
+_normalize_kernel = _Kernel(normalize)
+
+
+def batch_norm(x: tf.Tensor, axes: Sequence[int], scale=None, offset=None,
+               epsilon: float = 1e-3, mean=None, variance=None):
+    """Batch normalization with batch statistics, channels on ``axes``.
+
+    Returns ``(y, mean, var)``: the normalized tensor and the batch mean and
+    (biased) variance, float32 (float64 for float64 input), shaped like the
+    sizes of ``axes``, without gradient (for moving averages). One op with a
+    hand-written gradient when ``axes`` is the last axis.
+
+    With ``mean`` and ``variance`` given (the moving averages, at inference),
+    ``x`` is normalized with them instead (autodiff gradient), and they are
+    returned as they are.
+
+    Example:
+      >>> y, m, v = batch_norm(tf.constant([[1.0], [3.0]]), axes=[-1], epsilon=0.0)
+      >>> y.numpy().ravel().tolist(), m.numpy().tolist(), v.numpy().tolist()
+      ([-1.0, 1.0], [2.0], [1.0])
+    """
+    rank = x.shape.rank
+    axes = _sorted_axes(axes, rank)
+    param_shape = [x.shape[a] for a in axes]
+    if mean is not None or variance is not None:
+        if mean is None or variance is None:
+            raise ValueError("batch_norm needs both mean and variance, or neither")
+        if axes == (rank - 1,):
+            y = _normalize_kernel(x, *[None if t is None else tf.convert_to_tensor(t)
+                                       for t in (mean, variance, scale, offset)], epsilon)
+        else:
+            y = normalize(x, _param_for(mean, axes, rank), _param_for(variance, axes, rank),
+                          _param_for(scale, axes, rank), _param_for(offset, axes, rank), epsilon)
+        return y, mean, variance
+    if axes != (rank - 1,) or x.shape[-1] is None:
+        reduce_axes = [a for a in range(rank) if a not in axes]
+        mean, var = moments(x, reduce_axes)
+        y = normalize(x, mean, var, _param_for(scale, axes, rank),
+                      _param_for(offset, axes, rank), epsilon)
+        return (y, tf.stop_gradient(tf.reshape(mean, param_shape)),
+                tf.stop_gradient(tf.reshape(var, param_shape)))
+    c = x.shape[-1]
+    dt = stats_dtype(x.dtype)
+    if x.dtype in _FUSED_BN_DTYPES and not in_xla() and _fused_op_accepts(epsilon):
+        return _fused_batch_norm_op(x, _flat(scale, c, dt), _flat(offset, c, dt), epsilon)
+    x3 = tf.reshape(x, [1, -1, c])
+    y3, mean, var = _grouped_kernel(x3, c, _flat(scale, c, dt), _flat(offset, c, dt), epsilon)
+    return tf.reshape(y3, tf.shape(x)), tf.reshape(mean, [c]), tf.reshape(var, [c])
+
+
+_FUSED_BN_DTYPES = (tf.float16, tf.bfloat16, tf.float32)
+
+
+def _fused_op_accepts(epsilon) -> bool:
+    """cuDNN's batch norm needs epsilon >= 1e-5; on CPU any epsilon is exact."""
+    if epsilon >= 1.001e-5:
+        return True
+    try:
+        return not tf.config.list_logical_devices("GPU")
+    except Exception:  # pragma: no cover
+        return False
+
+
+def _fused_batch_norm_op(x, scale, offset, epsilon):
+    """Channels-last training batch norm through TensorFlow's fused kernel (not under XLA).
+
+    Outside XLA, TensorFlow's ``FusedBatchNormV3`` (oneDNN on x86) computes the
+    statistics, the output and, through its registered gradient, the backward
+    pass in a few multi-threaded passes; any channels-last tensor is a valid
+    NHWC view ``(R, 1, 1, C)``. Under XLA the op is expanded into loops that
+    are slower than :func:`_grouped_kernel`, which is used there instead.
+    """
+    c = x.shape[-1]
+    x4 = x if x.shape.rank == 4 else tf.reshape(x, [-1, 1, 1, c])
+    one = tf.ones([c], tf.float32)
+    scale = one if scale is None else tf.cast(scale, tf.float32)
+    offset = tf.zeros_like(one) if offset is None else tf.cast(offset, tf.float32)
+    empty = tf.zeros([0], tf.float32)
+    y, mean, var_unbiased = tf.raw_ops.FusedBatchNormV3(
+        x=x4, scale=scale, offset=offset, mean=empty, variance=empty,
+        epsilon=float(epsilon), data_format="NHWC", is_training=True)[:3]
+    # the op reports the unbiased variance; the layer keeps the biased one
+    n = tf.cast(tf.size(x4) // c, tf.float32)
+    var = var_unbiased * tf.math.divide_no_nan(n - 1.0, n)
+    y = tf.reshape(y, tf.shape(x)) if x.shape.rank != 4 else y
+    return y, tf.stop_gradient(mean), tf.stop_gradient(var)
+
+
+def group_norm(x: tf.Tensor, groups: int, channel_axis: int, scale=None, offset=None,
+               epsilon: float = 1e-3) -> tf.Tensor:
+    """GroupNorm: statistics per sample and channel group over the other axes.
+
+    ``groups`` equal to the channel count is instance normalization. One op
+    with a hand-written gradient when the channels are on the last axis.
+
+    Args:
+      x: input of rank >= 2, batch first.
+      groups: number of groups; divides the channel count.
+      channel_axis: the channel axis.
+      scale, offset: optional, shape ``(C,)``.
+      epsilon: added to the variance.
+
+    Example:
+      >>> x = tf.constant([[[1.0, 5.0], [3.0, 7.0]]])  # (N=1, S=2, C=2)
+      >>> group_norm(x, groups=2, channel_axis=-1, epsilon=0.0).numpy().ravel().tolist()
+      [-1.0, -1.0, 1.0, 1.0]
+    """
+    rank = x.shape.rank
+    channel_axis = channel_axis % rank
+    c = x.shape[channel_axis]
+    if channel_axis != rank - 1 or c is None:
+        reduce_axes = [a for a in range(1, rank) if a != channel_axis]
+        mean, var = group_moments(x, groups, channel_axis, reduce_axes)
+        return normalize(x, mean, var, _param_for(scale, [channel_axis], rank),
+                         _param_for(offset, [channel_axis], rank), epsilon)
+    dt = stats_dtype(x.dtype)
+    y3, _, _ = _grouped_kernel(_channels_last_view(x), groups, _flat(scale, c, dt),
+                               _flat(offset, c, dt), epsilon)
+    return tf.reshape(y3, tf.shape(x))
+
+
+def instance_norm(x: tf.Tensor, channel_axis: int, scale=None, offset=None,
+                  epsilon: float = 1e-3) -> tf.Tensor:
+    """InstanceNorm: statistics per sample and channel over every other axis but the batch.
+
+    One op with a hand-written gradient when the channels are on the last axis.
+
+    Example:
+      >>> x = tf.constant([[[1.0, 5.0], [3.0, 9.0]]])  # (N=1, L=2, C=2)
+      >>> instance_norm(x, channel_axis=-1, epsilon=0.0).numpy().ravel().tolist()
+      [-1.0, -1.0, 1.0, 1.0]
+    """
+    rank = x.shape.rank
+    channel_axis = channel_axis % rank
+    c = x.shape[channel_axis]
+    if channel_axis != rank - 1 or c is None:
+        reduce_axes = [a for a in range(1, rank) if a != channel_axis]
+        mean, var = moments(x, reduce_axes)
+        return normalize(x, mean, var, _param_for(scale, [channel_axis], rank),
+                         _param_for(offset, [channel_axis], rank), epsilon)
+    dt = stats_dtype(x.dtype)
+    y3, _, _ = _grouped_kernel(_channels_last_view(x), c, _flat(scale, c, dt),
+                               _flat(offset, c, dt), epsilon)
+    return tf.reshape(y3, tf.shape(x))
