@@ -313,6 +313,8 @@ CASES = [
     _per_sample("adanorm-multi-axis", tfnorm.AdaNorm, adanorm_reference,
                 adanorm_grad_reference, (3, 4, 5, 6), (2, 2, 2, 3), axis=[2, 3], k=0.2, c=2.0,
                 epsilon=1e-3),
+    _per_sample("adanorm-axis1", tfnorm.AdaNorm, adanorm_reference, adanorm_grad_reference,
+                (3, 6, 4), (2, 4, 3), axis=1, k=0.3),
     _per_sample("detach", tfnorm.DetachNormalization, detach_reference, detach_grad_reference,
                 (4, 12), (3, 5)),
     _per_sample("detach-axis1", tfnorm.DetachNormalization, detach_reference,

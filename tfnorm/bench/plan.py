@@ -129,7 +129,8 @@ def _specs() -> Dict[str, Spec]:
                                       baseline=keras_twin(L.GroupNormalization, groups=-1),
                                       baseline_label="keras GN(-1)", twin=True, goal=0.5),
         "SpectralNormalization": Spec(
-            ("dense",), make=lambda c, dt: [cls_of("SpectralNormalization")(dense(c, dt), **_kw(dt))],
+            ("dense",),
+            make=lambda c, dt: [cls_of("SpectralNormalization")(dense(c, dt), **_kw(dt))],
             baseline=lambda c, dt: [L.SpectralNormalization(dense(c, dt), **_kw(dt))],
             baseline_label="keras", twin=True, goal=1.0, floor_goal=False),
         # -- layers without one: compared with what they replace or build on -----------

@@ -16,13 +16,7 @@ from tfnorm.layers.base import (
     check_positive,
     register,
 )
-
-
-def _std(var):
-    """``sqrt(var)`` whose gradient at ``var == 0`` (a constant sample) is 0, not inf."""
-    positive = var > 0
-    return tf.where(positive, tf.sqrt(tf.where(positive, var, tf.ones_like(var))),
-                    tf.zeros_like(var))
+from tfnorm.ops.adanorm import adanorm
 
 
 @register
@@ -38,7 +32,8 @@ class AdaNorm(NormalizationLayer):
     The factor ``phi(y) = c * (1 - k * y)`` replaces LayerNorm's learned bias
     and gain and is treated as a constant in the backward pass (the paper's
     gradient detachment), so ``dL/dy = c * (1 - k * y) * dL/dz``; the
-    gradient then flows through ``mean`` and ``std`` as in LayerNorm. The
+    gradient then flows through ``mean`` and ``std`` as in LayerNorm (one op
+    with this backward written out, :func:`tfnorm.ops.adanorm.adanorm`). The
     layer has no weights. Statistics are float32 for half-precision input.
 
     Args:
@@ -74,12 +69,7 @@ class AdaNorm(NormalizationLayer):
 
     def call(self, inputs):
         check_float_input(type(self).__name__, inputs)
-        mean, var = ops.moments(inputs, self._axes, correction=1)
-        a = 1.0 / (_std(var) + tf.cast(self.epsilon, var.dtype))
-        # centred in the statistics dtype: x * a overflows float16 for a constant sample
-        y = tf.cast((ops.to_stats(inputs) - mean) * a, inputs.dtype)
-        phi = tf.stop_gradient(self.c * (1.0 - self.k * y))
-        return phi * y
+        return adanorm(inputs, self._axes, self.k, self.c, self.epsilon)
 
     def get_config(self):
         config = super().get_config()

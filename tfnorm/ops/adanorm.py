@@ -1,0 +1,100 @@
+"""AdaNorm (Xu et al. 2019) as one op with the paper's detached backward written out.
+
+Per row (the normalized axes of one sample), with ``n`` values, ``xc = x - mean``,
+``sigma`` the unbiased standard deviation and ``s = sigma + epsilon``::
+
+    y = xc / s
+    z = c * (1 - k * y) * y                 phi(y) = c * (1 - k * y) is a constant
+
+so with ``g = phi(y) * dz`` (the gradient reaching ``y``) the gradient flows
+through the mean and the standard deviation only::
+
+    dx = (g - mean(g)) / s - xc * sum(g * xc) / (s**2 * (n - 1) * sigma)
+
+(the last term is 0 for a constant row, where ``sigma = 0``). The forward pass
+reads ``x`` twice (two-pass moments) and writes ``z``; the backward pass reads
+``x`` and ``dz`` for two row sums and once more to write ``dx``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfnorm.ops.moments import moments, stats_dtype, to_stats
+from tfnorm.ops.online import _kernel
+from tfnorm.ops.reduce import sum_rows
+
+__all__ = ["adanorm"]
+
+
+def _safe_std(var):
+    """``sqrt(var)`` whose gradient at ``var == 0`` (a constant row) is 0, not inf."""
+    positive = var > 0
+    return tf.where(positive, tf.sqrt(tf.where(positive, var, tf.ones_like(var))),
+                    tf.zeros_like(var))
+
+
+def _rows_impl(x2, *, k, c, epsilon):
+    """AdaNorm of each row of a 2-D ``x2``."""
+    dt = stats_dtype(x2.dtype)
+    eps = tf.cast(epsilon, dt)
+
+    @tf.custom_gradient
+    def kernel(x):
+        xs = tf.cast(x, dt)
+        n = tf.cast(tf.shape(xs)[1], dt)
+        mean = sum_rows(xs) / n
+        d = xs - mean
+        var = sum_rows(tf.square(d)) / tf.maximum(n - 1.0, 1.0)
+        sigma = tf.sqrt(tf.maximum(var, tf.zeros([], dt)))
+        inv = 1.0 / (sigma + eps)
+        y = d * inv
+        z = tf.cast(c * (1.0 - k * y) * y, x.dtype)
+
+        def grad(dz):
+            dd = tf.cast(x, dt) - mean        # recomputed: nothing but x is kept
+            yy = dd * inv
+            g = c * (1.0 - k * yy) * tf.cast(dz, dt)
+            mean_g = sum_rows(g) / n
+            # d sigma / d x = xc / ((n - 1) sigma); no such term where sigma == 0
+            safe = tf.where(sigma > 0, sigma, tf.ones_like(sigma))
+            coef = tf.where(sigma > 0, sum_rows(g * dd) * tf.square(inv)
+                            / (tf.maximum(n - 1.0, 1.0) * safe), tf.zeros_like(sigma))
+            return tf.cast((g - mean_g) * inv - dd * coef, x.dtype)
+
+        return z, grad
+
+    return kernel(x2)
+
+
+def adanorm(x: tf.Tensor, axes: Sequence[int], k: float = 0.1, c: float = 1.0,
+            epsilon: float = 1e-5) -> tf.Tensor:
+    """AdaNorm over ``axes``: ``z = c * (1 - k * y) * y``, ``phi = c (1 - k y)`` detached.
+
+    ``y = (x - mean) / (std + epsilon)`` with the unbiased standard deviation,
+    statistics per position of the other axes (float32 for half precision).
+    One op with the hand-written backward (module docstring) when ``axes``
+    are the trailing axes; the same function with autodiff through
+    :func:`tfnorm.ops.moments` and a stop-gradient otherwise.
+
+    Example:
+      >>> z = adanorm(tf.constant([[1.0, 2.0, 3.0]]), axes=[-1], k=0.1, epsilon=0.0)
+      >>> z.numpy().astype(float).round(4).tolist()
+      [[-1.1, 0.0, 0.9]]
+    """
+    rank = x.shape.rank
+    axes = sorted(a % rank for a in axes)
+    dims = [x.shape[a] for a in axes]
+    trailing = axes == list(range(rank - len(axes), rank))
+    if trailing and None not in dims:
+        n = int(np.prod(dims))
+        fn = _kernel(_rows_impl, k=float(k), c=float(c), epsilon=float(epsilon))
+        return tf.reshape(fn(tf.reshape(x, [-1, n])), tf.shape(x))
+    mean, var = moments(x, axes, correction=1)
+    inv = 1.0 / (_safe_std(var) + tf.cast(epsilon, var.dtype))
+    # centred in the statistics dtype: x * inv overflows float16 for a constant sample
+    y = tf.cast((to_stats(x) - mean) * inv, x.dtype)
+    return tf.stop_gradient(c * (1.0 - k * y)) * y
