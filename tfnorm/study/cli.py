@@ -235,6 +235,7 @@ def _command(args, plan) -> str:
                         ("--test-size", args.test_size), ("--epochs", args.epochs),
                         ("--batch-size", args.batch_size), ("--seeds", args.seeds),
                         ("--lr", args.lr), ("--optimizer", args.optimizer),
+                        ("--strategy", None if args.strategy == "default" else args.strategy),
                         ("--out", args.out)):
         if value is not None:
             parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
