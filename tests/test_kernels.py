@@ -237,3 +237,27 @@ def test_second_order_gradients(name, mode):
     got = _compiled(lambda x, g: penalty_grad(fast, x, g), mode)(x, g)
     for a, e in zip(got, want):
         np.testing.assert_allclose(a.numpy(), e.numpy(), rtol=1e-9, atol=1e-9)
+
+
+def test_xla_context_is_detected():
+    """``in_xla`` sees ``jit_compile=True`` and nothing else (the sums' CPU path keys off it).
+
+    It reads a TensorFlow-internal context; if a TensorFlow release moves it,
+    the ops fall back to plain reductions (still correct, slower) and this
+    test is the one that says so.
+    """
+    from tfnorm.ops import reduce
+
+    seen = {}
+
+    def probe(key):
+        def f(x):
+            seen[key] = reduce.in_xla()
+            return x * 2.0
+        return f
+
+    x = tf.ones([2])
+    probe("eager")(x)
+    tf.function(probe("graph"))(x)
+    tf.function(probe("xla"), jit_compile=True)(x)
+    assert seen == {"eager": False, "graph": False, "xla": True}

@@ -102,6 +102,18 @@ def check_single_axis(layer_name: str, axis):
     return axis
 
 
+def update_moving_average(variable, value, momentum: float) -> None:
+    """``variable <- momentum * variable + (1 - momentum) * value``, skipping non-finite entries.
+
+    A channel whose new average would not be finite (a NaN or inf in the batch)
+    keeps its old value, so one bad batch never poisons the inference statistics.
+    ``value`` is reshaped to the variable's shape and carries no gradient.
+    """
+    value = tf.reshape(tf.stop_gradient(value), variable.shape)
+    new = variable * momentum + tf.cast(value, variable.dtype) * (1.0 - momentum)
+    variable.assign(tf.where(tf.math.is_finite(new), new, variable))
+
+
 class NormalizationLayer(keras.layers.Layer):
     """Base class of tfnorm's shape-preserving normalization layers.
 

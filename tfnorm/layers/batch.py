@@ -14,6 +14,7 @@ from tfnorm.layers.base import (
     check_positive,
     register,
     serialize,
+    update_moving_average,
 )
 
 _RENORM_KEYS = ("rmax", "rmin", "dmax")
@@ -207,27 +208,17 @@ class BatchNormalization(NormalizationLayer):
 
     def _cross_replica(self) -> bool:
         """Whether batch statistics are all-reduced across replicas here."""
-        if not self.synchronized:
-            return False
-        ctx = tf.distribute.get_replica_context()
-        return ctx is not None and ctx.num_replicas_in_sync > 1
+        return self.synchronized and ops.replicas_in_sync() > 1
 
     def _batch_moments(self, x, mask):
-        """Batch statistics (keepdims, float32) over ``self._reduce``."""
+        """Batch statistics (keepdims, float32) over ``self._reduce``, global when synchronized."""
         if self.synchronized:
-            ctx = tf.distribute.get_replica_context()
-            if ctx is not None and ctx.num_replicas_in_sync > 1:
-                shift = tf.stop_gradient(self._bshape(tf.convert_to_tensor(self.moving_mean)))
-                count, s1, s2 = ops.shifted_sums(x, self._reduce, shift, mask)
-                packed = tf.stack([count, s1, s2])
-                count, s1, s2 = tf.unstack(ctx.all_reduce(tf.distribute.ReduceOp.SUM, packed))
-                return ops.moments_from_sums(count, s1, s2, shift)
+            shift = tf.stop_gradient(self._bshape(tf.convert_to_tensor(self.moving_mean)))
+            return ops.replica_moments(x, self._reduce, shift=shift, mask=mask)
         return ops.moments(x, self._reduce, mask)
 
     def _update(self, var, value, momentum):
-        value = tf.reshape(value, var.shape)
-        new = var * momentum + tf.cast(value, var.dtype) * (1.0 - momentum)
-        var.assign(tf.where(tf.math.is_finite(new), new, var))  # skip non-finite statistics
+        update_moving_average(var, value, momentum)
 
     def call(self, inputs, training=None, mask=None):
         check_float_input(type(self).__name__, inputs)

@@ -15,6 +15,7 @@ from tfnorm.layers.base import (
     check_single_axis,
     register,
     serialize,
+    update_moving_average,
 )
 from tfnorm.layers.group import _suggest_groups
 from tfnorm.layers.layer_norm import _AffineMixin
@@ -47,6 +48,12 @@ class EvoNormB0(_AffineMixin, NormalizationLayer):
     Needs at least one spatial axis: rank >= 3. Statistics and the element-wise
     maths are float32 under mixed precision; the output has the input's dtype.
 
+    With ``synchronized=True`` under ``tf.distribute`` the batch variance (and
+    its moving average) is that of the global batch, all replicas together
+    (two all-reduces: the global mean, then the squared deviations from it);
+    the instance variance is per sample. Without it each replica uses its own
+    slice of the batch.
+
     Args:
       momentum: moving-average momentum. Default 0.99.
       epsilon: added to both variances. Default 1e-5.
@@ -55,6 +62,7 @@ class EvoNormB0(_AffineMixin, NormalizationLayer):
       beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer,
       beta_constraint, gamma_constraint: for ``beta`` and ``gamma``.
       moving_variance_initializer: Default ``"ones"``.
+      synchronized: batch variance over all replicas in sync. Default False.
 
     Call arguments:
       inputs: float tensor of rank >= 3 with channels on ``axis``.
@@ -78,8 +86,9 @@ class EvoNormB0(_AffineMixin, NormalizationLayer):
                  beta_initializer="zeros", gamma_initializer="ones",
                  beta_regularizer=None, gamma_regularizer=None,
                  beta_constraint=None, gamma_constraint=None,
-                 moving_variance_initializer="ones", **kwargs):
+                 moving_variance_initializer="ones", synchronized=False, **kwargs):
         super().__init__(**kwargs)
+        self.synchronized = bool(synchronized)
         self.momentum = check_fraction("momentum", momentum)
         self.epsilon = check_positive("epsilon", epsilon)
         self.axis = check_single_axis(type(self).__name__, axis)
@@ -109,11 +118,11 @@ class EvoNormB0(_AffineMixin, NormalizationLayer):
         dt = xs.dtype
         eps = tf.constant(self.epsilon, dt)
         if bool(training) and self.trainable:
-            _, batch_var = ops.moments(xs, self._batch)
-            update = tf.reshape(tf.stop_gradient(batch_var), self.moving_variance.shape)
-            mv = self.moving_variance
-            new = mv * self.momentum + tf.cast(update, mv.dtype) * (1.0 - self.momentum)
-            mv.assign(tf.where(tf.math.is_finite(new), new, mv))  # skip non-finite statistics
+            if self.synchronized:
+                _, batch_var = ops.replica_moments(xs, self._batch)
+            else:
+                _, batch_var = ops.moments(xs, self._batch)
+            update_moving_average(self.moving_variance, batch_var, self.momentum)
         else:
             batch_var = tf.cast(self._b(self.moving_variance), dt)
         _, inst_var = ops.moments(xs, self._spatial)
@@ -130,6 +139,7 @@ class EvoNormB0(_AffineMixin, NormalizationLayer):
             "axis": self.axis,
             **self._affine_config(),
             "moving_variance_initializer": serialize(self.moving_variance_initializer),
+            "synchronized": self.synchronized,
         })
         return config
 

@@ -14,6 +14,7 @@ from tfnorm.layers.base import (
     check_single_axis,
     register,
     serialize,
+    update_moving_average,
 )
 from tfnorm.layers.layer_norm import _AffineMixin
 
@@ -40,11 +41,18 @@ class SwitchableNormalization(_AffineMixin, NormalizationLayer):
     statistic is not finite keeps its moving average). Needs at least one spatial
     axis: rank >= 3. Float32 statistics under mixed precision.
 
+    With ``synchronized=True`` under ``tf.distribute`` the batch statistics
+    (and so their moving averages) are those of the global batch, all replicas
+    together (one all-reduce of the count, sum and sum of squares shifted by
+    the moving mean); instance and layer statistics are per sample and need
+    no communication. Without it each replica uses its own slice of the batch.
+
     Args:
       momentum: moving-average momentum of the batch statistics. Default 0.99.
       epsilon: added to the mixed variance. Default 1e-5.
       axis: channel axis. Default -1.
       center, scale: learn ``beta``, ``gamma`` per channel. Default True.
+      synchronized: batch statistics over all replicas in sync. Default False.
       beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer,
       beta_constraint, gamma_constraint: for ``beta`` and ``gamma``.
       moving_mean_initializer, moving_variance_initializer: Default
@@ -73,8 +81,9 @@ class SwitchableNormalization(_AffineMixin, NormalizationLayer):
                  beta_regularizer=None, gamma_regularizer=None,
                  beta_constraint=None, gamma_constraint=None,
                  moving_mean_initializer="zeros", moving_variance_initializer="ones",
-                 **kwargs):
+                 synchronized=False, **kwargs):
         super().__init__(**kwargs)
+        self.synchronized = bool(synchronized)
         self.momentum = check_fraction("momentum", momentum)
         self.epsilon = check_positive("epsilon", epsilon)
         self.axis = check_single_axis(type(self).__name__, axis)
@@ -88,6 +97,7 @@ class SwitchableNormalization(_AffineMixin, NormalizationLayer):
         self._axes = (c_axis,)
         self._rank = len(input_shape)
         self._spatial = ops.complement((c_axis,), self._rank, skip_batch=True)
+        self._batch = ops.complement((c_axis,), self._rank)
         channels = input_shape[c_axis]
         self._build_affine((channels,))
         self.mean_weights = self._param("mean_weights", (3,), "ones")
@@ -101,11 +111,6 @@ class SwitchableNormalization(_AffineMixin, NormalizationLayer):
     def _b(self, param):
         return self._broadcast(param, self._axes, self._rank)
 
-    def _update(self, var, value):
-        value = tf.reshape(tf.stop_gradient(value), var.shape)
-        new = var * self.momentum + tf.cast(value, var.dtype) * (1.0 - self.momentum)
-        var.assign(tf.where(tf.math.is_finite(new), new, var))  # skip non-finite statistics
-
     def call(self, inputs, training=None):
         check_float_input(type(self).__name__, inputs)
         c = self._axes[0]
@@ -114,10 +119,14 @@ class SwitchableNormalization(_AffineMixin, NormalizationLayer):
         mean_ln = tf.reduce_mean(mean_in, c, keepdims=True)
         var_ln = tf.reduce_mean(var_in + tf.square(mean_in - mean_ln), c, keepdims=True)
         if bool(training) and self.trainable:
-            mean_bn = tf.reduce_mean(mean_in, 0, keepdims=True)
-            var_bn = tf.reduce_mean(var_in + tf.square(mean_in - mean_bn), 0, keepdims=True)
-            self._update(self.moving_mean, mean_bn)
-            self._update(self.moving_variance, var_bn)
+            if self.synchronized and ops.replicas_in_sync() > 1:
+                shift = tf.stop_gradient(self._b(tf.convert_to_tensor(self.moving_mean)))
+                mean_bn, var_bn = ops.replica_moments(inputs, self._batch, shift=shift)
+            else:
+                mean_bn = tf.reduce_mean(mean_in, 0, keepdims=True)
+                var_bn = tf.reduce_mean(var_in + tf.square(mean_in - mean_bn), 0, keepdims=True)
+            update_moving_average(self.moving_mean, mean_bn, self.momentum)
+            update_moving_average(self.moving_variance, var_bn, self.momentum)
         else:
             mean_bn = tf.cast(self._b(self.moving_mean), dt)
             var_bn = tf.cast(self._b(self.moving_variance), dt)
@@ -140,5 +149,6 @@ class SwitchableNormalization(_AffineMixin, NormalizationLayer):
             **self._affine_config(),
             "moving_mean_initializer": serialize(self.moving_mean_initializer),
             "moving_variance_initializer": serialize(self.moving_variance_initializer),
+            "synchronized": self.synchronized,
         })
         return config

@@ -22,6 +22,8 @@ __all__ = [
     "mean_square",
     "shifted_sums",
     "moments_from_sums",
+    "replicas_in_sync",
+    "replica_moments",
 ]
 
 _HALF = (tf.float16, tf.bfloat16)
@@ -150,3 +152,47 @@ def moments_from_sums(count, s1, s2, shift):
     var = tf.math.divide_no_nan(s2, count) - tf.square(m1)
     var = tf.maximum(var, tf.zeros([], var.dtype))
     return m1 + tf.cast(shift, m1.dtype), var
+
+
+def replicas_in_sync() -> int:
+    """Replicas whose batches are combined by :func:`replica_moments` here (1 outside ``strategy.run``)."""
+    ctx = tf.distribute.get_replica_context()
+    return 1 if ctx is None else ctx.num_replicas_in_sync
+
+
+def replica_moments(x: tf.Tensor, axes: Sequence[int], *, shift: Optional[tf.Tensor] = None,
+                    mask: Optional[tf.Tensor] = None) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Mean and variance over ``axes`` of the global batch of all replicas in sync (keepdims).
+
+    Inside ``strategy.run`` with more than one replica, every replica gets the
+    statistics of the concatenation of all replicas' inputs; elsewhere this is
+    :func:`moments`. With a ``shift`` (e.g. a moving mean, the same on every
+    replica) one all-reduce carries the count, sum and sum of squares of
+    ``x - shift``; without one, two all-reduces give the exact two-pass result
+    (the global mean, then the squared deviations from it). Gradients flow
+    through the all-reduce. ``axes`` must include the batch axis 0.
+
+    Example:
+      >>> m, v = replica_moments(tf.constant([[1.0], [3.0]]), axes=[0])
+      >>> float(m[0, 0]), float(v[0, 0])
+      (2.0, 1.0)
+    """
+    if replicas_in_sync() == 1:
+        return moments(x, axes, mask)
+    ctx = tf.distribute.get_replica_context()
+    total = tf.distribute.ReduceOp.SUM
+    if shift is not None:
+        count, s1, s2 = shifted_sums(x, axes, shift, mask)
+        count, s1, s2 = tf.unstack(ctx.all_reduce(total, tf.stack([count, s1, s2])))
+        return moments_from_sums(count, s1, s2, shift)
+    axes = list(axes)
+    xs = to_stats(x)
+    w = tf.ones_like(xs) if mask is None else _mask_weights(mask, xs)
+    count = tf.reduce_sum(w, axes, keepdims=True)
+    s1 = tf.reduce_sum(w * xs, axes, keepdims=True)
+    count, s1 = tf.unstack(ctx.all_reduce(total, tf.stack([count, s1])))
+    mean = tf.math.divide_no_nan(s1, count)
+    sq = ctx.all_reduce(total, tf.reduce_sum(w * tf.math.squared_difference(xs, mean), axes,
+                                             keepdims=True))
+    var = tf.maximum(tf.math.divide_no_nan(sq, count), tf.zeros([], sq.dtype))
+    return mean, var
