@@ -369,6 +369,12 @@ class SpectralNormalization(_KernelWrapper):
         sdt = ops.stats_dtype(inputs.dtype)
         w = self._matrix(sdt)
         sigma = self._sigma(w, bool(training) and self.trainable)
+        if sdt == inputs.dtype:
+            # The linear op is linear in the kernel: dividing its (smaller or equal) output by
+            # sigma, fused with the bias, saves a pass that writes a normalized kernel.
+            outputs = _linear(self.layer, inputs, self._kernel(sdt))
+            return _finish(self.layer, outputs, self._bias(sdt), scale=1.0 / sigma)
+        # half precision: normalize the kernel first so the float16 product stays in range
         kernel = self._kernel(sdt) / sigma
         outputs = _linear(self.layer, inputs, tf.cast(kernel, inputs.dtype))
         return _finish(self.layer, outputs, self._bias(sdt))

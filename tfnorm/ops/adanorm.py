@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from tfnorm.ops.moments import moments, stats_dtype, to_stats
 from tfnorm.ops.online import _kernel
-from tfnorm.ops.reduce import sum_rows
+from tfnorm.ops.reduce import sum_rows, xla_on_cpu
 
 __all__ = ["adanorm"]
 
@@ -46,9 +46,10 @@ def _rows_impl(x2, *, k, c, epsilon):
     def kernel(x):
         xs = tf.cast(x, dt)
         n = tf.cast(tf.shape(xs)[1], dt)
-        mean = sum_rows(xs) / n
+        mode = xla_on_cpu()  # decided here: the gradient is traced outside the XLA context
+        mean = sum_rows(xs, xla_cpu=mode) / n
         d = xs - mean
-        var = sum_rows(tf.square(d)) / tf.maximum(n - 1.0, 1.0)
+        var = sum_rows(tf.square(d), xla_cpu=mode) / tf.maximum(n - 1.0, 1.0)
         sigma = tf.sqrt(tf.maximum(var, tf.zeros([], dt)))
         inv = 1.0 / (sigma + eps)
         y = d * inv
@@ -58,10 +59,10 @@ def _rows_impl(x2, *, k, c, epsilon):
             dd = tf.cast(x, dt) - mean        # recomputed: nothing but x is kept
             yy = dd * inv
             g = c * (1.0 - k * yy) * tf.cast(dz, dt)
-            mean_g = sum_rows(g) / n
+            mean_g = sum_rows(g, xla_cpu=mode) / n
             # d sigma / d x = xc / ((n - 1) sigma); no such term where sigma == 0
             safe = tf.where(sigma > 0, sigma, tf.ones_like(sigma))
-            coef = tf.where(sigma > 0, sum_rows(g * dd) * tf.square(inv)
+            coef = tf.where(sigma > 0, sum_rows(g * dd, xla_cpu=mode) * tf.square(inv)
                             / (tf.maximum(n - 1.0, 1.0) * safe), tf.zeros_like(sigma))
             return tf.cast((g - mean_g) * inv - dd * coef, x.dtype)
 
