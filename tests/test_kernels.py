@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from tfnorm import ops
-from tfnorm.ops import fused
+from tfnorm.ops import kernel
 
 # graph: a tf.function, tensors too small for a kernel's own XLA cluster (plain ops);
 # cluster: the same with every kernel as its own XLA cluster; xla: jit_compile=True.
@@ -27,7 +27,7 @@ MODES = ("eager", "graph", "cluster", "xla")
 def _cluster_threshold(request, monkeypatch):
     mode = request.node.callspec.params.get("mode") if hasattr(request.node, "callspec") else None
     if mode == "cluster":
-        monkeypatch.setattr(fused, "MIN_XLA_ELEMENTS", 0)
+        monkeypatch.setattr(kernel, "MIN_XLA_ELEMENTS", 0)
 
 
 # -- NumPy forwards (float64) -------------------------------------------------------
@@ -179,7 +179,7 @@ def test_half_precision_input_float32_statistics(mode):
 
 def test_plain_ops_when_xla_kernels_are_disabled(monkeypatch):
     """TFNORM_XLA_KERNELS=0: no XLA cluster inside a graph, same numbers."""
-    monkeypatch.setattr(fused, "MIN_XLA_ELEMENTS", 0)
+    monkeypatch.setattr(kernel, "MIN_XLA_ELEMENTS", 0)
     monkeypatch.setenv("TFNORM_XLA_KERNELS", "0")
     x = tf.constant(np.random.default_rng(3).normal(size=(3, 8)))
     fn = tf.function(lambda x: ops.layer_norm(x, [-1]))

@@ -9,7 +9,6 @@ must report the same numbers. The test starts and stops every process itself.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfnorm.ops.moments import moments, stats_dtype, to_stats
-from tfnorm.ops.online import _kernel
+from tfnorm.ops.kernel import bound_kernel
 from tfnorm.ops.reduce import sum_rows, xla_on_cpu
 
 __all__ = ["adanorm"]
@@ -92,7 +92,7 @@ def adanorm(x: tf.Tensor, axes: Sequence[int], k: float = 0.1, c: float = 1.0,
     trailing = axes == list(range(rank - len(axes), rank))
     if trailing and None not in dims:
         n = int(np.prod(dims))
-        fn = _kernel(_rows_impl, k=float(k), c=float(c), epsilon=float(epsilon))
+        fn = bound_kernel(_rows_impl, k=float(k), c=float(c), epsilon=float(epsilon))
         return tf.reshape(fn(tf.reshape(x, [-1, n])), tf.shape(x))
     mean, var = moments(x, axes, correction=1)
     inv = 1.0 / (_safe_std(var) + tf.cast(epsilon, var.dtype))

@@ -26,7 +26,7 @@ and the group's channels (``A = 1`` for batch normalization). Other layouts
 fall back to :func:`tfnorm.ops.moments` and :func:`tfnorm.ops.normalize`
 with autodiff, which compute the same function.
 
-Where the kernels run (measured with ``tfnorm bench``):
+Where the kernels run (:mod:`tfnorm.ops.kernel`; measured with ``tfnorm bench``):
 
 * under XLA (``jit_compile=True``), as part of the enclosing cluster, with the
   reductions of :mod:`tfnorm.ops.reduce` that suit XLA on CPU;
@@ -43,13 +43,13 @@ Where the kernels run (measured with ``tfnorm bench``):
 
 from __future__ import annotations
 
-import os
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from tfnorm.ops.groups import group_moments
+from tfnorm.ops.kernel import Kernel
 from tfnorm.ops.moments import mean_square, moments, stats_dtype
 from tfnorm.ops.normalize import normalize, rms_normalize
 from tfnorm.ops.reduce import in_xla, sum_cols, sum_middle, sum_rows, xla_on_cpu
@@ -84,49 +84,6 @@ def _param_for(p, axes, rank):
 
 def _flat(p, n, dtype):
     return None if p is None else tf.reshape(tf.cast(p, dtype), [n])
-
-
-# ---------------------------------------------------------------------------
-# Where the kernels run.
-
-def xla_kernels_enabled() -> bool:
-    """False when the environment variable ``TFNORM_XLA_KERNELS`` is ``0``."""
-    return os.environ.get("TFNORM_XLA_KERNELS", "1").strip().lower() not in ("0", "false", "no")
-
-
-# Below this many elements (unknown dimensions counted as 1) a kernel stays plain
-# ops inside a graph: the XLA cluster would save little and cost a compilation.
-MIN_XLA_ELEMENTS = 1 << 18
-
-
-def _known_elements(x) -> int:
-    return int(np.prod([d or 1 for d in x.shape.as_list()], dtype=np.int64))
-
-
-class _Kernel:
-    """Runs a kernel as plain ops, or as its own XLA cluster inside a graph.
-
-    Executing eagerly, or while tracing for XLA (where the kernel becomes part
-    of the enclosing cluster), the kernel's ops are emitted as they are. Inside
-    a ``tf.function`` without XLA, where every op would be a separate pass over
-    memory, a kernel on a tensor of at least ``MIN_XLA_ELEMENTS`` elements is
-    called as a ``tf.function(jit_compile=True)``: its forward and its backward
-    each compile into a few fused loops (once per shape). Set
-    ``TFNORM_XLA_KERNELS=0`` to keep plain ops everywhere (e.g. to export a
-    model for a runtime built without XLA).
-    """
-
-    def __init__(self, impl):
-        self.impl = impl
-        self._compiled = None
-
-    def __call__(self, *args, **kwargs):
-        if (tf.executing_eagerly() or in_xla() or not xla_kernels_enabled()
-                or _known_elements(args[0]) < MIN_XLA_ELEMENTS):
-            return self.impl(*args, **kwargs)
-        if self._compiled is None:
-            self._compiled = tf.function(self.impl, jit_compile=True, autograph=False)
-        return self._compiled(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------------
@@ -187,7 +144,7 @@ def _row_impl(x2, gamma, beta, epsilon, center):
     return kernel(*args)
 
 
-_row_kernel = _Kernel(_row_impl)
+_row_kernel = Kernel(_row_impl)
 
 
 def layer_norm(x: tf.Tensor, axes: Sequence[int], scale=None, offset=None,
@@ -317,7 +274,7 @@ def _grouped_impl(x3, groups, gamma, beta, epsilon):
     return y, tf.stop_gradient(mean), tf.stop_gradient(var)
 
 
-_grouped_kernel = _Kernel(_grouped_impl)
+_grouped_kernel = Kernel(_grouped_impl)
 
 
 def _channels_last_view(x):
@@ -326,7 +283,7 @@ def _channels_last_view(x):
     return tf.reshape(x, tf.stack([tf.shape(x)[0], -1, c]))
 
 
-_normalize_kernel = _Kernel(normalize)
+_normalize_kernel = Kernel(normalize)
 
 
 def batch_norm(x: tf.Tensor, axes: Sequence[int], scale=None, offset=None,

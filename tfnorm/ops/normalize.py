@@ -8,8 +8,6 @@ single multiply-add in its own dtype: ``y = x * a + b`` with
 
 from __future__ import annotations
 
-from typing import Optional
-
 import tensorflow as tf
 
 from tfnorm.ops.moments import stats_dtype

@@ -30,13 +30,12 @@ with ``d_t`` the gradient arriving at ``y_t``::
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
 from tfnorm.ops.axes import complement, resolve_axes
-from tfnorm.ops.fused import xla_kernels_enabled
+from tfnorm.ops.kernel import bound_kernel
 from tfnorm.ops.moments import stats_dtype, to_stats
 from tfnorm.ops.reduce import in_xla, sum_middle
 
@@ -187,25 +186,9 @@ def _view(x, axis):
     return _Layout(False, not reduce, reduce, channels, rank), x, channels
 
 
-_KERNELS = {}
-
-
 def _kernel(impl, **static):
-    """``impl`` with its static arguments bound, as its own XLA cluster where that pays.
-
-    Inside a ``tf.function`` without XLA each op would be a separate pass over
-    memory, so the kernel is compiled (``jit_compile=True``) into a few fused
-    loops; eagerly, or while tracing for XLA (where it joins the enclosing
-    cluster), it runs as plain ops. ``TFNORM_XLA_KERNELS=0`` keeps plain ops
-    everywhere. Kernels are pure: no variable is read or written inside.
-    """
-    fn = functools.partial(impl, **static)
-    if tf.executing_eagerly() or in_xla() or not xla_kernels_enabled():
-        return fn
-    key = (impl.__name__,) + tuple(sorted(static.items()))
-    if key not in _KERNELS:
-        _KERNELS[key] = tf.function(fn, jit_compile=True, autograph=False)
-    return _KERNELS[key]
+    """``impl`` with its static arguments bound, as its own XLA cluster inside graphs."""
+    return bound_kernel(impl, **static)
 
 
 def _streamed(layout, xs, mean, variance, alpha_fwd):
