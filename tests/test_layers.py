@@ -23,6 +23,7 @@ from tests.harness import (
     state_of,
 )
 from tfnorm.layers.base import BASE_LAYER_KEYS, init_arguments
+from tfnorm.ops import kernel
 
 ids = [c.id for c in CASES]
 
@@ -148,6 +149,52 @@ def test_jit_compile_matches_eager(case):
         np.testing.assert_allclose(xla.numpy(), eager, atol=1e-5, rtol=1e-5)
         for a, b in zip(state_of(eager_layer), state_of(xla_layer)):
             np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
+
+
+def _first_case_per_class_and_layout():
+    seen, out = set(), []
+    for c in CASES:
+        key = (c.cls, c.kwargs.get("axis", -1) in (-1, None), c.kwargs.get("data_format"))
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
+
+
+@pytest.mark.parametrize("case", _first_case_per_class_and_layout(), ids=lambda c: c.id)
+def test_kernels_as_their_own_xla_clusters_match_eager(case, monkeypatch):
+    """Inside a tf.function without XLA, kernels run as their own XLA clusters.
+
+    ``tfnorm.ops.kernel`` does that only for large tensors; forced here at any
+    size, the outputs, the state and the gradients (input and weights) must
+    equal the eager ones, which the other checks compare with the references.
+    """
+    monkeypatch.setattr(kernel, "MIN_XLA_ELEMENTS", 0)
+    rng = np.random.default_rng(13)
+    x = tf.constant(case.input_fn(rng, case.input_shape).astype("float32"))
+    for training in case.training_modes:
+        layers = [built(case, seed=14), built(case, seed=14)]
+        dy = None
+
+        def step(layer, t):
+            with tf.GradientTape() as tape:
+                tape.watch(t)
+                y = call(layer, t, training, case)
+                loss = tf.reduce_sum(tf.cast(y, tf.float32) * dy)
+            grads = tape.gradient(loss, [t] + list(layer.trainable_weights))
+            return [y] + [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+                          for g, v in zip(grads, [t] + list(layer.trainable_weights))]
+
+        out_shape = call(built(case, seed=14), x, False, case).shape
+        dy = tf.constant(rng.normal(size=out_shape).astype("float32"))
+        eager = step(layers[0], x)
+        graph = tf.function(step, jit_compile=False)(layers[1], x)
+        for what, a, b in zip(["output", "input gradient"] + [
+                f"gradient of {v.path}" for v in layers[0].trainable_weights], eager, graph):
+            np.testing.assert_allclose(b.numpy(), a.numpy(), atol=2e-5, rtol=2e-5,
+                                       err_msg=f"{what}, training={training}")
+        for a, b in zip(state_of(layers[0]), state_of(layers[1])):
+            np.testing.assert_allclose(b, a, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)

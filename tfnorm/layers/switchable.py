@@ -17,6 +17,7 @@ from tfnorm.layers.base import (
     update_moving_average,
 )
 from tfnorm.layers.layer_norm import _AffineMixin
+from tfnorm.ops.switchable import mix_statistics, switchable_norm
 
 
 @register
@@ -114,12 +115,25 @@ class SwitchableNormalization(_AffineMixin, NormalizationLayer):
     def call(self, inputs, training=None):
         check_float_input(type(self).__name__, inputs)
         c = self._axes[0]
+        use_batch = bool(training) and self.trainable
+        cross_replica = use_batch and self.synchronized and ops.replicas_in_sync() > 1
+        if c == self._rank - 1 and not cross_replica:
+            # channels last: the op with hand-written gradients (tfnorm.ops.switchable)
+            y, mean_bn, var_bn = switchable_norm(
+                inputs, self.mean_weights, self.variance_weights, self.gamma, self.beta,
+                None if use_batch else self.moving_mean,
+                None if use_batch else self.moving_variance,
+                epsilon=self.epsilon, training=use_batch)
+            if use_batch:
+                update_moving_average(self.moving_mean, mean_bn, self.momentum)
+                update_moving_average(self.moving_variance, var_bn, self.momentum)
+            return y
         mean_in, var_in = ops.moments(inputs, self._spatial)  # (N, 1.., C), stats dtype
         dt = mean_in.dtype
         mean_ln = tf.reduce_mean(mean_in, c, keepdims=True)
         var_ln = tf.reduce_mean(var_in + tf.square(mean_in - mean_ln), c, keepdims=True)
-        if bool(training) and self.trainable:
-            if self.synchronized and ops.replicas_in_sync() > 1:
+        if use_batch:
+            if cross_replica:
                 shift = tf.stop_gradient(self._b(tf.convert_to_tensor(self.moving_mean)))
                 mean_bn, var_bn = ops.replica_moments(inputs, self._batch, shift=shift)
             else:
@@ -130,13 +144,8 @@ class SwitchableNormalization(_AffineMixin, NormalizationLayer):
         else:
             mean_bn = tf.cast(self._b(self.moving_mean), dt)
             var_bn = tf.cast(self._b(self.moving_variance), dt)
-        wm = tf.nn.softmax(tf.cast(self.mean_weights, dt))
-        wv = tf.nn.softmax(tf.cast(self.variance_weights, dt))
-        # Mixed as instance statistics plus weighted differences: the softmax weights sum to 1
-        # only up to rounding, and x - mean must cancel exactly when all three means agree.
-        mean = mean_in + wm[1] * (mean_ln - mean_in) + wm[2] * (mean_bn - mean_in)
-        var = var_in + wv[1] * (var_ln - var_in) + wv[2] * (var_bn - var_in)
-        var = tf.maximum(var, tf.zeros([], dt))
+        mean, var = mix_statistics((mean_in, var_in), (mean_ln, var_ln), (mean_bn, var_bn),
+                                   self.mean_weights, self.variance_weights)
         return ops.normalize(inputs, mean, var, self._b(self.gamma), self._b(self.beta),
                              self.epsilon)
 

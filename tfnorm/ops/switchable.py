@@ -1,0 +1,185 @@
+"""Switchable normalization (Luo et al. 2019) as two big-tensor ops joined by small-tensor maths.
+
+On a channels-last view ``x`` of shape ``(N, S, C)`` (``S`` spatial positions):
+
+1. :func:`instance_moments`: the mean ``m`` and variance ``v`` per sample and
+   channel, ``(N, 1, C)``. Backward, with ``S`` values per statistic::
+
+       dx = (dm + 2 * dv * (x - m)) / S
+
+2. the layer and batch statistics and the softmax mixture are computed from
+   ``m`` and ``v`` alone (tensors of size ``N * C``; autodiff is cheap there);
+3. :func:`normalize_per_instance`: ``y = (x - mean) * rsqrt(var + eps) * gamma + beta``
+   with ``mean``/``var`` of shape ``(N, 1, C)``. Backward, with ``r = rsqrt(var + eps)``,
+   ``P = sum_S dy`` and ``Q = sum_S dy * (x - mean)``::
+
+       dx = dy * gamma * r       dmean = -gamma * r * P      dvar = -gamma * r**3 * Q / 2
+       dgamma = sum_N r * Q      dbeta = sum_N P
+
+So a training step reads ``x`` twice for the statistics and once to write
+``y``; the backward reads ``x`` and ``dy`` for ``P`` and ``Q`` and once more
+to write ``dx``, instead of differentiating through the moments. Statistics are
+float32 for half-precision input.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import tensorflow as tf
+
+from tfnorm.ops.kernel import bound_kernel
+from tfnorm.ops.moments import stats_dtype
+from tfnorm.ops.reduce import sum_middle, xla_on_cpu
+
+__all__ = ["instance_moments", "mix_statistics", "normalize_per_instance", "switchable_norm"]
+
+
+def instance_moments(x3: tf.Tensor, xla_cpu: Optional[bool] = None):
+    """Mean and (clipped) variance over axis 1 of a 3-D ``x3``, each ``(N, 1, C)``.
+
+    Example:
+      >>> m, v = instance_moments(tf.constant([[[1.0], [3.0]]]))
+      >>> float(m[0, 0, 0]), float(v[0, 0, 0])
+      (2.0, 1.0)
+    """
+    dt = stats_dtype(x3.dtype)
+    mode = xla_on_cpu() if xla_cpu is None else xla_cpu
+
+    @tf.custom_gradient
+    def kernel(x):
+        xs = tf.cast(x, dt)
+        s = tf.cast(tf.shape(xs)[1], dt)
+        mean = sum_middle(xs, mode) / s
+        var = tf.maximum(sum_middle(tf.square(xs - mean), mode) / s, tf.zeros([], dt))
+
+        def grad(dm, dv):
+            d = tf.cast(x, dt) - mean  # recomputed: nothing but x is kept
+            return tf.cast((dm + 2.0 * dv * d) / s, x.dtype)
+
+        return (mean, var), grad
+
+    return kernel(x3)
+
+
+def normalize_per_instance(x3: tf.Tensor, mean, var, gamma=None, beta=None,
+                           epsilon: float = 1e-5, xla_cpu: Optional[bool] = None) -> tf.Tensor:
+    """``(x - mean) * rsqrt(var + epsilon) * gamma + beta`` for ``(N, 1, C)`` statistics.
+
+    ``gamma``/``beta``: shape ``(C,)`` or None. Output in ``x3``'s dtype, maths
+    in the statistics dtype.
+
+    Example:
+      >>> x = tf.constant([[[1.0], [3.0]]])
+      >>> y = normalize_per_instance(x, tf.constant([[[2.0]]]), tf.constant([[[1.0]]]),
+      ...                            epsilon=0.0)
+      >>> y.numpy().ravel().tolist()
+      [-1.0, 1.0]
+    """
+    dt = stats_dtype(x3.dtype)
+    mode = xla_on_cpu() if xla_cpu is None else xla_cpu
+    eps = tf.cast(epsilon, dt)
+    has_g, has_b = gamma is not None, beta is not None
+
+    @tf.custom_gradient
+    def kernel(*args):
+        x, m, v = args[:3]
+        g = args[3] if has_g else None
+        b = args[3 + has_g] if has_b else None
+        r = tf.math.rsqrt(v + eps)
+        a = r * g if has_g else r
+        y = (tf.cast(x, dt) - m) * a
+        if has_b:
+            y = y + b
+        y = tf.cast(y, x.dtype)
+
+        def grad(dy):
+            dys = tf.cast(dy, dt)
+            d = tf.cast(x, dt) - m
+            p = sum_middle(dys, mode)          # (N, 1, C): sum of dy
+            q = sum_middle(dys * d, mode)      # (N, 1, C): sum of dy * (x - mean)
+            gg = g if has_g else tf.ones([], dt)
+            grads = [tf.cast(dys * a, x.dtype), -a * p, -0.5 * gg * r * r * r * q]
+            if has_g:
+                grads.append(tf.reshape(tf.reduce_sum(r * q, [0, 1]), tf.shape(g)))
+            if has_b:
+                grads.append(tf.reshape(tf.reduce_sum(p, [0, 1]), tf.shape(b)))
+            return grads
+
+        return y, grad
+
+    args = [x3, tf.cast(mean, dt), tf.cast(var, dt)]
+    args += [tf.cast(t, dt) for t in (gamma, beta) if t is not None]
+    return kernel(*args)
+
+
+def mix_statistics(instance, layer, batch, mean_weights, variance_weights):
+    """The softmax-weighted mixture of (instance, layer, batch) ``(mean, var)`` pairs.
+
+    Written as the instance statistics plus weighted differences: the softmax
+    weights sum to 1 only up to rounding, and ``x - mean`` must cancel exactly
+    when all three means agree. The variance is clipped at 0.
+
+    Example:
+      >>> s = (tf.constant(1.0), tf.constant(2.0))
+      >>> m, v = mix_statistics(s, s, s, tf.zeros([3]), tf.zeros([3]))
+      >>> float(m), float(v)
+      (1.0, 2.0)
+    """
+    (mean_in, var_in), (mean_ln, var_ln), (mean_bn, var_bn) = instance, layer, batch
+    dt = mean_in.dtype
+    wm = tf.nn.softmax(tf.cast(mean_weights, dt))
+    wv = tf.nn.softmax(tf.cast(variance_weights, dt))
+    mean = mean_in + wm[1] * (mean_ln - mean_in) + wm[2] * (mean_bn - mean_in)
+    var = var_in + wv[1] * (var_ln - var_in) + wv[2] * (var_bn - var_in)
+    return mean, tf.maximum(var, tf.zeros([], dt))
+
+
+def _switchable_impl(x3, mean_weights, variance_weights, gamma, beta, moving_mean,
+                     moving_variance, *, epsilon, training):
+    dt = stats_dtype(x3.dtype)
+    mode = xla_on_cpu()  # decided here: gradients are traced outside the XLA context
+    mean_in, var_in = instance_moments(x3, mode)
+    mean_ln = tf.reduce_mean(mean_in, 2, keepdims=True)
+    var_ln = tf.reduce_mean(var_in + tf.square(mean_in - mean_ln), 2, keepdims=True)
+    if training:
+        mean_bn = tf.reduce_mean(mean_in, 0, keepdims=True)
+        var_bn = tf.reduce_mean(var_in + tf.square(mean_in - mean_bn), 0, keepdims=True)
+    else:
+        mean_bn = tf.reshape(tf.cast(moving_mean, dt), [1, 1, -1])
+        var_bn = tf.reshape(tf.cast(moving_variance, dt), [1, 1, -1])
+    mean, var = mix_statistics((mean_in, var_in), (mean_ln, var_ln), (mean_bn, var_bn),
+                               mean_weights, variance_weights)
+    y = normalize_per_instance(x3, mean, var, gamma, beta, epsilon, mode)
+    return y, tf.reshape(mean_bn, [-1]), tf.reshape(var_bn, [-1])
+
+
+def switchable_norm(x: tf.Tensor, mean_weights, variance_weights, gamma=None, beta=None,
+                    moving_mean=None, moving_variance=None, *, epsilon: float = 1e-5,
+                    training: bool = False):
+    """Switchable normalization of a channels-last ``x`` (rank >= 3).
+
+    Returns ``(y, batch_mean, batch_var)``; the batch statistics (shape
+    ``(C,)``, for the moving averages) are those of ``x`` in training and
+    ``moving_mean``/``moving_variance`` otherwise. Without XLA, inside a graph,
+    the whole computation runs as its own XLA cluster (:mod:`tfnorm.ops.kernel`).
+
+    Example:
+      >>> x = tf.reshape(tf.range(16.0), [2, 4, 2])
+      >>> y, m, v = switchable_norm(x, tf.zeros([3]), tf.zeros([3]), training=True)
+      >>> tuple(y.shape), m.numpy().tolist()
+      ((2, 4, 2), [7.0, 8.0])
+    """
+    c = x.shape[-1]
+    x3 = tf.reshape(x, tf.stack([tf.shape(x)[0], -1, c]))
+    if not training:
+        moving_mean = tf.convert_to_tensor(moving_mean)
+        moving_variance = tf.convert_to_tensor(moving_variance)
+    fn = bound_kernel(_switchable_impl, threshold=True, epsilon=float(epsilon),
+                      training=bool(training))
+    y3, mean_bn, var_bn = fn(x3, tf.convert_to_tensor(mean_weights),
+                             tf.convert_to_tensor(variance_weights),
+                             None if gamma is None else tf.convert_to_tensor(gamma),
+                             None if beta is None else tf.convert_to_tensor(beta),
+                             moving_mean, moving_variance)
+    return tf.reshape(y3, tf.shape(x)), tf.stop_gradient(mean_bn), tf.stop_gradient(var_bn)
