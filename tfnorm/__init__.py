@@ -16,69 +16,17 @@ from tfnorm._backend import require_tensorflow_backend as _require_tf  # noqa: E
 _require_tf()
 
 from tfnorm import ops  # noqa: E402
-from tfnorm.layers import (  # noqa: E402
-    AdaNorm,
-    BatchNormalization,
-    CosineConv1D,
-    CosineConv2D,
-    CosineDense,
-    DetachNormalization,
-    DynamicTanh,
-    EvoNormB0,
-    EvoNormS0,
-    FilterResponseNormalization,
-    GroupNormalization,
-    InstanceNormalization,
-    LayerNormalization,
-    LocalResponseNormalization,
-    NormalizationLayer,
-    OnlineNormalization,
-    PixelNormalization,
-    RMSNormalization,
-    ScaleNormalization,
-    SpectralNormalization,
-    SwitchableNormalization,
-    TLU,
-    WeightNormalization,
-    WeightStandardizedConv1D,
-    WeightStandardizedConv2D,
-    WeightStandardizedConv3D,
-)
+from tfnorm import layers  # noqa: E402
+from tfnorm.layers import *  # noqa: E402,F401,F403  (the layer list lives in tfnorm.layers)
 from tfnorm.registry import available, get  # noqa: E402
 from tfnorm.swap import swap_normalization  # noqa: E402
 
 from tfnorm.__about__ import __version__  # noqa: E402
 
-__all__ = [
-    "AdaNorm",
-    "BatchNormalization",
-    "CosineConv1D",
-    "CosineConv2D",
-    "CosineDense",
-    "DetachNormalization",
-    "DynamicTanh",
-    "EvoNormB0",
-    "EvoNormS0",
-    "FilterResponseNormalization",
-    "GroupNormalization",
-    "InstanceNormalization",
-    "LayerNormalization",
-    "LocalResponseNormalization",
-    "NormalizationLayer",
-    "OnlineNormalization",
-    "PixelNormalization",
-    "RMSNormalization",
-    "ScaleNormalization",
-    "SpectralNormalization",
-    "SwitchableNormalization",
-    "TLU",
-    "WeightNormalization",
-    "WeightStandardizedConv1D",
-    "WeightStandardizedConv2D",
-    "WeightStandardizedConv3D",
+__all__ = sorted(layers.__all__ + [
     "__version__",
     "available",
     "get",
     "ops",
     "swap_normalization",
-]
+])

@@ -14,22 +14,11 @@ import keras
 import numpy as np
 
 import tfnorm
+from tests.descriptors.core import _axes, _bcast
 from tests.harness import Case, default_randomize
 
 # ---------------------------------------------------------------------------
 # helpers
-
-
-def _bcast(v, axes, rank):
-    shape = [1] * rank
-    for a, n in zip(axes, np.shape(v)):
-        shape[a] = n
-    return np.reshape(v, shape)
-
-
-def _axes(axis, rank):
-    axis = [axis] if isinstance(axis, int) else list(axis)
-    return sorted(a % rank for a in axis)
 
 
 def _tuple(v, n):
