@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import tensorflow as tf
-
 from tfnorm import ops
 from tfnorm.layers.base import (
     NormalizationLayer,
@@ -13,21 +11,7 @@ from tfnorm.layers.base import (
     check_single_axis,
     register,
 )
-
-
-def _window_sum(t, axis: int, radius: int, size: int):
-    """``s[c] = sum(t[c - radius : c + radius + 1])`` along ``axis`` (zeros outside)."""
-    r = min(radius, size - 1)
-    if r == 0:
-        return t
-    pads = [[0, 0]] * t.shape.rank
-    pads[axis] = [r, r]
-    padded = tf.pad(t, pads)
-    lead = (slice(None),) * axis
-    total = padded[lead + (slice(0, size),)]
-    for i in range(1, 2 * r + 1):
-        total = total + padded[lead + (slice(i, i + size),)]
-    return total
+from tfnorm.ops.lrn import lrn
 
 
 def _check_number(name, value, allow_zero=True):
@@ -47,7 +31,8 @@ class LocalResponseNormalization(NormalizationLayer):
         y = x / (bias + alpha * sqr_sum) ** beta
 
     which is ``tf.nn.local_response_normalization`` (extended to any rank and
-    channel axis; the sum of squares is float32 under mixed precision).
+    channel axis; the sum of squares is float32 under mixed precision),
+    computed as one op with a hand-written gradient (:func:`tfnorm.ops.lrn.lrn`).
 
     PyTorch's ``torch.nn.LocalResponseNorm(size, alpha, beta, k)`` (and Caffe)
     divide ``alpha`` by the window size ``n``: they compute
@@ -93,16 +78,10 @@ class LocalResponseNormalization(NormalizationLayer):
     def build(self, input_shape):
         (c_axis,) = self._resolve_axes(self.axis, input_shape)
         self._channel = c_axis
-        self._size = input_shape[c_axis]
 
     def call(self, inputs):
         check_float_input(type(self).__name__, inputs)
-        sq = tf.square(ops.to_stats(inputs))
-        sqr_sum = _window_sum(sq, self._channel, self.depth_radius, self._size)
-        dt = sq.dtype
-        factor = tf.pow(tf.constant(self.bias, dt) + tf.constant(self.alpha, dt) * sqr_sum,
-                        tf.constant(-self.beta, dt))
-        return inputs * tf.cast(factor, inputs.dtype)
+        return lrn(inputs, self.depth_radius, self.bias, self.alpha, self.beta, self._channel)
 
     def get_config(self):
         config = super().get_config()
@@ -122,9 +101,9 @@ class PixelNormalization(NormalizationLayer):
 
     with no learned parameters (the paper uses it in the generator after
     each convolution, instead of batch normalization). The arithmetic is that
-    of ``RMSNormalization(axis=axis, scale=False)``; this class carries the
-    paper's name and default epsilon. The mean square is float32 under mixed
-    precision.
+    of ``RMSNormalization(axis=axis, scale=False)``, through the same fused
+    op (:func:`tfnorm.ops.rms_norm`); this class carries the paper's name and
+    default epsilon. The mean square is float32 under mixed precision.
 
     Args:
       epsilon: added to the mean square. Default 1e-8.
@@ -155,8 +134,7 @@ class PixelNormalization(NormalizationLayer):
 
     def call(self, inputs):
         check_float_input(type(self).__name__, inputs)
-        return ops.rms_normalize(inputs, ops.mean_square(inputs, self._axes),
-                                 epsilon=self.epsilon)
+        return ops.rms_norm(inputs, self._axes, epsilon=self.epsilon)
 
     def get_config(self):
         config = super().get_config()
