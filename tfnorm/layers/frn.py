@@ -35,7 +35,9 @@ class FilterResponseNormalization(_AffineMixin, NormalizationLayer):
     ``epsilon`` is then a fixed lower bound. The paper pairs FRN with
     :class:`TLU`, ``max(y, tau)``, which replaces the activation after it.
     Needs at least one spatial axis: rank >= 3. The mean square is float32
-    under mixed precision.
+    under mixed precision. It is instance normalization without centering:
+    :func:`tfnorm.ops.instance_norm` with ``center=False``, one op with a
+    hand-written gradient for channels-last inputs.
 
     Args:
       axis: channel axis. Default -1.
@@ -87,13 +89,11 @@ class FilterResponseNormalization(_AffineMixin, NormalizationLayer):
 
     def call(self, inputs):
         check_float_input(type(self).__name__, inputs)
-        nu2 = ops.mean_square(inputs, self._spatial)
-        eps = tf.constant(abs(self.epsilon), nu2.dtype)
+        eps = abs(self.epsilon)
         if self.learned_eps is not None:
-            eps = eps + tf.abs(tf.cast(self.learned_eps, nu2.dtype))
-        return ops.rms_normalize(inputs, nu2,
-                                 self._broadcast(self.gamma, self._axes, self._rank),
-                                 self._broadcast(self.beta, self._axes, self._rank), eps)
+            dt = ops.stats_dtype(inputs.dtype)
+            eps = tf.constant(eps, dt) + tf.abs(tf.cast(self.learned_eps, dt))
+        return ops.instance_norm(inputs, self._axes[0], self.gamma, self.beta, eps, center=False)
 
     def get_config(self):
         config = super().get_config()
@@ -109,7 +109,7 @@ class TLU(NormalizationLayer):
     The activation the FRN paper pairs with :class:`FilterResponseNormalization`
     (FRN has no mean subtraction, so a ReLU's fixed threshold at 0 can leave
     units dead; TLU learns where to cut). ``tau`` starts at 0 (a ReLU after a
-    zero-mean input).
+    zero-mean input). One op with a hand-written gradient (:func:`tfnorm.ops.tlu`).
 
     Args:
       axis: channel axis. Default -1.
@@ -146,8 +146,7 @@ class TLU(NormalizationLayer):
 
     def call(self, inputs):
         check_float_input(type(self).__name__, inputs)
-        tau = self._broadcast(self.tau, self._axes, self._rank)
-        return tf.maximum(inputs, tf.cast(tau, inputs.dtype))
+        return ops.tlu(inputs, self._broadcast(self.tau, self._axes, self._rank))
 
     def get_config(self):
         config = super().get_config()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import keras
-import tensorflow as tf
 
 from tfnorm import ops
 from tfnorm.layers.base import (
@@ -27,7 +26,8 @@ class ScaleNormalization(NormalizationLayer):
 
     with a single learned scalar ``g`` initialised to ``sqrt(d)`` (so the output
     starts with unit root mean square, like LayerNorm's). The norm is float32
-    under mixed precision.
+    under mixed precision. Over trailing axes this is one op with a
+    hand-written gradient (:func:`tfnorm.ops.scale_norm`).
 
     Args:
       epsilon: lower bound of the norm. Default 1e-5.
@@ -61,11 +61,7 @@ class ScaleNormalization(NormalizationLayer):
 
     def call(self, inputs):
         check_float_input(type(self).__name__, inputs)
-        ms = ops.mean_square(inputs, self._axes)
-        dt = ms.dtype
-        norm = tf.sqrt(ms * tf.constant(self._size, dt))
-        factor = tf.cast(self.g, dt) / tf.maximum(norm, tf.constant(self.epsilon, dt))
-        return inputs * tf.cast(factor, inputs.dtype)
+        return ops.scale_norm(inputs, self._axes, self.g, self.epsilon)
 
     def get_config(self):
         config = super().get_config()
@@ -85,7 +81,8 @@ class DynamicTanh(NormalizationLayer):
     per-feature ``gamma`` (ones) and ``beta`` (zeros) on ``axis``. The paper
     observes that trained LayerNorms map inputs through tanh-like S-curves and
     replaces them by this; ``alpha_init`` matters (0.5 for most models; lower
-    for large or deep ones). Element-wise maths run in the input's dtype.
+    for large or deep ones). Element-wise maths run in the input's dtype; one
+    op with a hand-written gradient (:func:`tfnorm.ops.dynamic_tanh`).
 
     Args:
       alpha_init: initial value of ``alpha``. Default 0.5.
@@ -135,10 +132,9 @@ class DynamicTanh(NormalizationLayer):
 
     def call(self, inputs):
         check_float_input(type(self).__name__, inputs)
-        dt = inputs.dtype
-        gamma = tf.cast(self._broadcast(self.gamma, self._axes, self._rank), dt)
-        beta = tf.cast(self._broadcast(self.beta, self._axes, self._rank), dt)
-        return tf.tanh(tf.cast(self.alpha, dt) * inputs) * gamma + beta
+        return ops.dynamic_tanh(inputs, self.alpha,
+                                self._broadcast(self.gamma, self._axes, self._rank),
+                                self._broadcast(self.beta, self._axes, self._rank))
 
     def get_config(self):
         config = super().get_config()

@@ -1,7 +1,15 @@
 """Pure TensorFlow functions behind every tfnorm layer (no Keras state)."""
 
 from tfnorm.ops.axes import as_axis_tuple, broadcast_shape, complement, resolve_axes
-from tfnorm.ops.fused import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
+from tfnorm.ops.elementwise import dynamic_tanh, tlu
+from tfnorm.ops.fused import (
+    batch_norm,
+    group_norm,
+    instance_norm,
+    layer_norm,
+    rms_norm,
+    scale_norm,
+)
 from tfnorm.ops.groups import divisors, group_average, group_moments, merge_groups, split_groups
 from tfnorm.ops.moments import (
     mean_square,
@@ -21,6 +29,7 @@ __all__ = [
     "broadcast_shape",
     "complement",
     "divisors",
+    "dynamic_tanh",
     "fold",
     "group_average",
     "group_moments",
@@ -37,8 +46,10 @@ __all__ = [
     "resolve_axes",
     "rms_norm",
     "rms_normalize",
+    "scale_norm",
     "shifted_sums",
     "split_groups",
     "stats_dtype",
+    "tlu",
     "to_stats",
 ]

@@ -15,9 +15,12 @@ The maths, for a group of ``n`` values normalized together with
     dx     = r * (g - mean(g) - xhat * mean(g * xhat))
     dgamma = sum(dy * xhat)      dbeta = sum(dy)
 
-(sums over everything that shares ``gamma``); without centering (RMSNorm)
-the ``mean(g)`` term and the mean drop out. The statistics are exact two-pass
-moments in float32 (float64 for float64 input), the variance clipped at 0.
+(sums over everything that shares ``gamma``); without centering (RMSNorm;
+ScaleNorm, RMSNorm with a scalar scale and ``max(norm, epsilon)`` as the
+divisor; filter response normalization, instance normalization without
+centering) the ``mean(g)`` term and the mean drop out. The statistics are
+exact two-pass moments in float32 (float64 for float64 input), the variance
+clipped at 0.
 
 Every kernel views the input as 2-D or 3-D without moving data: trailing
 normalized axes as ``(rows, C)``; channels-last batch/group/instance
@@ -54,7 +57,7 @@ from tfnorm.ops.moments import mean_square, moments, stats_dtype
 from tfnorm.ops.normalize import normalize, rms_normalize
 from tfnorm.ops.reduce import in_xla, sum_cols, sum_middle, sum_rows, xla_on_cpu
 
-__all__ = ["layer_norm", "rms_norm", "batch_norm", "group_norm", "instance_norm"]
+__all__ = ["layer_norm", "rms_norm", "scale_norm", "batch_norm", "group_norm", "instance_norm"]
 
 
 def _sorted_axes(axes: Sequence[int], rank: int) -> Tuple[int, ...]:
@@ -82,6 +85,13 @@ def _param_for(p, axes, rank):
     return tf.reshape(p, shape)
 
 
+def _scalar(value, dtype):
+    """A Python number as a ``dtype`` constant (``tf.cast`` would round it to float32 first)."""
+    if isinstance(value, (int, float)):
+        return tf.constant(value, dtype)
+    return tf.cast(value, dtype)
+
+
 def _flat(p, n, dtype):
     return None if p is None else tf.reshape(tf.cast(p, dtype), [n])
 
@@ -89,11 +99,17 @@ def _flat(p, n, dtype):
 # ---------------------------------------------------------------------------
 # Per-row statistics: LayerNorm, RMSNorm.
 
-def _row_impl(x2, gamma, beta, epsilon, center):
-    """Normalizes each row of a 2-D ``x2``; ``gamma``/``beta`` of shape ``(C,)`` or None."""
+def _row_impl(x2, gamma, beta, epsilon, center, clip=False):
+    """Normalizes each row of a 2-D ``x2``; ``gamma``/``beta`` of shape ``(C,)`` or None.
+
+    ``gamma`` may also be a scalar. ``clip=True`` (ScaleNorm) divides by
+    ``max(sqrt(var), epsilon)`` instead of ``sqrt(var + epsilon)``; where the
+    bound is active the divisor is a constant and carries no gradient.
+    """
     dt = stats_dtype(x2.dtype)
-    eps = tf.cast(epsilon, dt)
+    eps = _scalar(epsilon, dt)
     has_g, has_b = gamma is not None, beta is not None
+    scalar_g = has_g and gamma.shape.rank == 0
 
     @tf.custom_gradient
     def kernel(*args):
@@ -110,7 +126,13 @@ def _row_impl(x2, gamma, beta, epsilon, center):
             mean = None
             d = xs
         var = sum_rows(tf.square(d), xla_cpu=mode) / n
-        r = tf.math.rsqrt(tf.maximum(var, tf.zeros([], dt)) + eps)
+        var = tf.maximum(var, tf.zeros([], dt))
+        if clip:
+            root = tf.sqrt(var)
+            active = root >= eps  # the statistic, not the bound, sets the divisor
+            r = 1.0 / tf.maximum(root, eps)
+        else:
+            r = tf.math.rsqrt(var + eps)
         y = d * r
         if has_g:
             y = y * g
@@ -124,7 +146,12 @@ def _row_impl(x2, gamma, beta, epsilon, center):
             dd = xr - mean if center else xr
             u = dys * dd                                   # dy * (x - mean)
             # mean(g * xhat) and mean(g) per row, g = gamma * dy
-            mgx = r * sum_rows(u, g, xla_cpu=mode) / n
+            if scalar_g:
+                mgx = r * g * sum_rows(u, xla_cpu=mode) / n
+            else:
+                mgx = r * sum_rows(u, g, xla_cpu=mode) / n
+            if clip:
+                mgx = tf.where(active, mgx, tf.zeros_like(mgx))
             gd = dys * g if has_g else dys
             if center:
                 mg = sum_rows(dys, g, xla_cpu=mode) / n
@@ -133,7 +160,10 @@ def _row_impl(x2, gamma, beta, epsilon, center):
                 dx = gd * r - dd * (r * r * mgx)
             grads = [tf.cast(dx, x.dtype)]
             if has_g:
-                grads.append(tf.reshape(sum_cols(u, r, xla_cpu=mode), tf.shape(g)))
+                dg = sum_cols(u, r, xla_cpu=mode)
+                if scalar_g:
+                    dg = tf.reduce_sum(dg)
+                grads.append(tf.reshape(dg, tf.shape(g)))
             if has_b:
                 grads.append(tf.reshape(sum_cols(dys, xla_cpu=mode), tf.shape(b)))
             return grads
@@ -200,6 +230,36 @@ def rms_norm(x: tf.Tensor, axes: Sequence[int], scale=None, epsilon: float = 1e-
     return tf.reshape(y2, tf.shape(x))
 
 
+def scale_norm(x: tf.Tensor, axes: Sequence[int], gain, epsilon: float = 1e-5) -> tf.Tensor:
+    """ScaleNorm over ``axes``: ``gain * x / max(||x||_2, epsilon)``, ``gain`` a scalar.
+
+    The norm is ``sqrt(n * mean(x**2))`` over the ``n`` values of ``axes``
+    (float32 for half precision). One op with a hand-written gradient (the
+    RMSNorm one with a scalar scale ``gain / sqrt(n)``) when ``axes`` are the
+    trailing axes; the same function with autodiff otherwise.
+
+    Example:
+      >>> scale_norm(tf.constant([[3.0, 4.0]]), axes=[-1], gain=10.0).numpy().round(4)
+      array([[6., 8.]], dtype=float32)
+    """
+    rank = x.shape.rank
+    axes = _sorted_axes(axes, rank)
+    n = _static_size(x, axes)
+    dt = stats_dtype(x.dtype)
+    gain = tf.cast(gain, dt)
+    if not _is_trailing(axes, rank) or n is None:
+        ms = mean_square(x, axes)
+        size = n if n is not None else tf.size(x) // tf.size(ms)
+        norm = tf.sqrt(ms * tf.cast(size, ms.dtype))
+        factor = gain / tf.maximum(norm, tf.constant(epsilon, ms.dtype))
+        return x * tf.cast(factor, x.dtype)
+    # ||x|| >= epsilon  <=>  sqrt(mean(x**2)) >= epsilon / sqrt(n)
+    inv_root_n = 1.0 / float(np.sqrt(n))
+    y2 = _row_kernel(tf.reshape(x, [-1, n]), gain * inv_root_n, None, epsilon * inv_root_n,
+                     center=False, clip=True)
+    return tf.reshape(y2, tf.shape(x))
+
+
 # ---------------------------------------------------------------------------
 # Statistics per (a, channel group) over the middle axis: BatchNorm, GroupNorm, InstanceNorm.
 
@@ -216,28 +276,34 @@ def _group_sum(t, groups):
     return tf.reshape(tf.broadcast_to(s, tf.shape(g)), tf.stack([a, 1, c]))
 
 
-def _grouped_impl(x3, groups, gamma, beta, epsilon):
+def _grouped_impl(x3, groups, gamma, beta, epsilon, center=True):
     """Normalizes ``x3`` of shape ``(A, S, C)`` per ``(a, group)``; returns ``(y, mean, var)``.
 
     ``mean`` and ``var`` have shape ``(A, 1, C)`` (each channel carries its
-    group's value) and carry no gradient.
+    group's value) and carry no gradient. ``center=False`` divides by the
+    root mean square instead (``mean`` is then 0 and ``var`` the mean
+    square). ``epsilon`` may be a scalar tensor, which then gets a gradient.
     """
     dt = stats_dtype(x3.dtype)
-    eps = tf.cast(epsilon, dt)
     c = x3.shape[-1]
     per_group = c // groups
     has_g, has_b = gamma is not None, beta is not None
+    has_e = isinstance(epsilon, (tf.Tensor, tf.Variable))
 
     @tf.custom_gradient
     def kernel(*args):
         x = args[0]
         g = args[1] if has_g else None
         b = args[1 + has_g] if has_b else None
+        eps = tf.cast(args[1 + has_g + has_b], dt) if has_e else _scalar(epsilon, dt)
         xs = tf.cast(x, dt)
         n = tf.cast(tf.shape(xs)[1] * per_group, dt)
         mode = xla_on_cpu()  # decided here: the gradient is traced outside the XLA context
-        mean = _group_sum(sum_middle(xs, mode), groups) / n
-        d = xs - mean
+        if center:
+            mean = _group_sum(sum_middle(xs, mode), groups) / n
+            d = xs - mean
+        else:
+            d = xs
         var = _group_sum(sum_middle(tf.square(d), mode), groups) / n
         var = tf.maximum(var, tf.zeros([], dt))
         r = tf.math.rsqrt(var + eps)
@@ -246,30 +312,41 @@ def _grouped_impl(x3, groups, gamma, beta, epsilon):
         if has_b:
             y = y + b
         y = tf.cast(y, x.dtype)
+        if not center:
+            mean = tf.zeros_like(var)
 
         def grad(dy, *_):
             dys = tf.cast(dy, dt)
-            dd = tf.cast(x, dt) - mean  # recomputed, as above
+            dd = tf.cast(x, dt)  # recomputed, as above
+            if center:
+                dd = dd - mean
             p = sum_middle(dys, mode)            # (A, 1, C): sum of dy
             q = sum_middle(dys * dd, mode)       # (A, 1, C): sum of dy * (x - mean)
             qr = q * r                           # sum of dy * xhat
             gg = g if has_g else tf.ones([], dt)
-            mg = _group_sum(gg * p, groups) / n        # mean(g) per group
             mgx = _group_sum(gg * qr, groups) / n      # mean(g * xhat) per group
             alpha = r * gg
             beta_ = -r * r * mgx
-            kappa = -r * mg
-            dx = dys * alpha + (dd * beta_ + kappa)
+            if center:
+                mg = _group_sum(gg * p, groups) / n    # mean(g) per group
+                dx = dys * alpha + (dd * beta_ - r * mg)
+            else:
+                dx = dys * alpha + dd * beta_
             grads = [tf.cast(dx, x.dtype)]
             if has_g:
                 grads.append(tf.reshape(tf.reduce_sum(qr, [0, 1]), tf.shape(g)))
             if has_b:
                 grads.append(tf.reshape(tf.reduce_sum(p, [0, 1]), tf.shape(b)))
+            if has_e:  # dr / d epsilon = -r**3 / 2 per (a, group)
+                de = -0.5 * tf.reduce_sum(gg * qr * r * r)
+                grads.append(tf.reshape(tf.cast(de, args[-1].dtype), tf.shape(args[-1])))
             return grads
 
         return (y, mean, var), grad
 
     args = [x3] + [t for t in (gamma, beta) if t is not None]
+    if has_e:
+        args.append(epsilon)
     y, mean, var = kernel(*args)
     return y, tf.stop_gradient(mean), tf.stop_gradient(var)
 
@@ -405,25 +482,35 @@ def group_norm(x: tf.Tensor, groups: int, channel_axis: int, scale=None, offset=
 
 
 def instance_norm(x: tf.Tensor, channel_axis: int, scale=None, offset=None,
-                  epsilon: float = 1e-3) -> tf.Tensor:
+                  epsilon=1e-3, center: bool = True) -> tf.Tensor:
     """InstanceNorm: statistics per sample and channel over every other axis but the batch.
 
     One op with a hand-written gradient when the channels are on the last axis.
+    ``center=False`` divides by the root mean square instead of the standard
+    deviation (filter response normalization); ``epsilon`` may then be a
+    scalar tensor with a gradient (a learned epsilon).
 
     Example:
       >>> x = tf.constant([[[1.0, 5.0], [3.0, 9.0]]])  # (N=1, L=2, C=2)
       >>> instance_norm(x, channel_axis=-1, epsilon=0.0).numpy().ravel().tolist()
       [-1.0, -1.0, 1.0, 1.0]
+      >>> x = tf.constant([[[3.0], [4.0]]])  # mean square 12.5
+      >>> instance_norm(x, channel_axis=-1, epsilon=0.0, center=False).numpy().ravel().round(4)
+      array([0.8485, 1.1314], dtype=float32)
     """
     rank = x.shape.rank
     channel_axis = channel_axis % rank
     c = x.shape[channel_axis]
     if channel_axis != rank - 1 or c is None:
         reduce_axes = [a for a in range(1, rank) if a != channel_axis]
+        if not center:
+            return rms_normalize(x, mean_square(x, reduce_axes),
+                                 _param_for(scale, [channel_axis], rank),
+                                 _param_for(offset, [channel_axis], rank), epsilon)
         mean, var = moments(x, reduce_axes)
         return normalize(x, mean, var, _param_for(scale, [channel_axis], rank),
                          _param_for(offset, [channel_axis], rank), epsilon)
     dt = stats_dtype(x.dtype)
     y3, _, _ = _grouped_kernel(_channels_last_view(x), c, _flat(scale, c, dt),
-                               _flat(offset, c, dt), epsilon)
+                               _flat(offset, c, dt), epsilon, center=center)
     return tf.reshape(y3, tf.shape(x))
