@@ -19,15 +19,7 @@ from tfnorm.layers.base import (
 )
 from tfnorm.layers.group import _suggest_groups
 from tfnorm.layers.layer_norm import _AffineMixin
-
-
-def _affine(y, gamma, beta):
-    """``y * gamma + beta`` in ``y``'s dtype (the statistics dtype)."""
-    if gamma is not None:
-        y = y * tf.cast(gamma, y.dtype)
-    if beta is not None:
-        y = y + tf.cast(beta, y.dtype)
-    return y
+from tfnorm.ops.evonorm import evonorm_b0, evonorm_s0
 
 
 @register
@@ -100,7 +92,6 @@ class EvoNormB0(_AffineMixin, NormalizationLayer):
         (c_axis,) = self._resolve_axes(self.axis, input_shape)
         self._axes = (c_axis,)
         self._rank = len(input_shape)
-        self._spatial = ops.complement((c_axis,), self._rank, skip_batch=True)
         self._batch = ops.complement((c_axis,), self._rank)
         channels = input_shape[c_axis]
         self._build_affine((channels,))
@@ -109,27 +100,23 @@ class EvoNormB0(_AffineMixin, NormalizationLayer):
                                            self.moving_variance_initializer,
                                            trainable=False, aggregation="mean")
 
-    def _b(self, param):
-        return self._broadcast(param, self._axes, self._rank)
-
     def call(self, inputs, training=None):
         check_float_input(type(self).__name__, inputs)
-        xs = ops.to_stats(inputs)
-        dt = xs.dtype
-        eps = tf.constant(self.epsilon, dt)
+        c_axis = self._axes[0]
+        params = (self.v1, self.gamma, self.beta)
         if bool(training) and self.trainable:
-            if self.synchronized:
-                _, batch_var = ops.replica_moments(xs, self._batch)
+            if self.synchronized and ops.replicas_in_sync() > 1:
+                # the global batch variance, differentiated through the all-reduces
+                _, batch_var = ops.replica_moments(ops.to_stats(inputs), self._batch)
+                y, _ = evonorm_b0(inputs, c_axis, *params, epsilon=self.epsilon,
+                                  variance=tf.reshape(batch_var, [-1]))
             else:
-                _, batch_var = ops.moments(xs, self._batch)
+                y, batch_var = evonorm_b0(inputs, c_axis, *params, epsilon=self.epsilon)
             update_moving_average(self.moving_variance, batch_var, self.momentum)
-        else:
-            batch_var = tf.cast(self._b(self.moving_variance), dt)
-        _, inst_var = ops.moments(xs, self._spatial)
-        left = tf.sqrt(batch_var + eps)
-        right = tf.cast(self._b(self.v1), dt) * xs + tf.sqrt(inst_var + eps)
-        y = _affine(xs / tf.maximum(left, right), self._b(self.gamma), self._b(self.beta))
-        return tf.cast(y, inputs.dtype)
+            return y
+        y, _ = evonorm_b0(inputs, c_axis, *params, epsilon=self.epsilon,
+                          variance=self.moving_variance)
+        return y
 
     def get_config(self):
         config = super().get_config()
@@ -201,22 +188,13 @@ class EvoNormS0(_AffineMixin, NormalizationLayer):
             )
         self._axes = (c_axis,)
         self._rank = len(input_shape)
-        self._spatial = ops.complement((c_axis,), self._rank, skip_batch=True)
         self._build_affine((channels,))
         self.v1 = self._param("v1", (channels,), "ones")
 
-    def _b(self, param):
-        return self._broadcast(param, self._axes, self._rank)
-
     def call(self, inputs):
         check_float_input(type(self).__name__, inputs)
-        xs = ops.to_stats(inputs)
-        dt = xs.dtype
-        _, var = ops.group_moments(xs, self.groups, self._axes[0], self._spatial)
-        gate = tf.sigmoid(tf.cast(self._b(self.v1), dt) * xs)
-        y = xs * gate * tf.math.rsqrt(var + tf.constant(self.epsilon, dt))
-        y = _affine(y, self._b(self.gamma), self._b(self.beta))
-        return tf.cast(y, inputs.dtype)
+        return evonorm_s0(inputs, self.groups, self._axes[0], self.v1, self.gamma, self.beta,
+                          epsilon=self.epsilon)
 
     def get_config(self):
         config = super().get_config()
