@@ -15,34 +15,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.kernel_paths import MODES, compiled, numeric_grads
 from tfnorm import ops
-from tfnorm.ops import kernel
 
-MODES = ("eager", "graph", "cluster", "xla")
-
-
-@pytest.fixture(autouse=True)
-def _cluster_threshold(request, monkeypatch):
-    mode = request.node.callspec.params.get("mode") if hasattr(request.node, "callspec") else None
-    if mode == "cluster":
-        monkeypatch.setattr(kernel, "MIN_XLA_ELEMENTS", 0)
-
-
-def _compiled(fn, mode):
-    return fn if mode == "eager" else tf.function(fn, jit_compile=(mode == "xla"))
-
-
-def _numeric_grads(fn, arrays, w, eps=1e-6):
-    out = []
-    for k, a in enumerate(arrays):
-        grad = np.zeros_like(a)
-        for i in range(a.size):
-            for sign in (1.0, -1.0):
-                pert = [p.copy() for p in arrays]
-                pert[k].reshape(-1)[i] += sign * eps
-                grad.reshape(-1)[i] += sign * np.sum(fn(*pert) * w) / (2 * eps)
-        out.append(grad)
-    return out
 
 
 def _check(op, ref, arrays, mode, rtol=1e-6):
@@ -57,9 +32,9 @@ def _check(op, ref, arrays, mode, rtol=1e-6):
             y = op(*inputs)
         return y, tape.gradient(y, inputs, output_gradients=w)
 
-    y, grads = _compiled(step, mode)(*[tf.constant(a) for a in arrays + [w]])
+    y, grads = compiled(step, mode)(*[tf.constant(a) for a in arrays + [w]])
     np.testing.assert_allclose(y.numpy(), ref(*arrays), rtol=1e-10, atol=1e-10)
-    for k, (got, want) in enumerate(zip(grads, _numeric_grads(ref, arrays, w))):
+    for k, (got, want) in enumerate(zip(grads, numeric_grads(ref, arrays, w))):
         np.testing.assert_allclose(got.numpy(), want, rtol=rtol, atol=rtol, err_msg=f"input {k}")
 
 
@@ -118,7 +93,7 @@ def test_tlu_ties_go_to_the_input(mode):
 
     x = tf.constant([[0.5, 0.25, -1.0]], tf.float32)
     tau = tf.constant([0.5, 0.0, 0.0], tf.float32)
-    dx, dtau = _compiled(step, mode)(x, tau)
+    dx, dtau = compiled(step, mode)(x, tau)
     assert dx.numpy().tolist() == [[1.0, 1.0, 0.0]]
     assert dtau.numpy().tolist() == [0.0, 0.0, 1.0]
 
@@ -191,7 +166,7 @@ def test_half_precision(mode):
 
     refs = (np_dyt(xs, 0.01, gamma, beta), np_tlu(xs, beta.astype(np.float16)),
             np_scale_norm((2,), 1e-5)(xs, 2.0), np_frn(xs, gamma, beta, 1e-6))
-    for y, ref in zip(_compiled(run, mode)(tf.constant(x)), refs):
+    for y, ref in zip(compiled(run, mode)(tf.constant(x)), refs):
         assert y.dtype == tf.float16
         y = y.numpy().astype(np.float64)
         assert np.isfinite(y).all()
@@ -238,6 +213,6 @@ def test_second_order_gradients(name, mode):
         return outer.gradient(penalty, [x, g])
 
     want = penalty_grad(generic, x, g)
-    got = _compiled(lambda x, g: penalty_grad(fast, x, g), mode)(x, g)
+    got = compiled(lambda x, g: penalty_grad(fast, x, g), mode)(x, g)
     for a, e in zip(got, want):
         np.testing.assert_allclose(a.numpy(), e.numpy(), rtol=1e-9, atol=1e-9)

@@ -14,21 +14,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.kernel_paths import MODES, compiled, numeric_grads
 from tfnorm.ops import kernel
 from tfnorm.ops.evonorm import evonorm_b0, evonorm_s0
 
-MODES = ("eager", "graph", "cluster", "xla")
-
-
-@pytest.fixture(autouse=True)
-def _cluster_threshold(request, monkeypatch):
-    mode = request.node.callspec.params.get("mode") if hasattr(request.node, "callspec") else None
-    if mode == "cluster":
-        monkeypatch.setattr(kernel, "MIN_XLA_ELEMENTS", 0)
-
-
-def _compiled(fn, mode):
-    return fn if mode == "eager" else tf.function(fn, jit_compile=(mode == "xla"))
 
 
 # -- NumPy forwards (float64, channels last) ----------------------------------------
@@ -63,19 +52,6 @@ CASES = {
     "s0-instance-plain": ("s0", np_s0(3), (2, 5, 3), False, False),
     "s0-dense": ("s0", np_s0(2), (5, 6), True, False),
 }
-
-
-def _numeric_grads(fn, arrays, w, eps=1e-6):
-    out = []
-    for k, a in enumerate(arrays):
-        grad = np.zeros_like(a)
-        for i in range(a.size):
-            for sign in (1.0, -1.0):
-                pert = [p.copy() for p in arrays]
-                pert[k].reshape(-1)[i] += sign * eps
-                grad.reshape(-1)[i] += sign * np.sum(fn(*pert) * w) / (2 * eps)
-        out.append(grad)
-    return out
 
 
 def _inputs(shape, seed):
@@ -117,7 +93,7 @@ def test_float64_outputs_and_gradients(name, mode):
         return y, s2b, grads
 
     args = [tf.constant(a) for a in (x, v1, g, b, var, w)]
-    y, s2b, grads = _compiled(step, mode)(*args)
+    y, s2b, grads = compiled(step, mode)(*args)
 
     def fwd(x, v1, g, b, var):
         if not affine:
@@ -128,7 +104,7 @@ def test_float64_outputs_and_gradients(name, mode):
     if which == "b0":
         want = var if given else x.var(axis=tuple(range(x.ndim - 1)))
         np.testing.assert_allclose(s2b.numpy(), want, rtol=1e-10, atol=1e-12)
-    expected = _numeric_grads(fwd, [x, v1, g, b, var], w)
+    expected = numeric_grads(fwd, [x, v1, g, b, var], w)
     for got, want, what in zip(grads, expected, ("x", "v1", "gamma", "beta", "variance")):
         got = np.zeros_like(want) if got is None else got.numpy()
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=f"d/d{what}")
@@ -150,7 +126,7 @@ def test_half_precision_input_float32_statistics(mode):
         y0, s2b = evonorm_b0(x, -1, *p, epsilon=1e-5)
         return y0, s2b, evonorm_s0(x, 4, -1, *p, epsilon=1e-5)
 
-    y0, s2b, y1 = _compiled(run, mode)(xb)
+    y0, s2b, y1 = compiled(run, mode)(xb)
     assert y0.dtype == y1.dtype == tf.bfloat16 and s2b.dtype == tf.float32
     np.testing.assert_allclose(s2b.numpy(), xs.var(axis=(0, 1)), rtol=1e-5)
     for y, ref in ((y0, np_b0(xs, v1, g, b, 1e-5)), (y1, np_s0(4)(xs, v1, g, b, 1e-5))):
@@ -207,6 +183,6 @@ def test_second_order_gradients(which, mode):
         return outer.gradient(penalty, [x, v1, g])
 
     want = penalty_grad(x, v1, g, True)
-    got = _compiled(lambda x, v1, g: penalty_grad(x, v1, g, False), mode)(x, v1, g)
+    got = compiled(lambda x, v1, g: penalty_grad(x, v1, g, False), mode)(x, v1, g)
     for a, e in zip(got, want):
         np.testing.assert_allclose(a.numpy(), e.numpy(), rtol=1e-8, atol=1e-8)

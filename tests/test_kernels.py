@@ -15,19 +15,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfnorm import ops
+from tests.kernel_paths import MODES, compiled, numeric_grads
 from tfnorm.ops import kernel
+from tfnorm import ops
 
-# graph: a tf.function, tensors too small for a kernel's own XLA cluster (plain ops);
-# cluster: the same with every kernel as its own XLA cluster; xla: jit_compile=True.
-MODES = ("eager", "graph", "cluster", "xla")
-
-
-@pytest.fixture(autouse=True)
-def _cluster_threshold(request, monkeypatch):
-    mode = request.node.callspec.params.get("mode") if hasattr(request.node, "callspec") else None
-    if mode == "cluster":
-        monkeypatch.setattr(kernel, "MIN_XLA_ELEMENTS", 0)
 
 
 # -- NumPy forwards (float64) -------------------------------------------------------
@@ -75,19 +66,6 @@ CASES = {
 }
 
 
-def _numeric_grads(fn, arrays, w, eps=1e-6):
-    out = []
-    for k, a in enumerate(arrays):
-        grad = np.zeros_like(a)
-        for i in range(a.size):
-            for sign in (1.0, -1.0):
-                pert = [p.copy() for p in arrays]
-                pert[k].reshape(-1)[i] += sign * eps
-                grad.reshape(-1)[i] += sign * np.sum(fn(*pert) * w) / (2 * eps)
-        out.append(grad)
-    return out
-
-
 def _run(op, mode, x, g, b, w):
     def step(x, g, b, w):
         with tf.GradientTape() as tape:
@@ -96,11 +74,7 @@ def _run(op, mode, x, g, b, w):
         return y, tape.gradient(y, [x, g, b], output_gradients=w)
 
     args = [tf.constant(a) for a in (x, g, b, w)]
-    return _compiled(step, mode)(*args)
-
-
-def _compiled(fn, mode):
-    return fn if mode == "eager" else tf.function(fn, jit_compile=(mode == "xla"))
+    return compiled(step, mode)(*args)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -118,7 +92,7 @@ def test_float64_outputs_and_gradients(name, mode):
 
     y, grads = _run(lambda x, g, b: op(x, g, b, eps), mode, x, g, b, w)
     np.testing.assert_allclose(y.numpy(), fwd(x, g, b), rtol=1e-10, atol=1e-10)
-    expected = _numeric_grads(fwd, [x, g, b], w)
+    expected = numeric_grads(fwd, [x, g, b], w)
     for got, want, what in zip(grads, expected, ("x", "gamma", "beta")):
         got = np.zeros_like(want) if got is None else got.numpy()
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=f"d/d{what}")
@@ -140,7 +114,7 @@ def test_batch_norm_float32_statistics_and_gradients(mode):
         return (y, mean, var), tape.gradient(y, [x, g, b], output_gradients=w)
 
     args = [tf.constant(a, tf.float32) for a in (x, g, b, w)]
-    (y, mean, var), (dx, dg, db) = _compiled(step, mode)(*args)
+    (y, mean, var), (dx, dg, db) = compiled(step, mode)(*args)
     red = (0, 1, 2)
     mu, v = x.mean(red), x.var(red)
     xhat = (x - mu) / np.sqrt(v + 1e-3)
@@ -234,7 +208,7 @@ def test_second_order_gradients(name, mode):
         return outer.gradient(penalty, [x, g])
 
     want = penalty_grad(_generic(name), x, g)
-    got = _compiled(lambda x, g: penalty_grad(fast, x, g), mode)(x, g)
+    got = compiled(lambda x, g: penalty_grad(fast, x, g), mode)(x, g)
     for a, e in zip(got, want):
         np.testing.assert_allclose(a.numpy(), e.numpy(), rtol=1e-9, atol=1e-9)
 

@@ -15,17 +15,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfnorm.ops import kernel
+from tests.kernel_paths import MODES, compiled
 from tfnorm.ops.lrn import lrn
 
-MODES = ("eager", "graph", "cluster", "xla")
-
-
-@pytest.fixture(autouse=True)
-def _cluster_threshold(request, monkeypatch):
-    mode = request.node.callspec.params.get("mode") if hasattr(request.node, "callspec") else None
-    if mode == "cluster":
-        monkeypatch.setattr(kernel, "MIN_XLA_ELEMENTS", 0)
 
 
 def np_lrn(x, radius, bias, alpha, beta, axis):
@@ -54,10 +46,6 @@ CASES = {
 }
 
 
-def _compiled(fn, mode):
-    return fn if mode == "eager" else tf.function(fn, jit_compile=(mode == "xla"))
-
-
 def _numeric_grad(fn, x, w, eps=1e-6):
     grad = np.zeros_like(x)
     for i in range(x.size):
@@ -82,7 +70,7 @@ def test_float64_output_and_gradient(name, mode):
             y = lrn(x, radius, bias, alpha, beta, axis)
         return y, tape.gradient(y, x, output_gradients=w)
 
-    y, dx = _compiled(step, mode)(tf.constant(x), tf.constant(w))
+    y, dx = compiled(step, mode)(tf.constant(x), tf.constant(w))
 
     def fwd(v):
         return np_lrn(v, radius, bias, alpha, beta, axis)
@@ -104,7 +92,7 @@ def test_float32_matches_tensorflow_op(mode):
             y = op(x)
         return y, tape.gradient(y, x, output_gradients=w)
 
-    got = _compiled(lambda x, w: step(x, w, lambda v: lrn(v, 3, 2.0, 0.3, 0.75)), mode)(x, w)
+    got = compiled(lambda x, w: step(x, w, lambda v: lrn(v, 3, 2.0, 0.3, 0.75)), mode)(x, w)
     want = step(x, w, lambda v: tf.nn.local_response_normalization(v, 3, 2.0, 0.3, 0.75))
     for a, e in zip(got, want):
         np.testing.assert_allclose(a.numpy(), e.numpy(), rtol=2e-6, atol=2e-6)
@@ -125,7 +113,7 @@ def test_half_precision_float32_statistics(dtype, mode):
             y = lrn(x, 2, 1.0, 1e-3, 0.75, -1)
         return y, tape.gradient(y, x, output_gradients=w)
 
-    y, dx = _compiled(step, mode)(xh, w)
+    y, dx = compiled(step, mode)(xh, w)
     assert y.dtype == xh.dtype and dx.dtype == xh.dtype
     exact = np_lrn(tf.cast(xh, tf.float64).numpy(), 2, 1.0, 1e-3, 0.75, -1)
     tol = 1e-3 if dtype == "float16" else 1e-2
@@ -155,5 +143,5 @@ def test_second_order_gradient(mode):
         return outer.gradient(penalty, x)
 
     want = penalty_grad(plain, x)
-    got = _compiled(lambda v: penalty_grad(lambda u: lrn(u, 2, 2.0, 0.5, 0.75), v), mode)(x)
+    got = compiled(lambda v: penalty_grad(lambda u: lrn(u, 2, 2.0, 0.5, 0.75), v), mode)(x)
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-9, atol=1e-9)
