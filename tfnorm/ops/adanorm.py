@@ -13,7 +13,8 @@ through the mean and the standard deviation only::
 
 (the last term is 0 for a constant row, where ``sigma = 0``). The forward pass
 reads ``x`` twice (two-pass moments) and writes ``z``; the backward pass reads
-``x`` and ``dz`` for two row sums and once more to write ``dx``.
+``x`` and ``dz`` for two row sums and once more to write ``dx``. Forward and
+backward are separate kernels (:func:`tfnorm.ops.kernel.with_backward`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfnorm.ops.moments import moments, stats_dtype, to_stats
-from tfnorm.ops.kernel import bound_kernel
+from tfnorm.ops.kernel import bound_kernel, with_backward
 from tfnorm.ops.reduce import sum_rows, xla_on_cpu
 
 __all__ = ["adanorm"]
@@ -37,38 +38,43 @@ def _safe_std(var):
                     tf.zeros_like(var))
 
 
-def _rows_impl(x2, *, k, c, epsilon):
-    """AdaNorm of each row of a 2-D ``x2``."""
+def _rows_forward(x2, *, k, c, epsilon):
+    """AdaNorm of each row of a 2-D ``x2``: ``(z, mean, sigma, inv)``, statistics ``(R, 1)``."""
     dt = stats_dtype(x2.dtype)
     eps = tf.cast(epsilon, dt)
+    xs = tf.cast(x2, dt)
+    n = tf.cast(tf.shape(xs)[1], dt)
+    mode = xla_on_cpu()
+    mean = sum_rows(xs, xla_cpu=mode) / n
+    d = xs - mean
+    var = sum_rows(tf.square(d), xla_cpu=mode) / tf.maximum(n - 1.0, 1.0)
+    sigma = tf.sqrt(tf.maximum(var, tf.zeros([], dt)))
+    inv = 1.0 / (sigma + eps)
+    y = d * inv
+    return tf.cast(c * (1.0 - k * y) * y, x2.dtype), mean, sigma, inv
 
-    @tf.custom_gradient
-    def kernel(x):
-        xs = tf.cast(x, dt)
-        n = tf.cast(tf.shape(xs)[1], dt)
-        mode = xla_on_cpu()  # decided here: the gradient is traced outside the XLA context
-        mean = sum_rows(xs, xla_cpu=mode) / n
-        d = xs - mean
-        var = sum_rows(tf.square(d), xla_cpu=mode) / tf.maximum(n - 1.0, 1.0)
-        sigma = tf.sqrt(tf.maximum(var, tf.zeros([], dt)))
-        inv = 1.0 / (sigma + eps)
-        y = d * inv
-        z = tf.cast(c * (1.0 - k * y) * y, x.dtype)
 
-        def grad(dz):
-            dd = tf.cast(x, dt) - mean        # recomputed: nothing but x is kept
-            yy = dd * inv
-            g = c * (1.0 - k * yy) * tf.cast(dz, dt)
-            mean_g = sum_rows(g, xla_cpu=mode) / n
-            # d sigma / d x = xc / ((n - 1) sigma); no such term where sigma == 0
-            safe = tf.where(sigma > 0, sigma, tf.ones_like(sigma))
-            coef = tf.where(sigma > 0, sum_rows(g * dd, xla_cpu=mode) * tf.square(inv)
-                            / (tf.maximum(n - 1.0, 1.0) * safe), tf.zeros_like(sigma))
-            return tf.cast((g - mean_g) * inv - dd * coef, x.dtype)
+def _rows_backward(dz, x2, mean, sigma, inv, *, k, c):
+    """The gradient of :func:`_rows_forward` (module docstring), as a one-element list."""
+    dt = stats_dtype(x2.dtype)
+    mode = xla_on_cpu()
+    n = tf.cast(tf.shape(x2)[1], dt)
+    dd = tf.cast(x2, dt) - mean
+    yy = dd * inv
+    g = c * (1.0 - k * yy) * tf.cast(dz, dt)
+    mean_g = sum_rows(g, xla_cpu=mode) / n
+    # d sigma / d x = xc / ((n - 1) sigma); no such term where sigma == 0
+    safe = tf.where(sigma > 0, sigma, tf.ones_like(sigma))
+    coef = tf.where(sigma > 0, sum_rows(g * dd, xla_cpu=mode) * tf.square(inv)
+                    / (tf.maximum(n - 1.0, 1.0) * safe), tf.zeros_like(sigma))
+    return [tf.cast((g - mean_g) * inv - dd * coef, x2.dtype)]
 
-        return z, grad
 
-    return kernel(x2)
+def _rows_impl(x2, *, k, c, epsilon):
+    """AdaNorm of each row of a 2-D ``x2``; forward and backward are separate kernels."""
+    forward = bound_kernel(_rows_forward, k=k, c=c, epsilon=epsilon)
+    backward = bound_kernel(_rows_backward, k=k, c=c)
+    return with_backward(forward, backward, x2)
 
 
 def adanorm(x: tf.Tensor, axes: Sequence[int], k: float = 0.1, c: float = 1.0,
@@ -92,8 +98,8 @@ def adanorm(x: tf.Tensor, axes: Sequence[int], k: float = 0.1, c: float = 1.0,
     trailing = axes == list(range(rank - len(axes), rank))
     if trailing and None not in dims:
         n = int(np.prod(dims))
-        fn = bound_kernel(_rows_impl, k=float(k), c=float(c), epsilon=float(epsilon))
-        return tf.reshape(fn(tf.reshape(x, [-1, n])), tf.shape(x))
+        z2 = _rows_impl(tf.reshape(x, [-1, n]), k=float(k), c=float(c), epsilon=float(epsilon))
+        return tf.reshape(z2, tf.shape(x))
     mean, var = moments(x, axes, correction=1)
     inv = 1.0 / (_safe_std(var) + tf.cast(epsilon, var.dtype))
     # centred in the statistics dtype: x * inv overflows float16 for a constant sample

@@ -48,7 +48,7 @@ import tensorflow as tf
 from tfnorm.ops.axes import complement
 from tfnorm.ops.fused import _channels_last_view, _flat, _group_sum, _param_for
 from tfnorm.ops.groups import group_moments
-from tfnorm.ops.kernel import bound_kernel
+from tfnorm.ops.kernel import bound_kernel, with_backward
 from tfnorm.ops.moments import moments, stats_dtype, to_stats
 from tfnorm.ops.reduce import sum_middle, xla_on_cpu
 
@@ -94,7 +94,7 @@ def _b0_forward(x3, v1, gamma, beta, variance, *, epsilon):
     return tf.cast(y, x3.dtype), var_b, m, s, mb, big_l
 
 
-def _b0_backward(dy, x3, v1, gamma, m, s, mb, big_l, *, has_beta):
+def _b0_backward(dy, x3, v1, gamma, beta, variance, var_b, m, s, mb, big_l):
     """Gradients of :func:`_b0_forward` (module docstring): x, v1[, gamma][, beta][, variance]."""
     dt = stats_dtype(x3.dtype)
     mode = xla_on_cpu()
@@ -118,7 +118,7 @@ def _b0_backward(dy, x3, v1, gamma, m, s, mb, big_l, *, has_beta):
     grads = [tf.cast(dx, x3.dtype), -_per_channel(p_mx)]
     if gamma is not None:
         grads.append(_per_channel(sum_middle(dys * z, mode)))
-    if has_beta:
+    if beta is not None:
         grads.append(_per_channel(sum_middle(dys, mode)))
     if mb is None:
         grads.append(-left_sum / (2.0 * big_l))
@@ -128,30 +128,14 @@ def _b0_backward(dy, x3, v1, gamma, m, s, mb, big_l, *, has_beta):
 def _b0_op(x3, v1, gamma, beta, variance, epsilon):
     """EvoNorm-B0 of ``x3`` ``(N, S, C)`` with the hand-written gradient; ``(y, s2_b)``.
 
-    Forward and backward are separate kernels (each its own XLA cluster inside
+    Forward and backward are separate kernels joined by
+    :func:`tfnorm.ops.kernel.with_backward` (each its own XLA cluster inside
     a graph), so the forward returns nothing as large as ``x``: the backward
     reads ``x`` from the caller.
     """
-    has_g, has_b, given = gamma is not None, beta is not None, variance is not None
     forward = bound_kernel(_b0_forward, threshold=True, epsilon=float(epsilon))
-    backward = bound_kernel(_b0_backward, threshold=True, has_beta=has_b)
-
-    @tf.custom_gradient
-    def op(*args):
-        x, v = args[0], args[1]
-        rest = list(args[2:])
-        g = rest.pop(0) if has_g else None
-        b = rest.pop(0) if has_b else None
-        var_in = rest.pop(0) if given else None
-        y, var_b, m, s, mb, big_l = forward(x, v, g, b, var_in)
-
-        def grad(dy, _):
-            return backward(dy, x, v, g, m, s, mb, big_l)
-
-        return (y, var_b), grad
-
-    y, var_b = op(*[x3, v1] + [a for a in (gamma, beta, variance) if a is not None])
-    return y, tf.stop_gradient(var_b)
+    backward = bound_kernel(_b0_backward, threshold=True)
+    return with_backward(forward, backward, x3, v1, gamma, beta, variance, outputs=2)
 
 
 def evonorm_b0(x: tf.Tensor, channel_axis: int, v1, gamma=None, beta=None,
@@ -241,7 +225,7 @@ def _s0_forward(x3, v1, gamma, beta, *, groups, epsilon):
     return tf.cast(y, x3.dtype), mean, r
 
 
-def _s0_backward(dy, x3, v1, gamma, mean, r, *, groups, has_beta):
+def _s0_backward(dy, x3, v1, gamma, beta, mean, r, *, groups):
     """Gradients of :func:`_s0_forward` (module docstring): x, v1[, gamma][, beta]."""
     dt = stats_dtype(x3.dtype)
     mode = xla_on_cpu()
@@ -258,31 +242,17 @@ def _s0_backward(dy, x3, v1, gamma, mean, r, *, groups, has_beta):
     grads = [tf.cast(dx, x3.dtype), _per_channel(gg * r * p_q)]
     if gamma is not None:
         grads.append(_per_channel(r * p_h))
-    if has_beta:
+    if beta is not None:
         grads.append(_per_channel(sum_middle(dys, mode)))
     return grads
 
 
 def _s0_op(x3, v1, gamma, beta, groups, epsilon):
     """EvoNorm-S0 of ``x3`` ``(N, S, C)`` with the hand-written gradient (kernels as for B0)."""
-    has_g, has_b = gamma is not None, beta is not None
     forward = bound_kernel(_s0_forward, threshold=True, groups=int(groups),
                            epsilon=float(epsilon))
-    backward = bound_kernel(_s0_backward, threshold=True, groups=int(groups), has_beta=has_b)
-
-    @tf.custom_gradient
-    def op(*args):
-        x, v = args[0], args[1]
-        g = args[2] if has_g else None
-        b = args[2 + has_g] if has_b else None
-        y, mean, r = forward(x, v, g, b)
-
-        def grad(dy):
-            return backward(dy, x, v, g, mean, r)
-
-        return y, grad
-
-    return op(*[x3, v1] + [a for a in (gamma, beta) if a is not None])
+    backward = bound_kernel(_s0_backward, threshold=True, groups=int(groups))
+    return with_backward(forward, backward, x3, v1, gamma, beta)
 
 
 def evonorm_s0(x: tf.Tensor, groups: int, channel_axis: int, v1, gamma=None, beta=None,

@@ -34,8 +34,10 @@ Where the kernels run (:mod:`tfnorm.ops.kernel`; measured with ``tfnorm bench``)
 * under XLA (``jit_compile=True``), as part of the enclosing cluster, with the
   reductions of :mod:`tfnorm.ops.reduce` that suit XLA on CPU;
 * in a ``tf.function`` without XLA (Keras' default on CPU), each kernel is its
-  own small XLA cluster, forward and backward: TensorFlow would otherwise run
-  every elementwise op as a separate pass over memory. Training batch norm
+  own small XLA cluster, forward and backward separately
+  (:func:`tfnorm.ops.kernel.with_backward`: the compiled forward returns the
+  output and the small statistics, never a copy of ``x``): TensorFlow would
+  otherwise run every elementwise op as a separate pass over memory. Training batch norm
   uses TensorFlow's fused ``FusedBatchNormV3`` op there instead, which is
   faster still;
 * executing eagerly, as plain TensorFlow ops (no compilation).
@@ -52,7 +54,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfnorm.ops.groups import group_moments
-from tfnorm.ops.kernel import Kernel
+from tfnorm.ops.kernel import Kernel, bound_kernel, with_backward
 from tfnorm.ops.moments import mean_square, moments, stats_dtype
 from tfnorm.ops.normalize import normalize, rms_normalize
 from tfnorm.ops.reduce import in_xla, sum_cols, sum_middle, sum_rows, xla_on_cpu
@@ -99,82 +101,93 @@ def _flat(p, n, dtype):
 # ---------------------------------------------------------------------------
 # Per-row statistics: LayerNorm, RMSNorm.
 
+def _row_forward(x2, gamma, beta, eps_in, *, epsilon, center, clip):
+    """Forward of :func:`_row_impl`: ``(y, mean, r, active)``, statistics ``(R, 1)``.
+
+    ``mean`` is None without centering, ``active`` (where the statistic, not
+    the bound, sets the divisor) None without ``clip``.
+    """
+    dt = stats_dtype(x2.dtype)
+    eps = tf.cast(eps_in, dt) if eps_in is not None else _scalar(epsilon, dt)
+    xs = tf.cast(x2, dt)
+    n = tf.cast(tf.shape(xs)[1], dt)
+    mode = xla_on_cpu()
+    if center:
+        mean = sum_rows(xs, xla_cpu=mode) / n
+        d = xs - mean
+    else:
+        mean = None
+        d = xs
+    var = sum_rows(tf.square(d), xla_cpu=mode) / n
+    var = tf.maximum(var, tf.zeros([], dt))
+    active = None
+    if clip:
+        root = tf.sqrt(var)
+        active = root >= eps
+        r = 1.0 / tf.maximum(root, eps)
+    else:
+        r = tf.math.rsqrt(var + eps)
+    y = d * r
+    if gamma is not None:
+        y = y * gamma
+    if beta is not None:
+        y = y + beta
+    return tf.cast(y, x2.dtype), mean, r, active
+
+
+def _row_backward(dy, x2, gamma, beta, eps_in, mean, r, active):
+    """Gradients of :func:`_row_forward` (module docstring): x[, gamma][, beta][, epsilon]."""
+    dt = stats_dtype(x2.dtype)
+    mode = xla_on_cpu()
+    has_g = gamma is not None
+    scalar_g = has_g and gamma.shape.rank == 0
+    dys = tf.cast(dy, dt)
+    xr = tf.cast(x2, dt)
+    n = tf.cast(tf.shape(xr)[1], dt)
+    dd = xr - mean if mean is not None else xr
+    u = dys * dd                                   # dy * (x - mean)
+    # mean(g * xhat) and mean(g) per row, g = gamma * dy
+    if scalar_g:
+        mgx = r * gamma * sum_rows(u, xla_cpu=mode) / n
+    elif has_g:
+        mgx = r * sum_rows(u, gamma, xla_cpu=mode) / n
+    else:
+        mgx = r * sum_rows(u, xla_cpu=mode) / n
+    if active is not None:
+        mgx = tf.where(active, mgx, tf.zeros_like(mgx))
+    gd = dys * gamma if has_g else dys
+    if mean is not None:
+        mg = sum_rows(dys, gamma, xla_cpu=mode) / n
+        dx = (gd - mg) * r - dd * (r * r * mgx)
+    else:
+        dx = gd * r - dd * (r * r * mgx)
+    grads = [tf.cast(dx, x2.dtype)]
+    if has_g:
+        dg = sum_cols(u, r, xla_cpu=mode)
+        if scalar_g:
+            dg = tf.reduce_sum(dg)
+        grads.append(tf.reshape(dg, tf.shape(gamma)))
+    if beta is not None:
+        grads.append(tf.reshape(sum_cols(dys, xla_cpu=mode), tf.shape(beta)))
+    if eps_in is not None:  # a tensor epsilon is a constant here, as before
+        grads.append(tf.zeros_like(eps_in))
+    return grads
+
+
 def _row_impl(x2, gamma, beta, epsilon, center, clip=False):
     """Normalizes each row of a 2-D ``x2``; ``gamma``/``beta`` of shape ``(C,)`` or None.
 
     ``gamma`` may also be a scalar. ``clip=True`` (ScaleNorm) divides by
     ``max(sqrt(var), epsilon)`` instead of ``sqrt(var + epsilon)``; where the
     bound is active the divisor is a constant and carries no gradient.
+    Forward and backward are separate kernels (:func:`tfnorm.ops.kernel.with_backward`).
     """
-    dt = stats_dtype(x2.dtype)
-    eps = _scalar(epsilon, dt)
-    has_g, has_b = gamma is not None, beta is not None
-    scalar_g = has_g and gamma.shape.rank == 0
-
-    @tf.custom_gradient
-    def kernel(*args):
-        x = args[0]
-        g = args[1] if has_g else None
-        b = args[1 + has_g] if has_b else None
-        xs = tf.cast(x, dt)
-        n = tf.cast(tf.shape(xs)[1], dt)
-        mode = xla_on_cpu()  # decided here: the gradient is traced outside the XLA context
-        if center:
-            mean = sum_rows(xs, xla_cpu=mode) / n
-            d = xs - mean
-        else:
-            mean = None
-            d = xs
-        var = sum_rows(tf.square(d), xla_cpu=mode) / n
-        var = tf.maximum(var, tf.zeros([], dt))
-        if clip:
-            root = tf.sqrt(var)
-            active = root >= eps  # the statistic, not the bound, sets the divisor
-            r = 1.0 / tf.maximum(root, eps)
-        else:
-            r = tf.math.rsqrt(var + eps)
-        y = d * r
-        if has_g:
-            y = y * g
-        if has_b:
-            y = y + b
-        y = tf.cast(y, x.dtype)
-
-        def grad(dy):
-            dys = tf.cast(dy, dt)
-            xr = tf.cast(x, dt)  # recomputed: no float32 copy of a half-precision x is kept
-            dd = xr - mean if center else xr
-            u = dys * dd                                   # dy * (x - mean)
-            # mean(g * xhat) and mean(g) per row, g = gamma * dy
-            if scalar_g:
-                mgx = r * g * sum_rows(u, xla_cpu=mode) / n
-            else:
-                mgx = r * sum_rows(u, g, xla_cpu=mode) / n
-            if clip:
-                mgx = tf.where(active, mgx, tf.zeros_like(mgx))
-            gd = dys * g if has_g else dys
-            if center:
-                mg = sum_rows(dys, g, xla_cpu=mode) / n
-                dx = (gd - mg) * r - dd * (r * r * mgx)
-            else:
-                dx = gd * r - dd * (r * r * mgx)
-            grads = [tf.cast(dx, x.dtype)]
-            if has_g:
-                dg = sum_cols(u, r, xla_cpu=mode)
-                if scalar_g:
-                    dg = tf.reduce_sum(dg)
-                grads.append(tf.reshape(dg, tf.shape(g)))
-            if has_b:
-                grads.append(tf.reshape(sum_cols(dys, xla_cpu=mode), tf.shape(b)))
-            return grads
-
-        return y, grad
-
-    args = [x2] + [t for t in (gamma, beta) if t is not None]
-    return kernel(*args)
-
-
-_row_kernel = Kernel(_row_impl)
+    static = not isinstance(epsilon, (tf.Tensor, tf.Variable))  # a tensor: no gradient
+    forward = bound_kernel(_row_forward, threshold=True, epsilon=float(epsilon) if static else 0.0,
+                           center=bool(center), clip=bool(clip))
+    backward = bound_kernel(_row_backward, threshold=True)
+    return with_backward(forward, backward, x2, gamma, beta,
+                         None if static else tf.stop_gradient(epsilon))
 
 
 def layer_norm(x: tf.Tensor, axes: Sequence[int], scale=None, offset=None,
@@ -205,8 +218,8 @@ def layer_norm(x: tf.Tensor, axes: Sequence[int], scale=None, offset=None,
         return normalize(x, mean, var, _param_for(scale, axes, rank),
                          _param_for(offset, axes, rank), epsilon)
     dt = stats_dtype(x.dtype)
-    y2 = _row_kernel(tf.reshape(x, [-1, n]), _flat(scale, n, dt), _flat(offset, n, dt),
-                     epsilon, center=True)
+    y2 = _row_impl(tf.reshape(x, [-1, n]), _flat(scale, n, dt), _flat(offset, n, dt),
+                   epsilon, center=True)
     return tf.reshape(y2, tf.shape(x))
 
 
@@ -226,7 +239,7 @@ def rms_norm(x: tf.Tensor, axes: Sequence[int], scale=None, epsilon: float = 1e-
         ms = mean_square(x, axes)
         return rms_normalize(x, ms, _param_for(scale, axes, rank), None, epsilon)
     dt = stats_dtype(x.dtype)
-    y2 = _row_kernel(tf.reshape(x, [-1, n]), _flat(scale, n, dt), None, epsilon, center=False)
+    y2 = _row_impl(tf.reshape(x, [-1, n]), _flat(scale, n, dt), None, epsilon, center=False)
     return tf.reshape(y2, tf.shape(x))
 
 
@@ -255,8 +268,8 @@ def scale_norm(x: tf.Tensor, axes: Sequence[int], gain, epsilon: float = 1e-5) -
         return x * tf.cast(factor, x.dtype)
     # ||x|| >= epsilon  <=>  sqrt(mean(x**2)) >= epsilon / sqrt(n)
     inv_root_n = 1.0 / float(np.sqrt(n))
-    y2 = _row_kernel(tf.reshape(x, [-1, n]), gain * inv_root_n, None, epsilon * inv_root_n,
-                     center=False, clip=True)
+    y2 = _row_impl(tf.reshape(x, [-1, n]), gain * inv_root_n, None, epsilon * inv_root_n,
+                   center=False, clip=True)
     return tf.reshape(y2, tf.shape(x))
 
 
@@ -276,6 +289,62 @@ def _group_sum(t, groups):
     return tf.reshape(tf.broadcast_to(s, tf.shape(g)), tf.stack([a, 1, c]))
 
 
+def _grouped_forward(x3, gamma, beta, eps_in, *, groups, epsilon, center):
+    """Forward of :func:`_grouped_impl`: ``(y, mean, var, r)``, statistics ``(A, 1, C)``."""
+    dt = stats_dtype(x3.dtype)
+    eps = tf.cast(eps_in, dt) if eps_in is not None else _scalar(epsilon, dt)
+    xs = tf.cast(x3, dt)
+    n = tf.cast(tf.shape(xs)[1] * (x3.shape[-1] // groups), dt)
+    mode = xla_on_cpu()
+    if center:
+        mean = _group_sum(sum_middle(xs, mode), groups) / n
+        d = xs - mean
+    else:
+        d = xs
+    var = _group_sum(sum_middle(tf.square(d), mode), groups) / n
+    var = tf.maximum(var, tf.zeros([], dt))
+    r = tf.math.rsqrt(var + eps)
+    a = r * gamma if gamma is not None else r
+    y = d * a
+    if beta is not None:
+        y = y + beta
+    if not center:
+        mean = tf.zeros_like(var)
+    return tf.cast(y, x3.dtype), mean, var, r
+
+
+def _grouped_backward(dy, x3, gamma, beta, eps_in, mean, var, r, *, groups, center):
+    """Gradients of :func:`_grouped_forward` (module docstring): x[, gamma][, beta][, epsilon]."""
+    dt = stats_dtype(x3.dtype)
+    mode = xla_on_cpu()
+    n = tf.cast(tf.shape(x3)[1] * (x3.shape[-1] // groups), dt)
+    dys = tf.cast(dy, dt)
+    dd = tf.cast(x3, dt)
+    if center:
+        dd = dd - mean
+    p = sum_middle(dys, mode)            # (A, 1, C): sum of dy
+    q = sum_middle(dys * dd, mode)       # (A, 1, C): sum of dy * (x - mean)
+    qr = q * r                           # sum of dy * xhat
+    gg = gamma if gamma is not None else tf.ones([], dt)
+    mgx = _group_sum(gg * qr, groups) / n      # mean(g * xhat) per group
+    alpha = r * gg
+    beta_ = -r * r * mgx
+    if center:
+        mg = _group_sum(gg * p, groups) / n    # mean(g) per group
+        dx = dys * alpha + (dd * beta_ - r * mg)
+    else:
+        dx = dys * alpha + dd * beta_
+    grads = [tf.cast(dx, x3.dtype)]
+    if gamma is not None:
+        grads.append(tf.reshape(tf.reduce_sum(qr, [0, 1]), tf.shape(gamma)))
+    if beta is not None:
+        grads.append(tf.reshape(tf.reduce_sum(p, [0, 1]), tf.shape(beta)))
+    if eps_in is not None:  # dr / d epsilon = -r**3 / 2 per (a, group)
+        de = -0.5 * tf.reduce_sum(gg * qr * r * r)
+        grads.append(tf.reshape(tf.cast(de, eps_in.dtype), tf.shape(eps_in)))
+    return grads
+
+
 def _grouped_impl(x3, groups, gamma, beta, epsilon, center=True):
     """Normalizes ``x3`` of shape ``(A, S, C)`` per ``(a, group)``; returns ``(y, mean, var)``.
 
@@ -283,75 +352,16 @@ def _grouped_impl(x3, groups, gamma, beta, epsilon, center=True):
     group's value) and carry no gradient. ``center=False`` divides by the
     root mean square instead (``mean`` is then 0 and ``var`` the mean
     square). ``epsilon`` may be a scalar tensor, which then gets a gradient.
+    Forward and backward are separate kernels (:func:`tfnorm.ops.kernel.with_backward`).
     """
-    dt = stats_dtype(x3.dtype)
-    c = x3.shape[-1]
-    per_group = c // groups
-    has_g, has_b = gamma is not None, beta is not None
     has_e = isinstance(epsilon, (tf.Tensor, tf.Variable))
-
-    @tf.custom_gradient
-    def kernel(*args):
-        x = args[0]
-        g = args[1] if has_g else None
-        b = args[1 + has_g] if has_b else None
-        eps = tf.cast(args[1 + has_g + has_b], dt) if has_e else _scalar(epsilon, dt)
-        xs = tf.cast(x, dt)
-        n = tf.cast(tf.shape(xs)[1] * per_group, dt)
-        mode = xla_on_cpu()  # decided here: the gradient is traced outside the XLA context
-        if center:
-            mean = _group_sum(sum_middle(xs, mode), groups) / n
-            d = xs - mean
-        else:
-            d = xs
-        var = _group_sum(sum_middle(tf.square(d), mode), groups) / n
-        var = tf.maximum(var, tf.zeros([], dt))
-        r = tf.math.rsqrt(var + eps)
-        a = r * g if has_g else r
-        y = d * a
-        if has_b:
-            y = y + b
-        y = tf.cast(y, x.dtype)
-        if not center:
-            mean = tf.zeros_like(var)
-
-        def grad(dy, *_):
-            dys = tf.cast(dy, dt)
-            dd = tf.cast(x, dt)  # recomputed, as above
-            if center:
-                dd = dd - mean
-            p = sum_middle(dys, mode)            # (A, 1, C): sum of dy
-            q = sum_middle(dys * dd, mode)       # (A, 1, C): sum of dy * (x - mean)
-            qr = q * r                           # sum of dy * xhat
-            gg = g if has_g else tf.ones([], dt)
-            mgx = _group_sum(gg * qr, groups) / n      # mean(g * xhat) per group
-            alpha = r * gg
-            beta_ = -r * r * mgx
-            if center:
-                mg = _group_sum(gg * p, groups) / n    # mean(g) per group
-                dx = dys * alpha + (dd * beta_ - r * mg)
-            else:
-                dx = dys * alpha + dd * beta_
-            grads = [tf.cast(dx, x.dtype)]
-            if has_g:
-                grads.append(tf.reshape(tf.reduce_sum(qr, [0, 1]), tf.shape(g)))
-            if has_b:
-                grads.append(tf.reshape(tf.reduce_sum(p, [0, 1]), tf.shape(b)))
-            if has_e:  # dr / d epsilon = -r**3 / 2 per (a, group)
-                de = -0.5 * tf.reduce_sum(gg * qr * r * r)
-                grads.append(tf.reshape(tf.cast(de, args[-1].dtype), tf.shape(args[-1])))
-            return grads
-
-        return (y, mean, var), grad
-
-    args = [x3] + [t for t in (gamma, beta) if t is not None]
-    if has_e:
-        args.append(epsilon)
-    y, mean, var = kernel(*args)
-    return y, tf.stop_gradient(mean), tf.stop_gradient(var)
-
-
-_grouped_kernel = Kernel(_grouped_impl)
+    groups = int(groups)
+    forward = bound_kernel(_grouped_forward, threshold=True, groups=groups,
+                           epsilon=0.0 if has_e else float(epsilon), center=bool(center))
+    backward = bound_kernel(_grouped_backward, threshold=True, groups=groups,
+                            center=bool(center))
+    return with_backward(forward, backward, x3, gamma, beta,
+                         epsilon if has_e else None, outputs=3)
 
 
 def _channels_last_view(x):
@@ -406,7 +416,7 @@ def batch_norm(x: tf.Tensor, axes: Sequence[int], scale=None, offset=None,
     if x.dtype in _FUSED_BN_DTYPES and not in_xla() and _fused_op_accepts(epsilon):
         return _fused_batch_norm_op(x, _flat(scale, c, dt), _flat(offset, c, dt), epsilon)
     x3 = tf.reshape(x, [1, -1, c])
-    y3, mean, var = _grouped_kernel(x3, c, _flat(scale, c, dt), _flat(offset, c, dt), epsilon)
+    y3, mean, var = _grouped_impl(x3, c, _flat(scale, c, dt), _flat(offset, c, dt), epsilon)
     return tf.reshape(y3, tf.shape(x)), tf.reshape(mean, [c]), tf.reshape(var, [c])
 
 
@@ -430,7 +440,7 @@ def _fused_batch_norm_op(x, scale, offset, epsilon):
     statistics, the output and, through its registered gradient, the backward
     pass in a few multi-threaded passes; any channels-last tensor is a valid
     NHWC view ``(R, 1, 1, C)``. Under XLA the op is expanded into loops that
-    are slower than :func:`_grouped_kernel`, which is used there instead.
+    are slower than :func:`_grouped_impl`, which is used there instead.
     """
     c = x.shape[-1]
     x4 = x if x.shape.rank == 4 else tf.reshape(x, [-1, 1, 1, c])
@@ -476,7 +486,7 @@ def group_norm(x: tf.Tensor, groups: int, channel_axis: int, scale=None, offset=
         return normalize(x, mean, var, _param_for(scale, [channel_axis], rank),
                          _param_for(offset, [channel_axis], rank), epsilon)
     dt = stats_dtype(x.dtype)
-    y3, _, _ = _grouped_kernel(_channels_last_view(x), groups, _flat(scale, c, dt),
+    y3, _, _ = _grouped_impl(_channels_last_view(x), groups, _flat(scale, c, dt),
                                _flat(offset, c, dt), epsilon)
     return tf.reshape(y3, tf.shape(x))
 
@@ -511,6 +521,6 @@ def instance_norm(x: tf.Tensor, channel_axis: int, scale=None, offset=None,
         return normalize(x, mean, var, _param_for(scale, [channel_axis], rank),
                          _param_for(offset, [channel_axis], rank), epsilon)
     dt = stats_dtype(x.dtype)
-    y3, _, _ = _grouped_kernel(_channels_last_view(x), c, _flat(scale, c, dt),
+    y3, _, _ = _grouped_impl(_channels_last_view(x), c, _flat(scale, c, dt),
                                _flat(offset, c, dt), epsilon, center=center)
     return tf.reshape(y3, tf.shape(x))

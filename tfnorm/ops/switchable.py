@@ -19,7 +19,9 @@ On a channels-last view ``x`` of shape ``(N, S, C)`` (``S`` spatial positions):
 So a training step reads ``x`` twice for the statistics and once to write
 ``y``; the backward reads ``x`` and ``dy`` for ``P`` and ``Q`` and once more
 to write ``dx``, instead of differentiating through the moments. Statistics are
-float32 for half-precision input.
+float32 for half-precision input. The whole forward, and the whole backward
+(autodiff through step 2 only), are each one kernel
+(:func:`tfnorm.ops.kernel.with_backward`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from tfnorm.ops.kernel import bound_kernel
+from tfnorm.ops.kernel import bound_kernel, with_backward
 from tfnorm.ops.moments import stats_dtype
 from tfnorm.ops.reduce import sum_middle, xla_on_cpu
 
@@ -135,11 +137,14 @@ def mix_statistics(instance, layer, batch, mean_weights, variance_weights):
     return mean, tf.maximum(var, tf.zeros([], dt))
 
 
-def _switchable_impl(x3, mean_weights, variance_weights, gamma, beta, moving_mean,
-                     moving_variance, *, epsilon, training):
-    dt = stats_dtype(x3.dtype)
-    mode = xla_on_cpu()  # decided here: gradients are traced outside the XLA context
-    mean_in, var_in = instance_moments(x3, mode)
+def _mixture(mean_in, var_in, mean_weights, variance_weights, moving_mean, moving_variance,
+             training):
+    """Step 2 of the module docstring: ``(mean, var, mean_bn, var_bn)``.
+
+    ``mean``/``var`` (the mixture) have shape ``(N, 1, C)``, the batch
+    statistics ``(1, 1, C)``.
+    """
+    dt = mean_in.dtype
     mean_ln = tf.reduce_mean(mean_in, 2, keepdims=True)
     var_ln = tf.reduce_mean(var_in + tf.square(mean_in - mean_ln), 2, keepdims=True)
     if training:
@@ -150,8 +155,62 @@ def _switchable_impl(x3, mean_weights, variance_weights, gamma, beta, moving_mea
         var_bn = tf.reshape(tf.cast(moving_variance, dt), [1, 1, -1])
     mean, var = mix_statistics((mean_in, var_in), (mean_ln, var_ln), (mean_bn, var_bn),
                                mean_weights, variance_weights)
-    y = normalize_per_instance(x3, mean, var, gamma, beta, epsilon, mode)
-    return y, tf.reshape(mean_bn, [-1]), tf.reshape(var_bn, [-1])
+    return mean, var, mean_bn, var_bn
+
+
+def _switchable_forward(x3, mean_weights, variance_weights, gamma, beta, moving_mean,
+                        moving_variance, *, epsilon, training):
+    """``(y, mean_bn, var_bn, mean_in, var_in, mean, r)``: steps 1 to 3 of the module docstring."""
+    dt = stats_dtype(x3.dtype)
+    mode = xla_on_cpu()
+    xs = tf.cast(x3, dt)
+    s = tf.cast(tf.shape(xs)[1], dt)
+    mean_in = sum_middle(xs, mode) / s
+    var_in = tf.maximum(sum_middle(tf.square(xs - mean_in), mode) / s, tf.zeros([], dt))
+    mean, var, mean_bn, var_bn = _mixture(mean_in, var_in, mean_weights, variance_weights,
+                                          moving_mean, moving_variance, training)
+    r = tf.math.rsqrt(var + tf.cast(epsilon, dt))
+    a = r * tf.cast(gamma, dt) if gamma is not None else r
+    y = (xs - mean) * a
+    if beta is not None:
+        y = y + tf.cast(beta, dt)
+    return (tf.cast(y, x3.dtype), tf.reshape(mean_bn, [-1]), tf.reshape(var_bn, [-1]),
+            mean_in, var_in, mean, r)
+
+
+def _switchable_backward(dy, x3, mean_weights, variance_weights, gamma, beta, moving_mean,
+                         moving_variance, mean_bn, var_bn, mean_in, var_in, mean, r, *,
+                         training):
+    """Gradients of :func:`_switchable_forward`: x, the weights[, gamma][, beta][, moving stats].
+
+    The backward of steps 3 and 1 as in the module docstring, with autodiff
+    through step 2 in between.
+    """
+    dt = stats_dtype(x3.dtype)
+    mode = xla_on_cpu()
+    dys = tf.cast(dy, dt)
+    xs = tf.cast(x3, dt)
+    s = tf.cast(tf.shape(xs)[1], dt)
+    gg = tf.cast(gamma, dt) if gamma is not None else tf.ones([], dt)
+    a = r * gg
+    p = sum_middle(dys, mode)               # (N, 1, C): sum of dy
+    q = sum_middle(dys * (xs - mean), mode)  # (N, 1, C): sum of dy * (x - mean)
+    moving = [] if training else [moving_mean, moving_variance]
+    small = [mean_in, var_in, mean_weights, variance_weights] + moving
+    with tf.GradientTape() as tape:
+        tape.watch(small)
+        mix_mean, mix_var, _, _ = _mixture(mean_in, var_in, mean_weights, variance_weights,
+                                           moving_mean, moving_variance, training)
+    dm, dv, *small_grads = tape.gradient(
+        [mix_mean, mix_var], small, output_gradients=[-a * p, -0.5 * gg * r * r * r * q])
+    dx = dys * a + (dm + 2.0 * dv * (xs - mean_in)) / s
+    grads = [tf.cast(dx, x3.dtype)] + small_grads[:2]
+    if gamma is not None:
+        grads.append(tf.cast(tf.reshape(tf.reduce_sum(r * q, [0, 1]), tf.shape(gamma)),
+                             gamma.dtype))
+    if beta is not None:
+        grads.append(tf.cast(tf.reshape(tf.reduce_sum(p, [0, 1]), tf.shape(beta)), beta.dtype))
+    return grads + small_grads[2:]
 
 
 def switchable_norm(x: tf.Tensor, mean_weights, variance_weights, gamma=None, beta=None,
@@ -162,7 +221,8 @@ def switchable_norm(x: tf.Tensor, mean_weights, variance_weights, gamma=None, be
     Returns ``(y, batch_mean, batch_var)``; the batch statistics (shape
     ``(C,)``, for the moving averages) are those of ``x`` in training and
     ``moving_mean``/``moving_variance`` otherwise. Without XLA, inside a graph,
-    the whole computation runs as its own XLA cluster (:mod:`tfnorm.ops.kernel`).
+    the forward and the backward each run as their own XLA cluster
+    (:mod:`tfnorm.ops.kernel`).
 
     Example:
       >>> x = tf.reshape(tf.range(16.0), [2, 4, 2])
@@ -175,11 +235,13 @@ def switchable_norm(x: tf.Tensor, mean_weights, variance_weights, gamma=None, be
     if not training:
         moving_mean = tf.convert_to_tensor(moving_mean)
         moving_variance = tf.convert_to_tensor(moving_variance)
-    fn = bound_kernel(_switchable_impl, threshold=True, epsilon=float(epsilon),
-                      training=bool(training))
-    y3, mean_bn, var_bn = fn(x3, tf.convert_to_tensor(mean_weights),
-                             tf.convert_to_tensor(variance_weights),
-                             None if gamma is None else tf.convert_to_tensor(gamma),
-                             None if beta is None else tf.convert_to_tensor(beta),
-                             moving_mean, moving_variance)
-    return tf.reshape(y3, tf.shape(x)), tf.stop_gradient(mean_bn), tf.stop_gradient(var_bn)
+    forward = bound_kernel(_switchable_forward, threshold=True, epsilon=float(epsilon),
+                           training=bool(training))
+    backward = bound_kernel(_switchable_backward, threshold=True, training=bool(training))
+    y3, mean_bn, var_bn = with_backward(
+        forward, backward, x3, tf.convert_to_tensor(mean_weights),
+        tf.convert_to_tensor(variance_weights),
+        None if gamma is None else tf.convert_to_tensor(gamma),
+        None if beta is None else tf.convert_to_tensor(beta),
+        moving_mean, moving_variance, outputs=3)
+    return tf.reshape(y3, tf.shape(x)), mean_bn, var_bn
