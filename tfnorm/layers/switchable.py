@@ -124,30 +124,22 @@ class SwitchableNormalization(_AffineMixin, NormalizationLayer):
                 None if use_batch else self.moving_mean,
                 None if use_batch else self.moving_variance,
                 epsilon=self.epsilon, training=use_batch)
-            if use_batch:
-                update_moving_average(self.moving_mean, mean_bn, self.momentum)
-                update_moving_average(self.moving_variance, var_bn, self.momentum)
-            return y
-        mean_in, var_in = ops.moments(inputs, self._spatial)  # (N, 1.., C), stats dtype
-        dt = mean_in.dtype
-        mean_ln = tf.reduce_mean(mean_in, c, keepdims=True)
-        var_ln = tf.reduce_mean(var_in + tf.square(mean_in - mean_ln), c, keepdims=True)
-        if use_batch:
+        else:
+            mean_in, var_in = ops.moments(inputs, self._spatial)  # (N, 1.., C), stats dtype
+            batch = None  # training: derived from the instance statistics
             if cross_replica:
                 shift = tf.stop_gradient(self._b(tf.convert_to_tensor(self.moving_mean)))
-                mean_bn, var_bn = ops.replica_moments(inputs, self._batch, shift=shift)
-            else:
-                mean_bn = tf.reduce_mean(mean_in, 0, keepdims=True)
-                var_bn = tf.reduce_mean(var_in + tf.square(mean_in - mean_bn), 0, keepdims=True)
+                batch = ops.replica_moments(inputs, self._batch, shift=shift)
+            elif not use_batch:
+                batch = (self._b(self.moving_mean), self._b(self.moving_variance))
+            mean, var, mean_bn, var_bn = mix_statistics(mean_in, var_in, self.mean_weights,
+                                                        self.variance_weights, c, batch)
+            y = ops.normalize(inputs, mean, var, self._b(self.gamma), self._b(self.beta),
+                              self.epsilon)
+        if use_batch:
             update_moving_average(self.moving_mean, mean_bn, self.momentum)
             update_moving_average(self.moving_variance, var_bn, self.momentum)
-        else:
-            mean_bn = tf.cast(self._b(self.moving_mean), dt)
-            var_bn = tf.cast(self._b(self.moving_variance), dt)
-        mean, var = mix_statistics((mean_in, var_in), (mean_ln, var_ln), (mean_bn, var_bn),
-                                   self.mean_weights, self.variance_weights)
-        return ops.normalize(inputs, mean, var, self._b(self.gamma), self._b(self.beta),
-                             self.epsilon)
+        return y
 
     def get_config(self):
         config = super().get_config()

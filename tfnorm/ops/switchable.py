@@ -2,14 +2,15 @@
 
 On a channels-last view ``x`` of shape ``(N, S, C)`` (``S`` spatial positions):
 
-1. :func:`instance_moments`: the mean ``m`` and variance ``v`` per sample and
+1. instance moments: the mean ``m`` and variance ``v`` per sample and
    channel, ``(N, 1, C)``. Backward, with ``S`` values per statistic::
 
        dx = (dm + 2 * dv * (x - m)) / S
 
 2. the layer and batch statistics and the softmax mixture are computed from
-   ``m`` and ``v`` alone (tensors of size ``N * C``; autodiff is cheap there);
-3. :func:`normalize_per_instance`: ``y = (x - mean) * rsqrt(var + eps) * gamma + beta``
+   ``m`` and ``v`` alone (:func:`mix_statistics`; tensors of size ``N * C``,
+   where autodiff is cheap);
+3. normalization: ``y = (x - mean) * rsqrt(var + eps) * gamma + beta``
    with ``mean``/``var`` of shape ``(N, 1, C)``. Backward, with ``r = rsqrt(var + eps)``,
    ``P = sum_S dy`` and ``Q = sum_S dy * (x - mean)``::
 
@@ -26,136 +27,58 @@ float32 for half-precision input. The whole forward, and the whole backward
 
 from __future__ import annotations
 
-from typing import Optional
-
 import tensorflow as tf
 
 from tfnorm.ops.kernel import bound_kernel, with_backward
 from tfnorm.ops.moments import stats_dtype
 from tfnorm.ops.reduce import sum_middle, xla_on_cpu
 
-__all__ = ["instance_moments", "mix_statistics", "normalize_per_instance", "switchable_norm"]
+__all__ = ["mix_statistics", "switchable_norm"]
 
 
-def instance_moments(x3: tf.Tensor, xla_cpu: Optional[bool] = None):
-    """Mean and (clipped) variance over axis 1 of a 3-D ``x3``, each ``(N, 1, C)``.
+def mix_statistics(mean_in, var_in, mean_weights, variance_weights, channel_axis, batch=None):
+    """Layer and batch statistics from the instance ones, and their softmax-weighted mixture.
+
+    ``mean_in``/``var_in``: per sample and channel, reduced axes kept. The
+    layer statistics average them over ``channel_axis``, the batch statistics
+    over axis 0 (the variance of a union of equal-sized groups is the mean
+    within-group variance plus the variance of the group means), unless
+    ``batch = (mean, var)`` is given (moving averages, or all replicas').
+    The mixture is written as the instance statistics plus weighted
+    differences: the softmax weights sum to 1 only up to rounding, and
+    ``x - mean`` must cancel exactly when all three means agree. The mixed
+    variance is clipped at 0.
+
+    Returns:
+      ``(mean, var, batch_mean, batch_var)``.
 
     Example:
-      >>> m, v = instance_moments(tf.constant([[[1.0], [3.0]]]))
-      >>> float(m[0, 0, 0]), float(v[0, 0, 0])
+      >>> m_in, v_in = tf.constant([[[1.0]], [[3.0]]]), tf.zeros([2, 1, 1])
+      >>> m, v, mb, vb = mix_statistics(m_in, v_in, tf.zeros([3]), tf.zeros([3]), 2)
+      >>> float(mb[0, 0, 0]), float(vb[0, 0, 0])
       (2.0, 1.0)
     """
-    dt = stats_dtype(x3.dtype)
-    mode = xla_on_cpu() if xla_cpu is None else xla_cpu
-
-    @tf.custom_gradient
-    def kernel(x):
-        xs = tf.cast(x, dt)
-        s = tf.cast(tf.shape(xs)[1], dt)
-        mean = sum_middle(xs, mode) / s
-        var = tf.maximum(sum_middle(tf.square(xs - mean), mode) / s, tf.zeros([], dt))
-
-        def grad(dm, dv):
-            d = tf.cast(x, dt) - mean  # recomputed: nothing but x is kept
-            return tf.cast((dm + 2.0 * dv * d) / s, x.dtype)
-
-        return (mean, var), grad
-
-    return kernel(x3)
-
-
-def normalize_per_instance(x3: tf.Tensor, mean, var, gamma=None, beta=None,
-                           epsilon: float = 1e-5, xla_cpu: Optional[bool] = None) -> tf.Tensor:
-    """``(x - mean) * rsqrt(var + epsilon) * gamma + beta`` for ``(N, 1, C)`` statistics.
-
-    ``gamma``/``beta``: shape ``(C,)`` or None. Output in ``x3``'s dtype, maths
-    in the statistics dtype.
-
-    Example:
-      >>> x = tf.constant([[[1.0], [3.0]]])
-      >>> y = normalize_per_instance(x, tf.constant([[[2.0]]]), tf.constant([[[1.0]]]),
-      ...                            epsilon=0.0)
-      >>> y.numpy().ravel().tolist()
-      [-1.0, 1.0]
-    """
-    dt = stats_dtype(x3.dtype)
-    mode = xla_on_cpu() if xla_cpu is None else xla_cpu
-    eps = tf.cast(epsilon, dt)
-    has_g, has_b = gamma is not None, beta is not None
-
-    @tf.custom_gradient
-    def kernel(*args):
-        x, m, v = args[:3]
-        g = args[3] if has_g else None
-        b = args[3 + has_g] if has_b else None
-        r = tf.math.rsqrt(v + eps)
-        a = r * g if has_g else r
-        y = (tf.cast(x, dt) - m) * a
-        if has_b:
-            y = y + b
-        y = tf.cast(y, x.dtype)
-
-        def grad(dy):
-            dys = tf.cast(dy, dt)
-            d = tf.cast(x, dt) - m
-            p = sum_middle(dys, mode)          # (N, 1, C): sum of dy
-            q = sum_middle(dys * d, mode)      # (N, 1, C): sum of dy * (x - mean)
-            gg = g if has_g else tf.ones([], dt)
-            grads = [tf.cast(dys * a, x.dtype), -a * p, -0.5 * gg * r * r * r * q]
-            if has_g:
-                grads.append(tf.reshape(tf.reduce_sum(r * q, [0, 1]), tf.shape(g)))
-            if has_b:
-                grads.append(tf.reshape(tf.reduce_sum(p, [0, 1]), tf.shape(b)))
-            return grads
-
-        return y, grad
-
-    args = [x3, tf.cast(mean, dt), tf.cast(var, dt)]
-    args += [tf.cast(t, dt) for t in (gamma, beta) if t is not None]
-    return kernel(*args)
-
-
-def mix_statistics(instance, layer, batch, mean_weights, variance_weights):
-    """The softmax-weighted mixture of (instance, layer, batch) ``(mean, var)`` pairs.
-
-    Written as the instance statistics plus weighted differences: the softmax
-    weights sum to 1 only up to rounding, and ``x - mean`` must cancel exactly
-    when all three means agree. The variance is clipped at 0.
-
-    Example:
-      >>> s = (tf.constant(1.0), tf.constant(2.0))
-      >>> m, v = mix_statistics(s, s, s, tf.zeros([3]), tf.zeros([3]))
-      >>> float(m), float(v)
-      (1.0, 2.0)
-    """
-    (mean_in, var_in), (mean_ln, var_ln), (mean_bn, var_bn) = instance, layer, batch
     dt = mean_in.dtype
+    mean_ln = tf.reduce_mean(mean_in, channel_axis, keepdims=True)
+    var_ln = tf.reduce_mean(var_in + tf.square(mean_in - mean_ln), channel_axis, keepdims=True)
+    if batch is None:
+        mean_bn = tf.reduce_mean(mean_in, 0, keepdims=True)
+        var_bn = tf.reduce_mean(var_in + tf.square(mean_in - mean_bn), 0, keepdims=True)
+    else:
+        mean_bn, var_bn = (tf.cast(t, dt) for t in batch)
     wm = tf.nn.softmax(tf.cast(mean_weights, dt))
     wv = tf.nn.softmax(tf.cast(variance_weights, dt))
     mean = mean_in + wm[1] * (mean_ln - mean_in) + wm[2] * (mean_bn - mean_in)
     var = var_in + wv[1] * (var_ln - var_in) + wv[2] * (var_bn - var_in)
-    return mean, tf.maximum(var, tf.zeros([], dt))
+    return mean, tf.maximum(var, tf.zeros([], dt)), mean_bn, var_bn
 
 
 def _mixture(mean_in, var_in, mean_weights, variance_weights, moving_mean, moving_variance,
              training):
-    """Step 2 of the module docstring: ``(mean, var, mean_bn, var_bn)``.
-
-    ``mean``/``var`` (the mixture) have shape ``(N, 1, C)``, the batch
-    statistics ``(1, 1, C)``.
-    """
-    dt = mean_in.dtype
-    mean_ln = tf.reduce_mean(mean_in, 2, keepdims=True)
-    var_ln = tf.reduce_mean(var_in + tf.square(mean_in - mean_ln), 2, keepdims=True)
-    if training:
-        mean_bn = tf.reduce_mean(mean_in, 0, keepdims=True)
-        var_bn = tf.reduce_mean(var_in + tf.square(mean_in - mean_bn), 0, keepdims=True)
-    else:
-        mean_bn = tf.reshape(tf.cast(moving_mean, dt), [1, 1, -1])
-        var_bn = tf.reshape(tf.cast(moving_variance, dt), [1, 1, -1])
-    mean, var = mix_statistics((mean_in, var_in), (mean_ln, var_ln), (mean_bn, var_bn),
-                               mean_weights, variance_weights)
-    return mean, var, mean_bn, var_bn
+    """Step 2 of the module docstring on ``(N, 1, C)`` statistics: ``(mean, var, mean_bn, var_bn)``."""
+    batch = None if training else (tf.reshape(moving_mean, [1, 1, -1]),
+                                   tf.reshape(moving_variance, [1, 1, -1]))
+    return mix_statistics(mean_in, var_in, mean_weights, variance_weights, 2, batch)
 
 
 def _switchable_forward(x3, mean_weights, variance_weights, gamma, beta, moving_mean,
