@@ -17,7 +17,7 @@ from tfnorm.layers.base import (
     serialize,
     update_moving_average,
 )
-from tfnorm.layers.group import _suggest_groups
+from tfnorm.layers.group import check_groups
 from tfnorm.layers.layer_norm import _AffineMixin
 from tfnorm.ops.evonorm import evonorm_b0, evonorm_s0
 
@@ -181,11 +181,7 @@ class EvoNormS0(_AffineMixin, NormalizationLayer):
     def build(self, input_shape):
         (c_axis,) = self._resolve_axes(self.axis, input_shape)
         channels = input_shape[c_axis]
-        if channels % self.groups:
-            raise ValueError(
-                f"groups={self.groups} must divide the {channels} channels on axis {self.axis}; "
-                f"try {_suggest_groups(channels, self.groups)}"
-            )
+        check_groups(self.groups, channels, self.axis)
         self._axes = (c_axis,)
         self._rank = len(input_shape)
         self._build_affine((channels,))

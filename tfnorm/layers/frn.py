@@ -82,7 +82,6 @@ class FilterResponseNormalization(_AffineMixin, NormalizationLayer):
         (c_axis,) = self._resolve_axes(self.axis, input_shape)
         self._axes = (c_axis,)
         self._rank = len(input_shape)
-        self._spatial = ops.complement((c_axis,), self._rank, skip_batch=True)
         self._build_affine((input_shape[c_axis],))
         self.learned_eps = (self._param("learned_eps", (), keras.initializers.Constant(
             _LEARNED_EPSILON_INIT)) if self.learned_epsilon else None)

@@ -8,6 +8,7 @@ from tfnorm.layers.base import (
     check_float_input,
     check_int,
     check_positive,
+    check_single_axis,
     register,
 )
 from tfnorm.layers.layer_norm import _AffineMixin
@@ -17,6 +18,15 @@ def _suggest_groups(channels: int, groups: int) -> str:
     valid = [d for d in ops.divisors(channels) if d > 1] or [1]
     near = sorted(valid, key=lambda d: (abs(d - groups), d))[:4]
     return ", ".join(f"groups={d}" for d in sorted(near))
+
+
+def check_groups(groups: int, channels: int, axis) -> None:
+    """A ValueError, with the nearest valid choices, when ``groups`` does not divide ``channels``."""
+    if channels % groups:
+        raise ValueError(
+            f"groups={groups} must divide the {channels} channels on axis {axis}; "
+            f"try {_suggest_groups(channels, groups)}"
+        )
 
 
 @register
@@ -65,10 +75,7 @@ class GroupNormalization(_AffineMixin, NormalizationLayer):
                  beta_constraint=None, gamma_constraint=None, **kwargs):
         super().__init__(**kwargs)
         self.groups = check_int("groups", groups, 1)
-        if isinstance(axis, (list, tuple)):
-            raise ValueError(f"GroupNormalization takes a single channel axis, received axis={axis!r}")
-        ops.as_axis_tuple(axis)
-        self.axis = axis
+        self.axis = check_single_axis(type(self).__name__, axis)
         self.epsilon = check_positive("epsilon", epsilon)
         self._init_affine(center, scale, beta_initializer, gamma_initializer,
                           beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint)
@@ -76,14 +83,9 @@ class GroupNormalization(_AffineMixin, NormalizationLayer):
     def build(self, input_shape):
         (c_axis,) = self._resolve_axes(self.axis, input_shape)
         channels = input_shape[c_axis]
-        if channels % self.groups:
-            raise ValueError(
-                f"groups={self.groups} must divide the {channels} channels on axis {self.axis}; "
-                f"try {_suggest_groups(channels, self.groups)}"
-            )
+        check_groups(self.groups, channels, self.axis)
         self._axes = (c_axis,)
         self._rank = len(input_shape)
-        self._reduce = ops.complement((c_axis,), self._rank, skip_batch=True)
         self._build_affine((channels,))
 
     def call(self, inputs):
@@ -136,11 +138,7 @@ class InstanceNormalization(_AffineMixin, NormalizationLayer):
                  beta_regularizer=None, gamma_regularizer=None,
                  beta_constraint=None, gamma_constraint=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(axis, (list, tuple)):
-            raise ValueError(
-                f"InstanceNormalization takes a single channel axis, received axis={axis!r}")
-        ops.as_axis_tuple(axis)
-        self.axis = axis
+        self.axis = check_single_axis(type(self).__name__, axis)
         self.epsilon = check_positive("epsilon", epsilon)
         self._init_affine(center, scale, beta_initializer, gamma_initializer,
                           beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint)
@@ -149,7 +147,6 @@ class InstanceNormalization(_AffineMixin, NormalizationLayer):
         (c_axis,) = self._resolve_axes(self.axis, input_shape)
         self._axes = (c_axis,)
         self._rank = len(input_shape)
-        self._reduce = ops.complement((c_axis,), self._rank, skip_batch=True)
         self._build_affine((input_shape[c_axis],))
 
     def call(self, inputs):
