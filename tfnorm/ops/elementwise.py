@@ -28,10 +28,10 @@ from typing import Tuple
 
 import tensorflow as tf
 
-from tfnorm.ops.fused import _scalar
 from tfnorm.ops.kernel import bound_kernel
 from tfnorm.ops.moments import stats_dtype
 from tfnorm.ops.reduce import sum_over, xla_on_cpu
+from tfnorm.ops.views import scalar
 
 __all__ = ["dynamic_tanh", "tlu"]
 
@@ -97,7 +97,7 @@ def dynamic_tanh(x: tf.Tensor, alpha, gamma, beta) -> tf.Tensor:
     """
     rank = x.shape.rank
     dt = stats_dtype(x.dtype)
-    alpha, gamma, beta = (_scalar(p, dt) for p in (alpha, gamma, beta))
+    alpha, gamma, beta = (scalar(p, dt) for p in (alpha, gamma, beta))
     gamma, beta = (_full_rank(p, rank) for p in (gamma, beta))
     axes = _broadcast_axes(gamma, rank)
     if axes != _broadcast_axes(beta, rank) or gamma.shape.rank != rank:
@@ -137,7 +137,7 @@ def tlu(x: tf.Tensor, tau) -> tf.Tensor:
       [[0.0, 2.0]]
     """
     rank = x.shape.rank
-    tau = _full_rank(_scalar(tau, stats_dtype(x.dtype)), rank)
+    tau = _full_rank(scalar(tau, stats_dtype(x.dtype)), rank)
     if tau.shape.rank != rank:
         raise ValueError(f"tau {tau.shape} must broadcast to x (rank {rank})")
     axes = _broadcast_axes(tau, rank)

@@ -46,11 +46,11 @@ from typing import Tuple
 import tensorflow as tf
 
 from tfnorm.ops.axes import complement
-from tfnorm.ops.fused import _channels_last_view, _flat, _group_sum, _param_for
 from tfnorm.ops.groups import group_moments
 from tfnorm.ops.kernel import bound_kernel, with_backward
 from tfnorm.ops.moments import moments, stats_dtype, to_stats
 from tfnorm.ops.reduce import sum_middle, xla_on_cpu
+from tfnorm.ops.views import channels_last_view, flat, group_sum, param_for
 
 __all__ = ["evonorm_b0", "evonorm_s0"]
 
@@ -173,8 +173,8 @@ def evonorm_b0(x: tf.Tensor, channel_axis: int, v1, gamma=None, beta=None,
     dt = stats_dtype(x.dtype)
     if channel_axis != rank - 1 or c is None:
         return _b0_generic(x, channel_axis, v1, gamma, beta, epsilon, variance)
-    y3, var = _b0_op(_channels_last_view(x), _flat(v1, c, dt), _flat(gamma, c, dt),
-                     _flat(beta, c, dt), _flat(variance, c, dt), epsilon)
+    y3, var = _b0_op(channels_last_view(x), flat(v1, c, dt), flat(gamma, c, dt),
+                     flat(beta, c, dt), flat(variance, c, dt), epsilon)
     return tf.reshape(y3, tf.shape(x)), var
 
 
@@ -186,7 +186,7 @@ def _b0_generic(x, channel_axis, v1, gamma, beta, epsilon, variance):
     c_shape = [x.shape[channel_axis]]
 
     def b(p):
-        return None if p is None else tf.cast(_param_for(p, [channel_axis], rank), dt)
+        return None if p is None else tf.cast(param_for(p, [channel_axis], rank), dt)
 
     if variance is None:
         _, batch_var = moments(xs, complement((channel_axis,), rank))
@@ -211,8 +211,8 @@ def _s0_stats(x3, *, groups, epsilon):
     xs = tf.cast(x3, dt)
     k = tf.cast(tf.shape(xs)[1] * (xs.shape[-1] // groups), dt)
     mode = xla_on_cpu()
-    mean = _group_sum(sum_middle(xs, mode), groups) / k
-    var = _group_sum(sum_middle(tf.math.squared_difference(xs, mean), mode), groups) / k
+    mean = group_sum(sum_middle(xs, mode), groups) / k
+    var = group_sum(sum_middle(tf.math.squared_difference(xs, mean), mode), groups) / k
     return xs, mean, tf.math.rsqrt(tf.maximum(var, tf.zeros([], dt)) + tf.cast(epsilon, dt))
 
 
@@ -237,7 +237,7 @@ def _s0_backward(dy, x3, v1, gamma, beta, mean, r, *, groups):
     p_h = sum_middle(dys * xs * q, mode)     # (N, 1, C)
     p_q = sum_middle(dys * xs * dq, mode)
     gg = gamma if gamma is not None else tf.ones([], dt)
-    kappa = -(r * r * r) * _group_sum(gg * p_h, groups) / k      # times (x - mean)
+    kappa = -(r * r * r) * group_sum(gg * p_h, groups) / k      # times (x - mean)
     dx = dys * ((r * gg) * (q + v1 * dq)) + (xs - mean) * kappa
     grads = [tf.cast(dx, x3.dtype), _per_channel(gg * r * p_q)]
     if gamma is not None:
@@ -283,8 +283,8 @@ def evonorm_s0(x: tf.Tensor, groups: int, channel_axis: int, v1, gamma=None, bet
     dt = stats_dtype(x.dtype)
     if channel_axis != rank - 1 or c is None:
         return _s0_generic(x, groups, channel_axis, v1, gamma, beta, epsilon)
-    y3 = _s0_op(_channels_last_view(x), _flat(v1, c, dt), _flat(gamma, c, dt),
-                _flat(beta, c, dt), groups, epsilon)
+    y3 = _s0_op(channels_last_view(x), flat(v1, c, dt), flat(gamma, c, dt),
+                flat(beta, c, dt), groups, epsilon)
     return tf.reshape(y3, tf.shape(x))
 
 
@@ -294,7 +294,7 @@ def _s0_generic(x, groups, channel_axis, v1, gamma, beta, epsilon):
     dt = xs.dtype
 
     def b(p):
-        return None if p is None else tf.cast(_param_for(p, [channel_axis], rank), dt)
+        return None if p is None else tf.cast(param_for(p, [channel_axis], rank), dt)
 
     _, var = group_moments(xs, groups, channel_axis,
                            complement((channel_axis,), rank, skip_batch=True))

@@ -58,6 +58,7 @@ from tfnorm.ops.kernel import Kernel, bound_kernel, with_backward
 from tfnorm.ops.moments import mean_square, moments, stats_dtype
 from tfnorm.ops.normalize import normalize, rms_normalize
 from tfnorm.ops.reduce import in_xla, sum_cols, sum_middle, sum_rows, xla_on_cpu
+from tfnorm.ops.views import channels_last_view, flat, group_sum, param_for, scalar
 
 __all__ = ["layer_norm", "rms_norm", "scale_norm", "batch_norm", "group_norm", "instance_norm"]
 
@@ -77,27 +78,6 @@ def _static_size(x: tf.Tensor, axes) -> Optional[int]:
     return int(np.prod(dims, dtype=np.int64))
 
 
-def _param_for(p, axes, rank):
-    """A parameter shaped like the normalized axes, reshaped to broadcast over ``rank``."""
-    if p is None:
-        return None
-    shape = [1] * rank
-    for a, n in zip(axes, p.shape):
-        shape[a] = n
-    return tf.reshape(p, shape)
-
-
-def _scalar(value, dtype):
-    """A Python number as a ``dtype`` constant (``tf.cast`` would round it to float32 first)."""
-    if isinstance(value, (int, float)):
-        return tf.constant(value, dtype)
-    return tf.cast(value, dtype)
-
-
-def _flat(p, n, dtype):
-    return None if p is None else tf.reshape(tf.cast(p, dtype), [n])
-
-
 # ---------------------------------------------------------------------------
 # Per-row statistics: LayerNorm, RMSNorm.
 
@@ -108,7 +88,7 @@ def _row_forward(x2, gamma, beta, eps_in, *, epsilon, center, clip):
     the bound, sets the divisor) None without ``clip``.
     """
     dt = stats_dtype(x2.dtype)
-    eps = tf.cast(eps_in, dt) if eps_in is not None else _scalar(epsilon, dt)
+    eps = tf.cast(eps_in, dt) if eps_in is not None else scalar(epsilon, dt)
     xs = tf.cast(x2, dt)
     n = tf.cast(tf.shape(xs)[1], dt)
     mode = xla_on_cpu()
@@ -215,10 +195,10 @@ def layer_norm(x: tf.Tensor, axes: Sequence[int], scale=None, offset=None,
     n = _static_size(x, axes)
     if not _is_trailing(axes, rank) or n is None:
         mean, var = moments(x, axes)
-        return normalize(x, mean, var, _param_for(scale, axes, rank),
-                         _param_for(offset, axes, rank), epsilon)
+        return normalize(x, mean, var, param_for(scale, axes, rank),
+                         param_for(offset, axes, rank), epsilon)
     dt = stats_dtype(x.dtype)
-    y2 = _row_impl(tf.reshape(x, [-1, n]), _flat(scale, n, dt), _flat(offset, n, dt),
+    y2 = _row_impl(tf.reshape(x, [-1, n]), flat(scale, n, dt), flat(offset, n, dt),
                    epsilon, center=True)
     return tf.reshape(y2, tf.shape(x))
 
@@ -237,9 +217,9 @@ def rms_norm(x: tf.Tensor, axes: Sequence[int], scale=None, epsilon: float = 1e-
     n = _static_size(x, axes)
     if not _is_trailing(axes, rank) or n is None:
         ms = mean_square(x, axes)
-        return rms_normalize(x, ms, _param_for(scale, axes, rank), None, epsilon)
+        return rms_normalize(x, ms, param_for(scale, axes, rank), None, epsilon)
     dt = stats_dtype(x.dtype)
-    y2 = _row_impl(tf.reshape(x, [-1, n]), _flat(scale, n, dt), None, epsilon, center=False)
+    y2 = _row_impl(tf.reshape(x, [-1, n]), flat(scale, n, dt), None, epsilon, center=False)
     return tf.reshape(y2, tf.shape(x))
 
 
@@ -276,32 +256,19 @@ def scale_norm(x: tf.Tensor, axes: Sequence[int], gain, epsilon: float = 1e-5) -
 # ---------------------------------------------------------------------------
 # Statistics per (a, channel group) over the middle axis: BatchNorm, GroupNorm, InstanceNorm.
 
-def _group_sum(t, groups):
-    """Sums an ``(A, 1, C)`` tensor within channel groups; broadcastable result."""
-    c = t.shape[-1]
-    if groups == c:
-        return t
-    if groups == 1:
-        return tf.reduce_sum(t, -1, keepdims=True)
-    a = tf.shape(t)[0]
-    g = tf.reshape(t, tf.stack([a, 1, groups, c // groups]))
-    s = tf.reduce_sum(g, -1, keepdims=True)
-    return tf.reshape(tf.broadcast_to(s, tf.shape(g)), tf.stack([a, 1, c]))
-
-
 def _grouped_forward(x3, gamma, beta, eps_in, *, groups, epsilon, center):
     """Forward of :func:`_grouped_impl`: ``(y, mean, var, r)``, statistics ``(A, 1, C)``."""
     dt = stats_dtype(x3.dtype)
-    eps = tf.cast(eps_in, dt) if eps_in is not None else _scalar(epsilon, dt)
+    eps = tf.cast(eps_in, dt) if eps_in is not None else scalar(epsilon, dt)
     xs = tf.cast(x3, dt)
     n = tf.cast(tf.shape(xs)[1] * (x3.shape[-1] // groups), dt)
     mode = xla_on_cpu()
     if center:
-        mean = _group_sum(sum_middle(xs, mode), groups) / n
+        mean = group_sum(sum_middle(xs, mode), groups) / n
         d = xs - mean
     else:
         d = xs
-    var = _group_sum(sum_middle(tf.square(d), mode), groups) / n
+    var = group_sum(sum_middle(tf.square(d), mode), groups) / n
     var = tf.maximum(var, tf.zeros([], dt))
     r = tf.math.rsqrt(var + eps)
     a = r * gamma if gamma is not None else r
@@ -326,11 +293,11 @@ def _grouped_backward(dy, x3, gamma, beta, eps_in, mean, var, r, *, groups, cent
     q = sum_middle(dys * dd, mode)       # (A, 1, C): sum of dy * (x - mean)
     qr = q * r                           # sum of dy * xhat
     gg = gamma if gamma is not None else tf.ones([], dt)
-    mgx = _group_sum(gg * qr, groups) / n      # mean(g * xhat) per group
+    mgx = group_sum(gg * qr, groups) / n      # mean(g * xhat) per group
     alpha = r * gg
     beta_ = -r * r * mgx
     if center:
-        mg = _group_sum(gg * p, groups) / n    # mean(g) per group
+        mg = group_sum(gg * p, groups) / n    # mean(g) per group
         dx = dys * alpha + (dd * beta_ - r * mg)
     else:
         dx = dys * alpha + dd * beta_
@@ -364,12 +331,6 @@ def _grouped_impl(x3, groups, gamma, beta, epsilon, center=True):
                          epsilon if has_e else None, outputs=3)
 
 
-def _channels_last_view(x):
-    """``(N, S, C)`` view of a channels-last tensor (S = product of the middle axes)."""
-    c = x.shape[-1]
-    return tf.reshape(x, tf.stack([tf.shape(x)[0], -1, c]))
-
-
 _normalize_kernel = Kernel(normalize)
 
 
@@ -401,22 +362,22 @@ def batch_norm(x: tf.Tensor, axes: Sequence[int], scale=None, offset=None,
             y = _normalize_kernel(x, *[None if t is None else tf.convert_to_tensor(t)
                                        for t in (mean, variance, scale, offset)], epsilon)
         else:
-            y = normalize(x, _param_for(mean, axes, rank), _param_for(variance, axes, rank),
-                          _param_for(scale, axes, rank), _param_for(offset, axes, rank), epsilon)
+            y = normalize(x, param_for(mean, axes, rank), param_for(variance, axes, rank),
+                          param_for(scale, axes, rank), param_for(offset, axes, rank), epsilon)
         return y, mean, variance
     if axes != (rank - 1,) or x.shape[-1] is None:
         reduce_axes = [a for a in range(rank) if a not in axes]
         mean, var = moments(x, reduce_axes)
-        y = normalize(x, mean, var, _param_for(scale, axes, rank),
-                      _param_for(offset, axes, rank), epsilon)
+        y = normalize(x, mean, var, param_for(scale, axes, rank),
+                      param_for(offset, axes, rank), epsilon)
         return (y, tf.stop_gradient(tf.reshape(mean, param_shape)),
                 tf.stop_gradient(tf.reshape(var, param_shape)))
     c = x.shape[-1]
     dt = stats_dtype(x.dtype)
     if x.dtype in _FUSED_BN_DTYPES and not in_xla() and _fused_op_accepts(epsilon):
-        return _fused_batch_norm_op(x, _flat(scale, c, dt), _flat(offset, c, dt), epsilon)
+        return _fused_batch_norm_op(x, flat(scale, c, dt), flat(offset, c, dt), epsilon)
     x3 = tf.reshape(x, [1, -1, c])
-    y3, mean, var = _grouped_impl(x3, c, _flat(scale, c, dt), _flat(offset, c, dt), epsilon)
+    y3, mean, var = _grouped_impl(x3, c, flat(scale, c, dt), flat(offset, c, dt), epsilon)
     return tf.reshape(y3, tf.shape(x)), tf.reshape(mean, [c]), tf.reshape(var, [c])
 
 
@@ -483,11 +444,11 @@ def group_norm(x: tf.Tensor, groups: int, channel_axis: int, scale=None, offset=
     if channel_axis != rank - 1 or c is None:
         reduce_axes = [a for a in range(1, rank) if a != channel_axis]
         mean, var = group_moments(x, groups, channel_axis, reduce_axes)
-        return normalize(x, mean, var, _param_for(scale, [channel_axis], rank),
-                         _param_for(offset, [channel_axis], rank), epsilon)
+        return normalize(x, mean, var, param_for(scale, [channel_axis], rank),
+                         param_for(offset, [channel_axis], rank), epsilon)
     dt = stats_dtype(x.dtype)
-    y3, _, _ = _grouped_impl(_channels_last_view(x), groups, _flat(scale, c, dt),
-                               _flat(offset, c, dt), epsilon)
+    y3, _, _ = _grouped_impl(channels_last_view(x), groups, flat(scale, c, dt),
+                               flat(offset, c, dt), epsilon)
     return tf.reshape(y3, tf.shape(x))
 
 
@@ -515,12 +476,12 @@ def instance_norm(x: tf.Tensor, channel_axis: int, scale=None, offset=None,
         reduce_axes = [a for a in range(1, rank) if a != channel_axis]
         if not center:
             return rms_normalize(x, mean_square(x, reduce_axes),
-                                 _param_for(scale, [channel_axis], rank),
-                                 _param_for(offset, [channel_axis], rank), epsilon)
+                                 param_for(scale, [channel_axis], rank),
+                                 param_for(offset, [channel_axis], rank), epsilon)
         mean, var = moments(x, reduce_axes)
-        return normalize(x, mean, var, _param_for(scale, [channel_axis], rank),
-                         _param_for(offset, [channel_axis], rank), epsilon)
+        return normalize(x, mean, var, param_for(scale, [channel_axis], rank),
+                         param_for(offset, [channel_axis], rank), epsilon)
     dt = stats_dtype(x.dtype)
-    y3, _, _ = _grouped_impl(_channels_last_view(x), c, _flat(scale, c, dt),
-                               _flat(offset, c, dt), epsilon, center=center)
+    y3, _, _ = _grouped_impl(channels_last_view(x), c, flat(scale, c, dt),
+                               flat(offset, c, dt), epsilon, center=center)
     return tf.reshape(y3, tf.shape(x))

@@ -32,6 +32,7 @@ import tensorflow as tf
 from tfnorm.ops.kernel import bound_kernel, with_backward
 from tfnorm.ops.moments import stats_dtype
 from tfnorm.ops.reduce import sum_middle, xla_on_cpu
+from tfnorm.ops.views import channels_last_view
 
 __all__ = ["mix_statistics", "switchable_norm"]
 
@@ -153,8 +154,7 @@ def switchable_norm(x: tf.Tensor, mean_weights, variance_weights, gamma=None, be
       >>> tuple(y.shape), m.numpy().tolist()
       ((2, 4, 2), [7.0, 8.0])
     """
-    c = x.shape[-1]
-    x3 = tf.reshape(x, tf.stack([tf.shape(x)[0], -1, c]))
+    x3 = channels_last_view(x)
     if not training:
         moving_mean = tf.convert_to_tensor(moving_mean)
         moving_variance = tf.convert_to_tensor(moving_variance)
