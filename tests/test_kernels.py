@@ -235,3 +235,30 @@ def test_xla_context_is_detected():
     tf.function(probe("graph"))(x)
     tf.function(probe("xla"), jit_compile=True)(x)
     assert seen == {"eager": False, "graph": False, "xla": True}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape, axes", [((6, 5), (0,)), ((3, 3, 4, 5), (0, 1, 2)),
+                                         ((4, 7), (1,))])
+def test_inverse_norm(shape, axes, mode):
+    """``1/||w||`` over ``axes`` (the per-unit scale of weight normalization) and its gradient."""
+    def ref(w):
+        return 1.0 / np.sqrt((w ** 2).sum(axis=axes, keepdims=True))
+
+    w = np.random.default_rng(3).normal(size=shape)
+    dy = np.random.default_rng(4).normal(size=ref(w).shape)
+
+    def step(w, dy):
+        with tf.GradientTape() as tape:
+            tape.watch(w)
+            y = ops.inverse_norm(w, axes)
+        return y, tape.gradient(y, w, output_gradients=dy)
+
+    y, grad = compiled(step, mode)(tf.constant(w), tf.constant(dy))
+    np.testing.assert_allclose(y.numpy(), ref(w), rtol=1e-12)
+    np.testing.assert_allclose(grad.numpy(), numeric_grads(ref, [w], dy)[0], rtol=1e-6, atol=1e-8)
+
+
+def test_inverse_norm_of_zero_is_finite():
+    y = ops.inverse_norm(tf.zeros([3, 2]), [0]).numpy()
+    assert np.all(np.isfinite(y)) and y.shape == (1, 2)

@@ -154,9 +154,10 @@ class WeightNormalization(_KernelWrapper):
         w_j = g_j * v_j / ||v_j||        (v_j: the fan-in weights of output unit j)
         y   = activation(op(x, w) + b)
 
-    computed inside ``call`` as ``g_j * op(x, v / ||v||)_j + b_j`` (the same,
-    the op being linear in each unit's weights; the op runs once, with the
-    normalized kernel). The wrapped layer's variables are never assigned to,
+    computed inside ``call`` as ``(g_j / ||v_j||) * op(x, v)_j + b_j`` (the
+    same, the op being linear in each unit's weights; the op runs once, on the
+    stored kernel; under float16 the kernel is normalized first, to keep the
+    product in range). The wrapped layer's variables are never assigned to,
     so gradients reach ``v`` through the normalization and mixed precision
     keeps its float32 master weights. ``g`` starts at ``||v_j||`` (the wrapped
     layer's function is unchanged at first).
@@ -226,10 +227,10 @@ class WeightNormalization(_KernelWrapper):
                 self.offset = self._param("offset", (self._units,), "zeros", trainable=False)
             self.initialized = self._param("initialized", (), "zeros", trainable=False)
 
-    def _direction(self, dtype):
-        v = self._kernel(dtype)
-        sq = tf.reduce_sum(tf.square(v), _fan_in_axes(self._kernel_rank), keepdims=True)
-        return v * tf.math.rsqrt(tf.maximum(sq, tf.constant(1e-30, dtype)))
+    def _inverse_norms(self, dtype):
+        """``1 / ||v_j||`` per output unit, shape ``(units,)``."""
+        return tf.reshape(ops.inverse_norm(self._kernel(dtype), _fan_in_axes(self._kernel_rank)),
+                          [-1])
 
     def _assign_init(self, mean, var):
         """Sets g = 1/sigma and the bias to -mu/sigma unless a statistic is not finite."""
@@ -245,17 +246,23 @@ class WeightNormalization(_KernelWrapper):
         self.initialized.assign(tf.cast(ok, self.initialized.dtype))
         return ok
 
-    def _data_dependent_init(self, t):
-        """Runs the initialization from the unscaled pre-activations ``t`` while pending."""
+    def _data_dependent_init(self, t, unit_scale=None):
+        """Runs the initialization while pending, from the pre-activations ``t * unit_scale``
+        (``unit_scale`` per output unit, None for 1): ``op(x, v / ||v||)`` before ``g``."""
         rank = t.shape.rank
         axis = _channel_axis(self.layer, rank)
         reduce = [a for a in range(rank) if a != axis]
         pending = tf.convert_to_tensor(self.initialized) < 0.5
         skip = lambda: tf.constant(False)  # noqa: E731
+
+        def assign(mean, var):  # the statistics of t * unit_scale
+            if unit_scale is not None:
+                mean, var = mean * unit_scale, var * tf.square(unit_scale)
+            return self._assign_init(mean, var)
+
         ctx = tf.distribute.get_replica_context()
         if ctx is None or ctx.num_replicas_in_sync == 1:
-            return tf.cond(pending, lambda: self._assign_init(
-                *ops.moments(t, reduce, keepdims=False)), skip)
+            return tf.cond(pending, lambda: assign(*ops.moments(t, reduce, keepdims=False)), skip)
         # Across replicas the statistics are the global batch's. Synchronization may not sit
         # inside control flow, so the two small all-reduces run at every training call; the
         # reductions over t run only while pending.
@@ -271,23 +278,32 @@ class WeightNormalization(_KernelWrapper):
         count, s1 = tf.unstack(sums(tf.zeros([], sdt), 2))
         center = tf.math.divide_no_nan(s1, count)
         mean, var = ops.moments_from_sums(*tf.unstack(sums(center, 3)), center)
-        return tf.cond(pending, lambda: self._assign_init(tf.reshape(mean, [-1]),
-                                                          tf.reshape(var, [-1])), skip)
+        return tf.cond(pending, lambda: assign(tf.reshape(mean, [-1]), tf.reshape(var, [-1])),
+                       skip)
 
     def call(self, inputs, training=None):
         sdt = ops.stats_dtype(inputs.dtype)
-        # op(x, g v/||v||) = g * op(x, v/||v||) unit by unit: the op runs once, with the
-        # direction, and its output t is also what the data-dependent initialization needs.
-        t = _linear(self.layer, inputs, tf.cast(self._direction(sdt), inputs.dtype))
+        inv = self._inverse_norms(sdt)
+        if inputs.dtype == tf.float16:
+            # float16: normalize the kernel first so the product stays in float16's range
+            kernel = self._kernel(sdt) * inv
+            t = _linear(self.layer, inputs, tf.cast(kernel, inputs.dtype))
+            unit_scale = None
+        else:
+            # op(x, g v/||v||) = (g/||v||) op(x, v) unit by unit: the op runs on the stored
+            # kernel and 1/||v|| joins the per-unit multiply-add, so no normalized kernel is
+            # written (bfloat16 has float32's range: the unnormalized product cannot overflow).
+            t = _linear(self.layer, inputs, self._kernel(inputs.dtype))
+            unit_scale = inv
         deps = []
         if self.data_init and bool(training) and self.trainable:
-            deps.append(self._data_dependent_init(t))
+            deps.append(self._data_dependent_init(t, unit_scale))
         with tf.control_dependencies(deps):
             g = tf.cast(self.g, sdt)
             bias = self._bias(sdt)
             if bias is not None and self.offset is not None:
                 bias = bias + tf.cast(self.offset, sdt)
-        return _finish(self.layer, t, bias, scale=g)
+        return _finish(self.layer, t, bias, scale=g if unit_scale is None else g * unit_scale)
 
     def get_config(self):
         config = super().get_config()
@@ -356,25 +372,26 @@ class SpectralNormalization(_KernelWrapper):
     def _sigma(self, w, training):
         u = tf.math.l2_normalize(tf.cast(self.u, w.dtype))
         if not training:
-            v = tf.stop_gradient(tf.math.l2_normalize(tf.linalg.matvec(w, u)))
-        else:
-            w_const = tf.stop_gradient(w)  # u and v are constants of the backward pass
-            for _ in range(self.power_iterations):
-                v = tf.math.l2_normalize(tf.linalg.matvec(w_const, u))
-                u = tf.math.l2_normalize(tf.linalg.matvec(w_const, v, transpose_a=True))
-            self.u.assign(tf.cast(u, self.u.dtype))
+            wu = tf.linalg.matvec(w, u)  # one read of W: sigma = v.(W u) = ||W u||
+            return tf.tensordot(tf.stop_gradient(tf.math.l2_normalize(wu)), wu, 1)
+        w_const = tf.stop_gradient(w)  # u and v are constants of the backward pass
+        for _ in range(self.power_iterations):
+            v = tf.math.l2_normalize(tf.linalg.matvec(w_const, u))
+            u = tf.math.l2_normalize(tf.linalg.matvec(w_const, v, transpose_a=True))
+        self.u.assign(tf.cast(u, self.u.dtype))
         return tf.tensordot(v, tf.linalg.matvec(w, u), 1)
 
     def call(self, inputs, training=None):
         sdt = ops.stats_dtype(inputs.dtype)
         w = self._matrix(sdt)
         sigma = self._sigma(w, bool(training) and self.trainable)
-        if sdt == inputs.dtype:
+        if inputs.dtype != tf.float16:
             # The linear op is linear in the kernel: dividing its (smaller or equal) output by
             # sigma, fused with the bias, saves a pass that writes a normalized kernel.
-            outputs = _linear(self.layer, inputs, self._kernel(sdt))
+            # bfloat16 has float32's range, so its unnormalized product cannot overflow.
+            outputs = _linear(self.layer, inputs, self._kernel(inputs.dtype))
             return _finish(self.layer, outputs, self._bias(sdt), scale=1.0 / sigma)
-        # half precision: normalize the kernel first so the float16 product stays in range
+        # float16: normalize the kernel first so the product stays in float16's range
         kernel = self._kernel(sdt) / sigma
         outputs = _linear(self.layer, inputs, tf.cast(kernel, inputs.dtype))
         return _finish(self.layer, outputs, self._bias(sdt))

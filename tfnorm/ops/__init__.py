@@ -21,7 +21,7 @@ from tfnorm.ops.moments import (
     stats_dtype,
     to_stats,
 )
-from tfnorm.ops.normalize import fold, normalize, rms_normalize
+from tfnorm.ops.normalize import fold, inverse_norm, normalize, rms_normalize
 
 __all__ = [
     "as_axis_tuple",
@@ -35,6 +35,7 @@ __all__ = [
     "group_moments",
     "group_norm",
     "instance_norm",
+    "inverse_norm",
     "layer_norm",
     "mean_square",
     "merge_groups",
