@@ -1,9 +1,12 @@
 """Normalization of the weights rather than the activations: weight norm, spectral norm,
 weight-standardized convolutions.
 
-The wrappers compute the normalized kernel inside ``call`` and run the wrapped
-layer's own operation (matmul or convolution) with it. They never assign into
-the wrapped layer's variables: gradients reach the stored kernel through the
+The wrappers normalize inside ``call`` and run the wrapped layer's own operation
+(matmul or convolution). Where the normalization is a factor per unit or for the whole
+kernel (weight and spectral norm), the operation runs on the stored kernel and the factor is
+applied to its output, except in float16, where the kernel is normalized first
+to keep the product in range. They never assign into the wrapped layer's
+variables: gradients reach the stored kernel through the
 normalization, and mixed precision keeps its float32 master weights.
 """
 
