@@ -448,7 +448,7 @@ def group_norm(x: tf.Tensor, groups: int, channel_axis: int, scale=None, offset=
                          param_for(offset, [channel_axis], rank), epsilon)
     dt = stats_dtype(x.dtype)
     y3, _, _ = _grouped_impl(channels_last_view(x), groups, flat(scale, c, dt),
-                               flat(offset, c, dt), epsilon)
+                             flat(offset, c, dt), epsilon)
     return tf.reshape(y3, tf.shape(x))
 
 
@@ -483,5 +483,5 @@ def instance_norm(x: tf.Tensor, channel_axis: int, scale=None, offset=None,
                          param_for(offset, [channel_axis], rank), epsilon)
     dt = stats_dtype(x.dtype)
     y3, _, _ = _grouped_impl(channels_last_view(x), c, flat(scale, c, dt),
-                               flat(offset, c, dt), epsilon, center=center)
+                             flat(offset, c, dt), epsilon, center=center)
     return tf.reshape(y3, tf.shape(x))
