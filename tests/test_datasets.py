@@ -1,8 +1,13 @@
-"""The embedded MNIST subset and the tfds bridge (offline: tfds.testing.mock_data)."""
+"""The embedded MNIST subset, BasicMotions through aeon, and the tfds bridge (offline:
+tfds.testing.mock_data)."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -86,8 +91,134 @@ def test_stratified_split(fraction):
 
 
 def test_unknown_dataset_name():
-    with pytest.raises(ValueError, match=r"unknown dataset='mnist60k'.*mnist10k.*tfds:NAME"):
+    with pytest.raises(ValueError,
+                       match=r"unknown dataset='mnist60k'.*mnist10k.*basicmotions.*tfds:NAME"):
         datasets.load("mnist60k")
+
+
+# BasicMotions: aeon is in the test extra, so these run (and fail) wherever the suite does.
+
+@pytest.fixture(scope="module")
+def basicmotions():
+    return datasets.load("basicmotions")
+
+
+@pytest.fixture(scope="module")
+def aeon_arrays():
+    from aeon.datasets import load_basic_motions
+
+    return {split: load_basic_motions(split=split) for split in ("train", "test")}
+
+
+def test_basicmotions_shapes_types_and_balance(basicmotions):
+    ds = basicmotions
+    assert ds.x_train.shape == (40, 100, 6) and ds.x_test.shape == (40, 100, 6)
+    assert ds.x_train.dtype == np.float32 and ds.x_test.dtype == np.float32
+    assert ds.y_train.shape == (40,) and ds.y_test.shape == (40,)
+    assert ds.y_train.dtype == np.int64 and ds.y_test.dtype == np.int64
+    assert ds.num_classes == 4 and ds.name == "basicmotions"
+    assert np.bincount(ds.y_train, minlength=4).tolist() == [10, 10, 10, 10]
+    assert np.bincount(ds.y_test, minlength=4).tolist() == [10, 10, 10, 10]
+    assert np.isfinite(ds.x_train).all() and np.isfinite(ds.x_test).all()
+    # raw sensor readings, not standardised or squeezed into [0, 1]
+    assert np.abs(ds.x_train).max() > 20 and ds.x_train.min() < -20
+
+
+def test_basicmotions_values_are_aeons_arrays_transposed(basicmotions, aeon_arrays):
+    for x, y, split in ((basicmotions.x_train, basicmotions.y_train, "train"),
+                        (basicmotions.x_test, basicmotions.y_test, "test")):
+        raw_x, raw_y = aeon_arrays[split]
+        assert raw_x.shape == (40, 6, 100)  # aeon: (cases, channels, steps)
+        np.testing.assert_array_equal(x, np.transpose(raw_x, (0, 2, 1)).astype(np.float32))
+        # element by element, independent of how the transpose is spelt
+        for case, step, channel in ((0, 0, 0), (3, 99, 5), (17, 42, 2), (39, 7, 4)):
+            assert x[case, step, channel] == np.float32(raw_x[case, channel, step])
+        # the labels travel with their recordings, through the documented name order
+        assert [datasets.BASICMOTIONS_CLASSES[k] for k in y] == [str(v).lower() for v in raw_y]
+
+
+def test_basicmotions_class_order_is_the_sorted_label_names(basicmotions, aeon_arrays):
+    assert datasets.BASICMOTIONS_CLASSES == ("badminton", "running", "standing", "walking")
+    names = sorted({str(v).lower() for v in aeon_arrays["train"][1]})
+    assert list(datasets.BASICMOTIONS_CLASSES) == names
+    # and the names mean what they say: standing moves least, walking less than running
+    x, y = basicmotions.x_train, basicmotions.y_train
+    motion = [float(x[y == k].std(axis=1).mean()) for k in range(4)]
+    standing, walking, running = (datasets.BASICMOTIONS_CLASSES.index(n)
+                                  for n in ("standing", "walking", "running"))
+    assert motion[standing] == min(motion)
+    assert motion[walking] < motion[running]
+
+
+def test_basicmotions_data_never_changes(basicmotions):
+    # a different copy of the archive in a later aeon must be noticed, not absorbed
+    ds = basicmotions
+    digest = hashlib.sha256(ds.x_train.tobytes() + ds.y_train.tobytes()
+                            + ds.x_test.tobytes() + ds.y_test.tobytes()).hexdigest()
+    assert digest[:16] == "6efe44d9787e0860"
+
+
+def test_basicmotions_repeated_loads_are_cached_copies(basicmotions, monkeypatch):
+    import aeon.datasets
+
+    datasets.load("basicmotions")  # fills the cache if another test emptied it
+
+    def no_second_read(*args, **kwargs):
+        raise AssertionError("the cached arrays should have been used")
+
+    monkeypatch.setattr(aeon.datasets, "load_basic_motions", no_second_read)
+    first = datasets.load("basicmotions")
+    first.x_train[:] = 0  # a caller scaling in place
+    second = datasets.load("basicmotions")
+    np.testing.assert_array_equal(second.x_train, basicmotions.x_train)
+    np.testing.assert_array_equal(second.y_test, basicmotions.y_test)
+    assert not np.shares_memory(first.x_train, second.x_train)
+
+
+def test_basicmotions_without_aeon_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(datasets, "_BASICMOTIONS_CACHE", {})
+    for mod in [m for m in sys.modules if m == "aeon" or m.startswith("aeon.")]:
+        monkeypatch.delitem(sys.modules, mod)
+    monkeypatch.setitem(sys.modules, "aeon", None)  # makes "import aeon..." fail
+    monkeypatch.setitem(sys.modules, "aeon.datasets", None)
+    with pytest.raises(ValueError) as err:
+        datasets.load("basicmotions")
+    msg = str(err.value)
+    assert "\n" not in msg and "basicmotions" in msg
+    assert 'pip install "tfnorm[har]"' in msg and "pip install aeon" in msg
+
+
+_OFFLINE_LOAD = textwrap.dedent("""
+    import socket, sys, urllib.request
+
+    import tfnorm, tfnorm.datasets
+    assert "aeon" not in sys.modules, "importing tfnorm imported aeon"
+
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled for this test")
+
+    socket.socket.connect = socket.socket.connect_ex = refuse
+    socket.create_connection = socket.getaddrinfo = refuse
+    try:
+        urllib.request.urlopen("http://127.0.0.1:9/", timeout=1)
+    except OSError as err:
+        assert "network disabled" in str(err), err
+    else:
+        raise AssertionError("the network guard let a connection through")
+    ds = tfnorm.datasets.load("basicmotions")
+    print("loaded", ds.x_train.shape, ds.x_test.shape)
+""")
+
+
+def test_basicmotions_needs_no_network_and_importing_tfnorm_leaves_aeon_alone():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    out = subprocess.run([sys.executable, "-c", _OFFLINE_LOAD], capture_output=True,
+                         text=True, env=env, timeout=300,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "loaded (40, 100, 6) (40, 100, 6)" in out.stdout
+    # aeon (and numba) print nothing on the way in
+    assert not [line for line in out.stderr.splitlines() if "aeon" in line.lower()], out.stderr
 
 
 @pytest.mark.parametrize("spec", ["tfds:", "tfds:mnist:"])

@@ -135,21 +135,23 @@ def test_group_norm_gets_groups_that_divide_the_width_and_the_input():
 
 
 def test_every_registry_norm_builds_or_is_refused_before_training():
-    x = np.random.default_rng(0).random((4, 12, 12, 1), dtype=np.float32)
+    shapes = {"mlp": (12, 12, 1), "cnn": (12, 12, 1), "cnn1d": (12, 3)}
+    assert set(shapes) == set(models.MODELS)
     refused = set()
     for name in tfnorm.available():
         for kind in models.MODELS:
-            for placement in models.PLACEMENTS:
+            x = np.random.default_rng(0).random((4,) + shapes[kind], dtype=np.float32)
+            for placement in models.ALL_PLACEMENTS:
                 cfg = Config(name, placement)
                 try:
-                    models.preflight([cfg], kind, (12, 12, 1), 3, depth=2, width=8)
+                    models.preflight([cfg], kind, shapes[kind], 3, depth=2, width=8)
                 except ValueError as err:  # e.g. an image-only layer in the MLP
                     assert str(err).startswith(f"{cfg.label} cannot be built into the {kind} (")
                     assert "\n" not in str(err)
                     refused.add(name)
                     continue
                 if placement == "every":
-                    model = models.build_model(cfg, kind, (12, 12, 1), 3, depth=2, width=8)
+                    model = models.build_model(cfg, kind, shapes[kind], 3, depth=2, width=8)
                     y = np.asarray(model(x, training=True))
                     assert y.shape == (4, 3) and np.isfinite(y).all(), cfg.label
     # the study's own comparisons always build, in both networks
@@ -398,7 +400,7 @@ def test_end_to_end_python_m_tfnorm_study(tmp_path):
     for label, row in zip(labels, table[1:]):
         assert row.startswith(f"| {label} ")
         assert re.search(r"\d+\.\d\d ± \d+\.\d\d", row)
-    doc = json.loads((out / "results.json").read_text())
+    doc = json.loads((out / "results.json").read_text())["experiments"]["compare"]
     assert doc["settings"]["configs"] == labels and doc["settings"]["seeds"] == [0, 1]
     assert doc["meta"]["command"].startswith("tfnorm study --norms batch,none --placement")
     assert len(doc["runs"]) == 4 and all(len(r["epochs"]) == 2 for r in doc["runs"])
@@ -418,5 +420,13 @@ def test_study_is_a_registered_subcommand():
     assert "study" in cli.SUBCOMMANDS
     parser = cli.build_parser()
     args = parser.parse_args(["study"])
-    assert args.norms is None and args.placement is None and args.model == "mlp"
-    assert args.seeds >= 3 and args.dataset == "mnist10k"
+    assert args.norms is None and args.placement is None and args.experiment is None
+    assert args.dataset == "mnist10k" and not args.full
+    from tfnorm.study import cli as study_cli
+
+    assert study_cli.experiments_of(args) == ["headline"]
+    assert study_cli.experiments_of(parser.parse_args(["study", "--norms", "batch"])) == ["compare"]
+    assert study_cli.experiments_of(parser.parse_args(["study", "--placement", "first"])) == ["compare"]
+    all_ = study_cli.experiments_of(parser.parse_args(["study", "--experiment", "depth,all"]))
+    assert all_[0] == "depth" and set(all_) == {"headline", "depth", "gradients", "batch-size",
+                                                 "statistics", "residual", "har"}

@@ -68,7 +68,7 @@ def test_study_under_mirrored_and_multiworker_strategies(tmp_path):
     for name, out, strategy in (("mirrored", "m", "mirrored"), ("worker0", "w0", "multiworker"),
                                 ("worker1", "w1", "multiworker")):
         with open(tmp_path / out / "results.json") as f:
-            doc = json.load(f)
+            doc = json.load(f)["experiments"]["compare"]
         assert doc["settings"]["strategy"] == strategy
         results[name] = {r["config"]: r for r in doc["runs"]}
     assert set(results["mirrored"]) == {"batch@every"}

@@ -18,6 +18,7 @@ _require_tf()
 from tfnorm import ops  # noqa: E402
 from tfnorm import layers  # noqa: E402
 from tfnorm.layers import *  # noqa: E402,F401,F403  (the layer list lives in tfnorm.layers)
+from tfnorm.recompute import recompute_batch_statistics  # noqa: E402
 from tfnorm.registry import available, get  # noqa: E402
 from tfnorm.swap import swap_normalization  # noqa: E402
 
@@ -28,5 +29,6 @@ __all__ = sorted(layers.__all__ + [
     "available",
     "get",
     "ops",
+    "recompute_batch_statistics",
     "swap_normalization",
 ])

@@ -17,7 +17,7 @@ from tfnorm.__about__ import __version__
 # name -> (module, one-line help). Each module defines add_arguments(parser) and run(args) -> int.
 SUBCOMMANDS = {
     "demo": ("tfnorm.demo", "train a small model with a few tfnorm layers on the embedded MNIST digits"),
-    "study": ("tfnorm.study.cli", "may too much batch normalization hurt? train the same network with each normalization and placement, and compare"),
+    "study": ("tfnorm.study.cli", "may too much batch normalization hurt? when and why? experiments with measured evidence and a computed verdict"),
     "bench": ("tfnorm.bench", "time tfnorm's layers against their Keras twins and the x*2 floor"),
 }
 
@@ -45,7 +45,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if getattr(args, "command", None) in argv:  # the sub-command's own arguments, as given
+        args._argv = argv[argv.index(args.command) + 1:]
     if not getattr(args, "command", None):
         parser.print_help()
         return 0

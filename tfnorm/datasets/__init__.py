@@ -1,7 +1,12 @@
-"""Data for the study and the notebooks: the embedded MNIST subset and a tfds bridge.
+"""Data for the study and the notebooks: embedded MNIST, BasicMotions and a tfds bridge.
 
 ``load("mnist10k")`` needs no network: 10,000 real MNIST digits ship inside the
 package (see ``README.md`` beside this file for origin and licence).
+``load("basicmotions")`` is a real wearable-sensor set from the UEA multivariate
+time series archive (a smartwatch's accelerometer and gyroscope, four activities,
+40 train / 40 test recordings of 6 channels x 100 steps); it is read from the copy
+that the optional ``aeon`` package ships in its wheel (``pip install "tfnorm[har]"``),
+so nothing is downloaded either.
 ``load("tfds:NAME[:SPLIT]")`` reads any TensorFlow Datasets name that is
 already prepared under ``data_dir``; nothing is downloaded.
 """
@@ -14,15 +19,23 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-__all__ = ["Dataset", "load", "MNIST10K_PATH", "MNIST10K_SHA256", "stratified_split"]
+__all__ = ["BASICMOTIONS_CLASSES", "Dataset", "load", "MNIST10K_PATH", "MNIST10K_SHA256",
+           "stratified_split"]
 
 MNIST10K_PATH = os.path.join(os.path.dirname(__file__), "mnist10k.npz")
 MNIST10K_SHA256 = "94e2480bb2d38e772966d2564f7818de27e5e7d95984370b0cfb33e5bb4a39df"
 SPLIT_SEED = 20191208
 
+#: BasicMotions labels in index order: ``y == i`` means ``BASICMOTIONS_CLASSES[i]``
+#: (the archive's label names, sorted).
+BASICMOTIONS_CLASSES = ("badminton", "running", "standing", "walking")
+
 
 class Dataset(NamedTuple):
-    """Images as uint8 ``(N, H, W, C)`` and integer labels ``(N,)``."""
+    """Inputs and int64 labels ``(N,)``.
+
+    Images are uint8 ``(N, H, W, C)``; BasicMotions is float32 ``(N, steps, channels)``.
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -67,6 +80,39 @@ def _load_mnist10k(verify: bool = True) -> Dataset:
     x = x[..., None]
     return Dataset(x[train], y[train].astype(np.int64), x[test], y[test].astype(np.int64),
                    10, "mnist10k")
+
+
+_BASICMOTIONS_CACHE: dict = {}
+
+
+def _basicmotions_split(load_basic_motions, split: str):
+    x, labels = load_basic_motions(split=split)  # aeon: (cases, channels, steps), str labels
+    x = np.asarray(x)
+    labels = np.char.lower(np.asarray(labels).astype(str))
+    if x.shape[1:] != (6, 100):
+        raise OSError(f"aeon's BasicMotions {split} split has shape {x.shape}, not (N, 6, 100)")
+    unknown = sorted(set(labels.tolist()) - set(BASICMOTIONS_CLASSES))
+    if unknown:
+        raise OSError(f"aeon's BasicMotions has labels {unknown} outside {BASICMOTIONS_CLASSES}")
+    y = np.searchsorted(np.asarray(BASICMOTIONS_CLASSES), labels).astype(np.int64)
+    return np.ascontiguousarray(x.transpose(0, 2, 1), dtype=np.float32), y
+
+
+def _load_basicmotions() -> Dataset:
+    if not _BASICMOTIONS_CACHE:
+        try:
+            from aeon.datasets import load_basic_motions
+        except ImportError:
+            raise ValueError(
+                "dataset='basicmotions' needs the optional aeon package, which ships the data: "
+                'pip install "tfnorm[har]" (or pip install aeon)') from None
+        train = _basicmotions_split(load_basic_motions, "train")
+        test = _basicmotions_split(load_basic_motions, "test")
+        _BASICMOTIONS_CACHE.update(train=train, test=test)
+    (x_tr, y_tr), (x_te, y_te) = _BASICMOTIONS_CACHE["train"], _BASICMOTIONS_CACHE["test"]
+    # copies, so a caller that scales in place does not change the next load
+    return Dataset(x_tr.copy(), y_tr.copy(), x_te.copy(), y_te.copy(),
+                   len(BASICMOTIONS_CLASSES), "basicmotions")
 
 
 def _tfds_not_offline(spec: str, where) -> ValueError:
@@ -162,12 +208,23 @@ def load(name: str = "mnist10k", data_dir: Optional[str] = None) -> Dataset:
 
     Args:
       name: ``"mnist10k"`` (embedded, 8,000 train / 2,000 test, stratified,
-        fixed seed) or ``"tfds:NAME[:SPLIT]"`` for a TensorFlow Datasets name
-        prepared under ``data_dir`` (no download is attempted).
+        fixed seed); ``"basicmotions"`` (the UEA archive's smartwatch activity set,
+        read from the optional ``aeon`` package: ``pip install "tfnorm[har]"``;
+        aeon's own 40 train / 40 test split, 10 recordings of each class in each;
+        float32 ``(N, 100, 6)``, time steps first and the six sensor channels last
+        as Keras ``Conv1D`` expects, the raw sensor values, unscaled; labels index
+        :data:`BASICMOTIONS_CLASSES`, the sorted label names); or
+        ``"tfds:NAME[:SPLIT]"`` for a TensorFlow Datasets name prepared under
+        ``data_dir`` (no download is attempted).
       data_dir: the tfds data directory.
 
     Returns:
-      A :class:`Dataset` with uint8 images ``(N, H, W, C)`` and int64 labels.
+      A :class:`Dataset` with uint8 images ``(N, H, W, C)`` (or, for
+      ``"basicmotions"``, float32 series ``(N, steps, channels)``) and int64 labels.
+
+    Raises:
+      ValueError: an unknown name, a tfds name that is not prepared, or
+        ``"basicmotions"`` without aeon installed.
 
     Example:
       >>> ds = load("mnist10k")
@@ -176,7 +233,10 @@ def load(name: str = "mnist10k", data_dir: Optional[str] = None) -> Dataset:
     """
     if name == "mnist10k":
         return _load_mnist10k()
+    if name == "basicmotions":
+        return _load_basicmotions()
     if name.startswith("tfds:"):
         return _load_tfds(name, data_dir)
     raise ValueError(
-        f"unknown dataset={name!r}; valid: 'mnist10k' (embedded) or 'tfds:NAME[:SPLIT]'")
+        f"unknown dataset={name!r}; valid: 'mnist10k' (embedded), 'basicmotions' "
+        "(needs aeon) or 'tfds:NAME[:SPLIT]'")

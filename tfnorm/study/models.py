@@ -7,7 +7,15 @@ Dense classifier. A normalization layer goes between a hidden layer and its ReLU
 Placements:
   * ``every`` -- a normalization layer after each hidden Dense/Conv;
   * ``first`` -- only after the first hidden Dense/Conv;
-  * ``input`` -- a single normalization layer on the input, none in the network.
+  * ``input`` -- a single normalization layer on the input, none in the network
+    (one statistic per input feature: per pixel for the MLP, per sensor channel for
+    the 1-D CNN);
+  * ``input-global`` -- a single normalization on the input seen as one channel, so
+    batch normalization z-scores the whole input with one mean and one variance
+    (Li et al. 2018's BatchNormalization over a ``(time, sensors, 1)`` input).
+
+``residual=True`` adds an identity skip connection around every hidden layer whose
+input and output widths agree (all but the first): ``x <- x + relu(norm(layer(x)))``.
 
 Normalization names come from the registry (:func:`tfnorm.get`), resolved when a model
 is built, plus two names of the study's own: ``none`` (no normalization; one
@@ -20,10 +28,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
-MODELS = ("mlp", "cnn")
+MODELS = ("mlp", "cnn", "cnn1d")
+#: The placements the default comparison tries for batch normalization.
 PLACEMENTS = ("every", "first", "input")
+#: Every placement ``--placement`` accepts.
+ALL_PLACEMENTS = PLACEMENTS + ("input-global",)
+INPUT_PLACEMENTS = ("input", "input-global")
 NONE = "none"
 COSINE = "cosine"
 #: The normalizations the default study compares, in this order (those available).
@@ -39,10 +51,15 @@ class Config:
 
     norm: str
     placement: Optional[str] = None
+    #: extra constructor arguments of the normalization layer, e.g. ``(("momentum", 0.9),)``
+    options: Tuple[Tuple[str, Any], ...] = ()
 
     @property
     def label(self) -> str:
-        return self.norm if self.placement is None else f"{self.norm}@{self.placement}"
+        base = self.norm if self.placement is None else f"{self.norm}@{self.placement}"
+        if self.options:
+            base += "[" + ",".join(f"{k}={v}" for k, v in self.options) + "]"
+        return base
 
 
 def cosine_available() -> bool:
@@ -83,8 +100,8 @@ def check_norms(names: Sequence[str]) -> List[str]:
 def check_placements(names: Sequence[str]) -> List[str]:
     out = []
     for name in names:
-        if name not in PLACEMENTS:
-            raise ValueError(f"unknown placement {name!r}; valid: {', '.join(PLACEMENTS)}")
+        if name not in ALL_PLACEMENTS:
+            raise ValueError(f"unknown placement {name!r}; valid: {', '.join(ALL_PLACEMENTS)}")
         if name not in out:
             out.append(name)
     return out
@@ -118,8 +135,8 @@ def expand_configs(norms: Sequence[str], placements: Optional[Sequence[str]] = N
         where = placements if placements is not None else (
             PLACEMENTS if norm == "batch" else ("every",))
         for p in where:
-            if norm == COSINE and p == "input":
-                skipped.append("cosine@input (cosine layers replace Dense/Conv; "
+            if norm == COSINE and p in INPUT_PLACEMENTS:
+                skipped.append(f"cosine@{p} (cosine layers replace Dense/Conv; "
                                "there is no cosine layer on the input)")
                 continue
             configs.append(Config(norm, p))
@@ -146,7 +163,7 @@ def _in_strategy_scope() -> bool:
     return tf.distribute.has_strategy()
 
 
-def make_norm(name: str, channels: int, layer_name: Optional[str] = None):
+def make_norm(name: str, channels: int, layer_name: Optional[str] = None, options=()):
     """A normalization layer from the registry with its default arguments, except that a
     layer taking ``groups`` (group normalization, EvoNorm-S0) gets a value that divides
     ``channels`` (:func:`choose_groups`), and one taking ``synchronized`` gets True when
@@ -159,6 +176,7 @@ def make_norm(name: str, channels: int, layer_name: Optional[str] = None):
         kwargs["groups"] = choose_groups(channels)
     if "synchronized" in inspect.signature(cls.__init__).parameters and _in_strategy_scope():
         kwargs["synchronized"] = True  # --strategy: statistics of the global batch
+    kwargs.update(dict(options))
     if layer_name is not None:
         kwargs["name"] = layer_name
     return cls(**kwargs)  # tfnorm.get(name) takes no layer name: its first argument is `name`
@@ -200,57 +218,99 @@ def cnn_strides(depth: int) -> List[int]:
     return strides
 
 
+def _conv1d(filters, cosine, name):
+    import keras
+
+    if cosine:
+        import tfnorm
+
+        return tfnorm.CosineConv1D(filters, 5, padding="same", name=name)
+    return keras.layers.Conv1D(filters, 5, padding="same", kernel_initializer=KERNEL_INITIALIZER,
+                               name=name)
+
+
+def _input_norm(x, norm, placement, options):
+    """One normalization on the input: per feature (``input``) or over everything as a
+    single channel (``input-global``)."""
+    import keras
+
+    if placement == "input":
+        return make_norm(norm, int(x.shape[-1]), layer_name="input_norm", options=options)(x)
+    shape = tuple(int(d) for d in x.shape[1:])
+    x = keras.layers.Reshape(shape + (1,), name="as_one_channel")(x)
+    x = make_norm(norm, 1, layer_name="input_norm", options=options)(x)
+    return keras.layers.Reshape(shape, name="back_to_input_shape")(x)
+
+
 def build_model(config: Config, model: str, input_shape: Sequence[int], num_classes: int,
-                depth: int, width: int):
+                depth: int, width: int, residual: bool = False):
     """The network for ``config`` (a Functional keras Model, uncompiled).
 
     Args:
       config: which normalization, where.
-      model: ``"mlp"`` (Flatten, ``depth`` Dense layers) or ``"cnn"`` (``depth`` 3x3
-        convolutions, stride 2 at two of them, global average pooling).
-      input_shape: one image, ``(H, W, C)``.
+      model: ``"mlp"`` (Flatten, ``depth`` Dense layers), ``"cnn"`` (``depth`` 3x3
+        convolutions, stride 2 at two of them, global average pooling) or ``"cnn1d"``
+        (``depth`` 1-D convolutions of width 5 over ``(time, channels)`` input, global
+        average pooling over time).
+      input_shape: one sample, ``(H, W, C)`` for images or ``(T, C)`` for sequences.
       num_classes: outputs of the final Dense (logits).
       depth: hidden Dense/Conv layers.
       width: their units/filters.
+      residual: identity skip connections around the hidden layers after the first.
     """
     import keras
 
     check_model(model)
     norm, placement = config.norm, config.placement
-    if norm != NONE and placement not in PLACEMENTS:
-        raise ValueError(f"unknown placement {placement!r}; valid: {', '.join(PLACEMENTS)}")
-    if norm == COSINE and placement == "input":
-        raise ValueError("the cosine layers replace Dense/Conv layers; cosine has no 'input' "
-                         "placement (use every or first)")
+    if norm != NONE and placement not in ALL_PLACEMENTS:
+        raise ValueError(f"unknown placement {placement!r}; valid: {', '.join(ALL_PLACEMENTS)}")
+    if norm == COSINE and placement in INPUT_PLACEMENTS:
+        raise ValueError(f"the cosine layers replace Dense/Conv layers; cosine has no "
+                         f"{placement!r} placement (use every or first)")
     if depth < 1 or width < 1:
         raise ValueError(f"depth and width must be >= 1, received depth={depth}, width={width}")
+    want = 2 if model == "cnn1d" else 3
+    if len(input_shape) != want:
+        raise ValueError(f"the {model} takes inputs of rank {want} per sample "
+                         f"({'(time, channels)' if want == 2 else '(height, width, channels)'}), "
+                         f"received input_shape={tuple(input_shape)}")
 
-    inputs = keras.Input(tuple(input_shape), name="image")
+    inputs = keras.Input(tuple(input_shape), name="inputs")
     x = inputs
     if model == "mlp":
         x = keras.layers.Flatten(name="flatten")(x)
-    if norm not in (NONE, COSINE) and placement == "input":
-        x = make_norm(norm, int(x.shape[-1]), layer_name="input_norm")(x)
+    if norm not in (NONE, COSINE) and placement in INPUT_PLACEMENTS:
+        x = _input_norm(x, norm, placement, config.options)
     strides = cnn_strides(depth) if model == "cnn" else None
     for i in range(depth):
         here = norm != NONE and (placement == "every" or (placement == "first" and i == 0))
         cosine = here and norm == COSINE
         name = f"{'dense' if model == 'mlp' else 'conv'}_{i + 1}"
+        skip = x if residual and i > 0 and (model != "cnn" or strides[i] == 1) else None
         if model == "mlp":
             x = _dense(width, cosine, name)(x)
-        else:
+        elif model == "cnn":
             x = _conv(width, strides[i], cosine, name)(x)
+        else:
+            x = _conv1d(width, cosine, name)(x)
         if here and not cosine:
-            x = make_norm(norm, width, layer_name=f"norm_{i + 1}")(x)
+            x = make_norm(norm, width, layer_name=f"norm_{i + 1}", options=config.options)(x)
         x = keras.layers.ReLU(name=f"relu_{i + 1}")(x)
+        if skip is not None:
+            x = keras.layers.Add(name=f"skip_{i + 1}")([skip, x])
     if model == "cnn":
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    elif model == "cnn1d":
+        x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name=f"{model}_{config.label.replace('@', '_')}")
+    suffix = "_residual" if residual else ""
+    label = config.label.replace("@", "_").replace("[", "_").replace("]", "").replace(",", "_")
+    label = label.replace("=", "").replace("-", "_")
+    return keras.Model(inputs, outputs, name=f"{model}_{label}{suffix}")
 
 
 def preflight(configs: Sequence[Config], model: str, input_shape: Sequence[int],
-              num_classes: int, depth: int, width: int) -> None:
+              num_classes: int, depth: int, width: int, residual: bool = False) -> None:
     """Builds every configuration once, so that a normalization that cannot go into this
     network (e.g. an image-only layer in the MLP) is reported before anything trains.
 
@@ -259,7 +319,7 @@ def preflight(configs: Sequence[Config], model: str, input_shape: Sequence[int],
     """
     for config in configs:
         try:
-            build_model(config, model, input_shape, num_classes, depth, width)
+            build_model(config, model, input_shape, num_classes, depth, width, residual)
         except (ValueError, TypeError) as err:
             text = str(err).strip()
             reason = text.splitlines()[0] if text else type(err).__name__

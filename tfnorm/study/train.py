@@ -36,6 +36,7 @@ class TrainSettings:
     lr: float = 1e-3
     optimizer: str = "adam"
     strategy: str = "default"  # a tfnorm.distribute.make_strategy name (--strategy)
+    residual: bool = False  # identity skip connections (see build_model)
 
 
 def check_optimizer(name: str) -> str:
@@ -64,16 +65,33 @@ def _fmt(v: float, spec: str = ".4f") -> str:
     return "nan" if v is None or not math.isfinite(v) else format(v, spec)
 
 
+def format_duration(seconds: float) -> str:
+    """``"45s"``, ``"3m05s"``, ``"1h02m"``.
+
+    >>> format_duration(45.2), format_duration(185), format_duration(3725)
+    ('45s', '3m05s', '1h02m')
+    """
+    s = int(round(max(0.0, seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
 class Progress:
     """Keras-style progress for a sequence of runs, one line per run.
 
     On a terminal the line is redrawn in place while the run trains (epoch, a bar,
     running loss and accuracy); otherwise only the finished line is printed, so logs
-    stay readable with many runs.
+    stay readable with many runs. Given ``total_cost`` (the sum of the runs' ``cost``
+    passed to :meth:`finish`), each finished line also says the time elapsed and an
+    estimate of the time left (elapsed time per unit of cost done, times the cost left).
     """
 
     def __init__(self, total_runs: int, stream: Optional[TextIO] = None,
-                 dynamic: Optional[bool] = None, label_width: int = 14):
+                 dynamic: Optional[bool] = None, label_width: int = 14,
+                 total_cost: Optional[float] = None):
         self.total = total_runs
         self.stream = stream if stream is not None else sys.stdout
         if dynamic is None:
@@ -82,14 +100,40 @@ class Progress:
         self.label_width = label_width
         self.index = 0
         self._last_draw = 0.0
+        self.total_cost = total_cost
+        self.done_cost = 0.0
+        self._t0 = time.monotonic()
 
-    def prefix(self, config: Config, seed: int) -> str:
+    def prefix(self, config: Config, seed: int, label: Optional[str] = None) -> str:
         w = len(str(self.total))
-        return f"[{self.index:>{w}}/{self.total}] {config.label:<{self.label_width}} seed {seed}"
+        label = config.label if label is None else label
+        return f"[{self.index:>{w}}/{self.total}] {label:<{self.label_width}} seed {seed}"
 
-    def start(self, config: Config, seed: int) -> str:
+    def start(self, config: Config, seed: int, label: Optional[str] = None) -> str:
         self.index += 1
-        return self.prefix(config, seed)
+        return self.prefix(config, seed, label)
+
+    def timing(self, cost: float = 1.0) -> str:
+        """Counts ``cost`` as done; ``"  [1m02s elapsed, about 2m10s left]"`` (empty
+        without ``total_cost``)."""
+        if self.total_cost is None:
+            return ""
+        self.done_cost += cost
+        elapsed = time.monotonic() - self._t0
+        left = max(self.total_cost - self.done_cost, 0.0)
+        eta = elapsed / self.done_cost * left if self.done_cost > 0 else float("nan")
+        text = f"{format_duration(elapsed)} elapsed"
+        if left > 0 and math.isfinite(eta):
+            text += f", about {format_duration(eta)} left"
+        return f"  [{text}]"
+
+    def line(self, text: str, cost: float = 1.0) -> None:
+        """A finished step that is not a training run (e.g. a measurement)."""
+        self.index += 1
+        w = len(str(self.total))
+        text = f"[{self.index:>{w}}/{self.total}] {text}{self.timing(cost)}"
+        self.stream.write(("\r" + text + "\x1b[K\n") if self.dynamic else text + "\n")
+        self.stream.flush()
 
     def update(self, prefix: str, epoch: int, epochs: int, fraction: float, logs: Dict) -> None:
         if not self.dynamic:
@@ -104,9 +148,10 @@ class Progress:
         self.stream.write("\r" + text + "\x1b[K")
         self.stream.flush()
 
-    def finish(self, prefix: str, result: "RunResult") -> None:
+    def finish(self, prefix: str, result: "RunResult", cost: float = 1.0) -> None:
         text = (f"{prefix}  loss {_fmt(result.final_train_loss)}  test acc "
-                f"{_fmt(result.test_accuracy)}  {_fmt(result.seconds_per_epoch, '.2f')} s/epoch")
+                f"{_fmt(result.test_accuracy)}  {_fmt(result.seconds_per_epoch, '.2f')} s/epoch"
+                f"{self.timing(cost)}")
         self.stream.write(("\r" + text + "\x1b[K\n") if self.dynamic else text + "\n")
         self.stream.flush()
 
@@ -205,7 +250,8 @@ def strategy_for(name: str):
 
 
 def _train_distributed(data: StudyData, config: Config, seed: int, settings: TrainSettings,
-                       progress: Optional[Progress]) -> RunResult:
+                       progress: Optional[Progress], label: Optional[str] = None,
+                       cost: float = 1.0) -> RunResult:
     """:func:`train_run` under ``settings.strategy``, with :func:`tfnorm.distribute.train`
     (Keras' fit() does not run under MultiWorkerMirroredStrategy, keras-team/keras#20585)."""
     import keras
@@ -215,9 +261,9 @@ def _train_distributed(data: StudyData, config: Config, seed: int, settings: Tra
     strategy = strategy_for(settings.strategy)
     with strategy.scope():
         model = build_model(config, settings.model, data.input_shape, data.num_classes,
-                            settings.depth, settings.width)
+                            settings.depth, settings.width, settings.residual)
         optimizer = make_optimizer(settings.optimizer, settings.lr)
-    prefix = progress.start(config, seed) if progress is not None else ""
+    prefix = progress.start(config, seed, label) if progress is not None else ""
     record: List[Dict[str, float]] = []
 
     def on_epoch_end(epoch, logs):
@@ -235,7 +281,7 @@ def _train_distributed(data: StudyData, config: Config, seed: int, settings: Tra
                      verbose=0)
     result = RunResult(config, seed, int(model.count_params()), record, model=model)
     if progress is not None:
-        progress.finish(prefix, result)
+        progress.finish(prefix, result, cost)
     return result
 
 
@@ -293,7 +339,8 @@ def _compile(model, settings: TrainSettings) -> None:
 
 def train_run(data: StudyData, config: Config, seed: int, settings: TrainSettings,
               progress: Optional[Progress] = None,
-              cache: Optional[CompiledModels] = None) -> RunResult:
+              cache: Optional[CompiledModels] = None, label: Optional[str] = None,
+              cost: float = 1.0) -> RunResult:
     """Builds, trains and evaluates ``config`` with ``seed``; returns its history.
 
     The seed fixes the initial weights and the order of the batches
@@ -303,7 +350,10 @@ def train_run(data: StudyData, config: Config, seed: int, settings: TrainSetting
       data, config, seed, settings: what to train.
       progress: a :class:`Progress` line for this run (None: silent).
       cache: a :class:`CompiledModels` to reuse a compiled model across seeds. The
-        result's ``model`` is then None: the model keeps training with the next seed.
+        result's ``model`` is then None: the model keeps training with the next seed
+        (``cache.model`` holds it until the next call).
+      label: what the progress line calls this run (default: the configuration's label).
+      cost: this run's share of the work, for the progress line's time estimate.
     """
     import keras
 
@@ -311,16 +361,17 @@ def train_run(data: StudyData, config: Config, seed: int, settings: TrainSetting
     if settings.strategy != "default":
         keras.backend.clear_session()
         keras.utils.set_random_seed(seed)
-        return _train_distributed(data, config, seed, settings, progress)
-    key = (config, settings.model, settings.depth, settings.width, data.input_shape,
-           data.num_classes, settings.optimizer, settings.lr, settings.batch_size)
+        return _train_distributed(data, config, seed, settings, progress, label, cost)
+    key = (config, settings.model, settings.depth, settings.width, settings.residual,
+           data.name, data.input_shape, data.num_classes, settings.optimizer, settings.lr,
+           settings.batch_size)
     if cache is None or cache.key != key:
         if cache is not None:
             cache.clear()
         keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     fresh = build_model(config, settings.model, data.input_shape, data.num_classes,
-                        settings.depth, settings.width)
+                        settings.depth, settings.width, settings.residual)
     if cache is None:
         model = fresh
         _compile(model, settings)
@@ -336,7 +387,7 @@ def train_run(data: StudyData, config: Config, seed: int, settings: TrainSetting
         for var, value in zip(model.optimizer.variables, cache.optimizer_state):
             var.assign(value)
     keras.utils.set_random_seed(seed)  # the batch order does not depend on the path above
-    prefix = progress.start(config, seed) if progress is not None else ""
+    prefix = progress.start(config, seed, label) if progress is not None else ""
     steps = max(1, math.ceil(len(data.x_train) / settings.batch_size))
     record: List[Dict[str, float]] = []
     model.fit(
@@ -352,5 +403,5 @@ def train_run(data: StudyData, config: Config, seed: int, settings: TrainSetting
     result = RunResult(config, seed, int(model.count_params()), record,
                        model=None if cache is not None else model)
     if progress is not None:
-        progress.finish(prefix, result)
+        progress.finish(prefix, result, cost)
     return result

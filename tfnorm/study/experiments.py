@@ -1,0 +1,770 @@
+"""The experiments of ``tfnorm study``: where too much batch normalization hurts, and why.
+
+Each experiment is a grid of *jobs* (train a network with one seed, or measure a freshly
+initialized one) and an *analysis* that turns this run's numbers into a section of
+``results.json``: a summary table, findings decided by the rule of
+:mod:`tfnorm.study.verdict`, and a figure. Nothing in a verdict is written in advance:
+a run in which the placements do not differ says so.
+
+================  =====================================================================
+``headline``      gradients at initialization at a few depths, and the plain MLP trained
+                  shallow and deep with BN after every layer / the first only / on the
+                  input / none (the default of ``tfnorm study``)
+``depth``         test accuracy against depth for each placement, with LayerNorm,
+                  GroupNorm and Online Normalization after every layer as controls
+``gradients``     per-layer gradient norms at initialization, their growth rate per layer
+                  against batch size beside the mean-field 1.2112, and how much a
+                  sample's features depend on its batch companions (no training)
+``batch-size``    BN every / BN first against GroupNorm, LayerNorm and Online
+                  Normalization across batch sizes
+``statistics``    the same trained networks evaluated with their moving averages
+                  (momentum 0.99 and 0.9), with statistics recomputed over the training
+                  set (:func:`tfnorm.recompute_batch_statistics`) and with batch statistics
+``residual``      the deep network with identity skip connections
+``har``           a 1-D CNN on real smartwatch sensor data (BasicMotions): Li et al.'s
+                  single input BatchNormalization against per-sensor input BN, BN after
+                  every convolution, and none
+================  =====================================================================
+
+>>> sorted(EXPERIMENTS)
+['batch-size', 'depth', 'gradients', 'har', 'headline', 'residual', 'statistics']
+>>> jobs = EXPERIMENTS["headline"].plan(Options())
+>>> sorted({j.kind for j in jobs}), len(jobs) > 20
+(['probe', 'train'], True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from tfnorm.study import verdict as V
+from tfnorm.study.diagnostics import THEORY_GROWTH
+from tfnorm.study.models import Config, NONE
+from tfnorm.study.train import TrainSettings
+
+EVERY, FIRST, INPUT = Config("batch", "every"), Config("batch", "first"), Config("batch", "input")
+GLOBAL_INPUT = Config("batch", "input-global")
+PLAIN = Config(NONE)
+PLACEMENT_CONFIGS = (EVERY, FIRST, INPUT, PLAIN)
+CONTROLS = (Config("layer", "every"), Config("group", "every"), Config("online", "every"))
+#: Names the figures and verdicts use for the four placements of batch normalization.
+PLACEMENT_NAMES = {"batch@every": "BN after every layer", "batch@first": "BN after the first layer",
+                   "batch@input": "one BN on the input", "none": "no normalization",
+                   "batch@input-global": "one BN on the input (one channel, Li et al.)"}
+QUESTION = "May too much batch normalization hurt learning?"
+
+
+@dataclasses.dataclass
+class Options:
+    """What the command line may change; None: the experiment's own default."""
+
+    full: bool = False
+    seeds: Optional[int] = None
+    epochs: Optional[int] = None
+    train_size: Optional[int] = None
+    test_size: Optional[int] = None
+    depths: Optional[List[int]] = None
+    batch_sizes: Optional[List[int]] = None
+    model: Optional[str] = None
+    depth: Optional[int] = None
+    width: Optional[int] = None
+    batch_size: Optional[int] = None
+    lr: float = 1e-3
+    optimizer: str = "adam"
+
+    def pick(self, name: str, default, full):
+        value = getattr(self, name)
+        if value is not None:
+            return value
+        return full if self.full else default
+
+
+@dataclasses.dataclass
+class Job:
+    """One unit of work: train ``config`` with ``seed``, or measure it at initialization."""
+
+    experiment: str
+    kind: str  # "train" | "probe"
+    config: Config
+    settings: TrainSettings
+    seed: int
+    dataset: str = "mnist10k"
+    train_size: Optional[int] = None
+    test_size: Optional[int] = None
+    probe_batch_sizes: Sequence[int] = ()  # probe: gradient norms at each of these
+    sensitivity: bool = False  # probe: also the batch dependence of the features
+    evaluate_statistics: bool = False  # train: also evaluate with other statistics
+    cost: float = 1.0
+
+    @property
+    def label(self) -> str:
+        s = self.settings
+        text = f"{self.config.label} d{s.depth}"
+        if s.residual:
+            text += " residual"
+        if self.kind == "probe":
+            return f"{text} at init"
+        return f"{text} b{s.batch_size}"
+
+
+def _estimate(settings: TrainSettings, config: Config, n_train: int) -> float:
+    """Rough seconds of a training run on 2 CPU cores (only the ratios matter: the
+    progress line scales them by the time the finished runs took)."""
+    steps = math.ceil(n_train / settings.batch_size) * settings.epochs
+    normed = settings.depth if config.placement == "every" else (0 if config.norm == NONE else 1)
+    per_step = 3e-4 + (settings.depth * 1.2e-5 + normed * 3.5e-5) * max(1.0, settings.batch_size / 64)
+    if settings.model == "cnn":
+        per_step *= 8
+    return 2.0 + steps * per_step
+
+
+def _train_jobs(experiment, configs, settings_list, seeds, dataset="mnist10k",
+                train_size=None, test_size=None, n_train=8000, **extra) -> List[Job]:
+    jobs = []
+    for settings in settings_list:
+        for config in configs:
+            for seed in seeds:
+                jobs.append(Job(experiment, "train", config, settings, seed, dataset, train_size,
+                                test_size, cost=_estimate(settings, config, train_size or n_train),
+                                **extra))
+    return jobs
+
+
+def _settings(opts: Options, **kw) -> TrainSettings:
+    base = dict(model=opts.model or "mlp", width=opts.width or (32 if opts.model == "cnn" else 128),
+                lr=opts.lr, optimizer=opts.optimizer, batch_size=opts.batch_size or 64)
+    base.update(kw)
+    return TrainSettings(**base)
+
+
+# -- helpers for the analyses --------------------------------------------------------------
+def _runs(records, **match) -> List[Dict]:
+    out = []
+    for r in records:
+        if r["kind"] != "train":
+            continue
+        if all(r.get(k) == v for k, v in match.items()):
+            out.append(r)
+    return out
+
+
+def _acc(records, epoch: Optional[int] = None, **match) -> List[float]:
+    """Test accuracies (after ``epoch``, default the last) of the matching runs."""
+    out = []
+    for r in _runs(records, **match):
+        e = r["epochs"][-1] if epoch is None else r["epochs"][min(epoch, len(r["epochs"])) - 1]
+        v = e["test_accuracy"]
+        out.append(float("nan") if v is None else v)
+    return out
+
+
+def _summary(records, keys: Sequence[str]) -> List[Dict]:
+    """One row per distinct value of ``keys`` (first-seen order): accuracy mean ± sd."""
+    groups: Dict[tuple, List[Dict]] = {}
+    for r in records:
+        if r["kind"] == "train":
+            groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    rows = []
+    for key, rs in groups.items():
+        acc = [x["test_accuracy"] if x["test_accuracy"] is not None else float("nan") for x in rs]
+        first = [x["epochs"][0]["test_accuracy"] for x in rs]
+        first = [float("nan") if v is None else v for v in first]
+        m, sd = V.mean_sd(acc)
+        m1, sd1 = V.mean_sd(first)
+        row = dict(zip(keys, key))
+        row.update({"seeds": [x["seed"] for x in rs], "test_accuracy_mean": m,
+                    "test_accuracy_sd": sd, "epoch1_accuracy_mean": m1, "epoch1_accuracy_sd": sd1,
+                    "epochs": len(rs[0]["epochs"]),
+                    "seconds_per_epoch": V.mean_sd([x["seconds_per_epoch"] for x in rs])[0]})
+        rows.append(row)
+    return rows
+
+
+def _finding(claim: str, holds: bool, **numbers) -> Dict:
+    return {"claim": claim, "holds": bool(holds), "numbers": numbers}
+
+
+def _cmp_finding(records, a: Config, b: Config, where: str, epoch=None, **match) -> Dict:
+    acc_a = _acc(records, epoch, config=a.label, **match)
+    acc_b = _acc(records, epoch, config=b.label, **match)
+    c = V.compare(acc_a, acc_b)
+    text = V.describe(_name(a.label), _name(b.label), c)
+    return _finding(f"{where}: {text}", c["differs"], **c, a=a.label, b=b.label)
+
+
+def _name(label: str) -> str:
+    return PLACEMENT_NAMES.get(label, label)
+
+
+def _growth(records, config_label: str, depth: int, batch_size: int) -> List[float]:
+    return [r["growth"][str(batch_size)] for r in records
+            if r["kind"] == "probe" and r["config"] == config_label and r["depth"] == depth
+            and str(batch_size) in r["growth"]]
+
+
+def _sens(records, config_label, depth, batch_size=None) -> List[float]:
+    """Deepest-layer batch dependence of the matching probes."""
+    return [r["sensitivity"][-1] for r in records
+            if r["kind"] == "probe" and r["config"] == config_label and r["depth"] == depth
+            and r.get("sensitivity") and (batch_size is None or r["batch_size"] == batch_size)]
+
+
+def _fmt_ms(values) -> str:
+    m, sd = V.mean_sd(values)
+    return f"{m:.3f} ± {sd:.3f}"
+
+
+# -- the experiments ---------------------------------------------------------------------
+@dataclasses.dataclass
+class Experiment:
+    name: str
+    question: str
+    plan: Callable[[Options], List[Job]]
+    analyze: Callable[[List[Dict], Options], Dict]
+    describe: str = ""
+
+
+def _plan_headline(opts: Options) -> List[Job]:
+    seeds = range(opts.pick("seeds", 3, 5))
+    depths = opts.depths or [4, 32]
+    probe_depths = sorted(set([8, 16] + [max(depths)]))
+    jobs = []
+    for depth in probe_depths:
+        s = _settings(opts, depth=depth, epochs=1)
+        for config in PLACEMENT_CONFIGS:
+            for seed in seeds:
+                jobs.append(Job("headline", "probe", config, s, seed,
+                                probe_batch_sizes=(s.batch_size,), sensitivity=True,
+                                cost=0.2 + 0.02 * depth))
+    epochs = opts.pick("epochs", 5, 5)
+    settings = [_settings(opts, depth=d, epochs=epochs) for d in depths]
+    jobs += _train_jobs("headline", PLACEMENT_CONFIGS, settings, seeds,
+                        train_size=opts.train_size, test_size=opts.test_size)
+    return jobs
+
+
+def _mechanism_findings(records, depth: int, batch_size: int) -> List[Dict]:
+    out = []
+    every = _growth(records, EVERY.label, depth, batch_size)
+    if every:
+        m, sd = V.mean_sd(every)
+        first = _growth(records, FIRST.label, depth, batch_size)
+        plain = _growth(records, PLAIN.label, depth, batch_size)
+        mf, _ = V.mean_sd(first) if first else (float("nan"), 0)
+        c = V.compare(every, first) if first else {"differs": False}
+        total = m ** (depth - 1)
+        out.append(_finding(
+            f"gradient explosion at initialization (depth {depth}, batch {batch_size}): with BN "
+            f"after every layer the kernel-gradient norm grows {_fmt_ms(every)}x per layer towards "
+            f"the input (mean-field theory at large batch: {THEORY_GROWTH:.4f}), so the first "
+            f"layer's gradient is about {total:,.0f}x the last one's; BN after the first layer "
+            f"only: {_fmt_ms(first) if first else 'n/a'}x, no normalization: "
+            f"{_fmt_ms(plain) if plain else 'n/a'}x",
+            c["differs"] and m > 1.0 and m > mf, growth_every_mean=m, growth_every_sd=sd,
+            growth_first=first, growth_none=plain, theory=THEORY_GROWTH, depth=depth,
+            batch_size=batch_size, first_to_last_ratio=total))
+    s_every = _sens(records, EVERY.label, depth)
+    s_first = _sens(records, FIRST.label, depth)
+    if s_every and s_first:
+        c = V.compare(s_every, s_first)
+        out.append(_finding(
+            f"batch dependence (depth {depth}, batch {batch_size}): when only its batch companions "
+            f"change, a sample's deepest features change by {_fmt_ms(s_every)} (relative; 1.41 = "
+            f"unrelated vectors) with BN after every layer, {_fmt_ms(s_first)} with BN after the "
+            f"first layer only",
+            c["differs"] and c["direction"] == "higher", **c))
+    return out
+
+
+def _analyze_headline(records, opts: Options) -> Dict:
+    depths = sorted({r["depth"] for r in _runs(records)})
+    shallow, deep = depths[0], depths[-1]
+    findings = []
+    for d in (deep, shallow):
+        for other in (FIRST, INPUT, PLAIN):
+            findings.append(_cmp_finding(records, EVERY, other, f"depth {d}", depth=d))
+    epochs = max(len(r["epochs"]) for r in _runs(records))
+    if epochs > 1:
+        early = _cmp_finding(records, EVERY, FIRST, f"depth {deep}, after 1 epoch", epoch=1,
+                             depth=deep)
+        findings.append(early)
+    probe_depth = max(r["depth"] for r in records if r["kind"] == "probe")
+    bs = records[0]["batch_size"]
+    findings += _mechanism_findings(records, probe_depth, bs)
+    answer = _answer(findings[:3], findings[3:6], deep, shallow, findings)
+    growth_rows = []
+    for depth in sorted({r["depth"] for r in records if r["kind"] == "probe"}):
+        for config in PLACEMENT_CONFIGS:
+            g = _growth(records, config.label, depth, bs)
+            s = _sens(records, config.label, depth)
+            if g:
+                gm, gsd = V.mean_sd(g)
+                sm, ssd = V.mean_sd(s) if s else (float("nan"), float("nan"))
+                growth_rows.append({"config": config.label, "depth": depth, "batch_size": bs,
+                                    "growth_mean": gm, "growth_sd": gsd,
+                                    "sensitivity_mean": sm, "sensitivity_sd": ssd,
+                                    "seeds": len(g)})
+    return {"answer": answer, "findings": findings,
+            "summary": _summary(records, ("config", "depth")), "gradients": growth_rows}
+
+
+def _lower_than(comparisons) -> List[Dict]:
+    return [f for f in comparisons if f["holds"] and f["numbers"]["direction"] == "lower"]
+
+
+def _answer(deep_cmp, shallow_cmp, deep, shallow, findings) -> str:
+    """The headline's answer, from the comparisons of BN after every layer with the
+    single-BN placements and no normalization at the deep and the shallow depth."""
+
+    def at(depth, comparisons):
+        every = comparisons[0]["numbers"]
+        lower = _lower_than(comparisons)
+        text = f"at depth {depth} BN after every layer reached {V.pct(every['mean_a'], every['sd_a'])}"
+        if not lower:
+            return text + ", not lower than any other placement by the rule"
+        parts = [f"{_name(f['numbers']['b'])} {V.pct(f['numbers']['mean_b'], f['numbers']['sd_b'])}"
+                 for f in lower]
+        return text + ", lower than " + ", ".join(parts)
+
+    gap = lambda cs: max([-f["numbers"]["difference"] for f in _lower_than(cs)], default=0.0)  # noqa: E731
+    deep_gap, shallow_gap = gap(deep_cmp), gap(shallow_cmp)
+    if deep_gap > 0 and deep_gap > shallow_gap:
+        lead = "Yes, and the harm grows with depth"
+    elif deep_gap > 0:
+        lead = "Yes, at both depths"
+    elif shallow_gap > 0:
+        lead = "Only at the shallow depth in this run"
+    else:
+        lead = "Not in this run"
+    text = f"{lead}: {at(deep, deep_cmp)}; {at(shallow, shallow_cmp)} (test accuracy, mean ± sd over seeds)."
+    mech = [f for f in findings if f["claim"].startswith("gradient explosion") and f["holds"]]
+    if mech and deep_gap > 0:
+        g = mech[0]["numbers"]
+        text += (f" Why: at initialization its gradients grow {g['growth_every_mean']:.3f}x per "
+                 f"layer towards the input (mean-field theory {THEORY_GROWTH:.4f}), a factor of "
+                 f"{g['first_to_last_ratio']:,.0f} across {g['depth']} layers, and a sample's deep "
+                 f"features depend on which other samples share its batch; a single early BN does "
+                 f"neither: the rest of the network stays a plain, well-conditioned stack.")
+    return text
+
+
+def _plan_depth(opts: Options) -> List[Job]:
+    seeds = range(opts.pick("seeds", 2, 3))
+    depths = opts.depths or opts.pick("depths", [2, 4, 8, 16, 32], [2, 4, 8, 16, 32, 64])
+    epochs = opts.pick("epochs", 3, 3)
+    settings = [_settings(opts, depth=d, epochs=epochs) for d in depths]
+    return _train_jobs("depth", PLACEMENT_CONFIGS + CONTROLS, settings, seeds,
+                       train_size=opts.train_size, test_size=opts.test_size)
+
+
+def _analyze_depth(records, opts: Options) -> Dict:
+    depths = sorted({r["depth"] for r in _runs(records)})
+    findings = []
+    onset = None
+    for d in depths:
+        f = _cmp_finding(records, EVERY, FIRST, f"depth {d}", depth=d)
+        findings.append(f)
+        if onset is None and f["holds"] and f["numbers"]["direction"] == "lower":
+            onset = d
+    deep = depths[-1]
+    for control in CONTROLS:
+        if _acc(records, config=control.label, depth=deep):
+            findings.append(_cmp_finding(records, control, FIRST, f"control, depth {deep}",
+                                         depth=deep))
+    if onset is None:
+        answer = (f"BN after every layer is not lower than BN after the first layer at any depth "
+                  f"in {depths} by the rule.")
+    else:
+        answer = (f"BN after every layer falls behind BN after the first layer from depth {onset} "
+                  f"on (of {depths}); see the findings for each depth.")
+    return {"answer": answer, "findings": findings, "onset_depth": onset,
+            "summary": _summary(records, ("config", "depth"))}
+
+
+def _plan_gradients(opts: Options) -> List[Job]:
+    seeds = range(opts.pick("seeds", 3, 5))
+    depths = opts.depths or opts.pick("depths", [8, 16, 32], [8, 16, 32, 64])
+    sizes = opts.batch_sizes or opts.pick("batch_sizes", [4, 16, 64, 256], [2, 4, 8, 16, 64, 256, 512])
+    jobs = []
+    for depth in depths:
+        for config in PLACEMENT_CONFIGS + (CONTROLS[0],):
+            for seed in seeds:
+                s = _settings(opts, depth=depth, epochs=1)
+                jobs.append(Job("gradients", "probe", config, s, seed, probe_batch_sizes=tuple(sizes),
+                                sensitivity=True, cost=0.3 + 0.01 * depth * len(sizes)))
+    return jobs
+
+
+def _analyze_gradients(records, opts: Options) -> Dict:
+    depths = sorted({r["depth"] for r in records})
+    deep = depths[-1]
+    sizes = sorted({int(b) for r in records for b in r["growth"]})
+    rows = []
+    for depth in depths:
+        for label in dict.fromkeys(r["config"] for r in records):
+            for b in sizes:
+                g = _growth(records, label, depth, b)
+                if g:
+                    m, sd = V.mean_sd(g)
+                    rows.append({"config": label, "depth": depth, "batch_size": b,
+                                 "growth_mean": m, "growth_sd": sd, "seeds": len(g)})
+    findings = []
+    big = sizes[-1]
+    every_big = _growth(records, EVERY.label, deep, big)
+    if every_big:
+        m, sd = V.mean_sd(every_big)
+        rel = m / THEORY_GROWTH - 1
+        findings.append(_finding(
+            f"at batch {big}, depth {deep}, BN after every layer: gradients grow {_fmt_ms(every_big)}x "
+            f"per layer towards the input; mean-field theory (infinite width and batch): "
+            f"{THEORY_GROWTH:.4f} ({100 * rel:+.1f}%)", abs(rel) < 0.05, growth_mean=m,
+            growth_sd=sd, theory=THEORY_GROWTH, relative_to_theory=rel))
+        small = sizes[0]
+        every_small = _growth(records, EVERY.label, deep, small)
+        c = V.compare(every_small, every_big)
+        findings.append(_finding(
+            f"smaller batches explode faster: {_fmt_ms(every_small)}x per layer at batch {small} "
+            f"against {_fmt_ms(every_big)}x at batch {big}", c["differs"] and c["direction"] == "higher",
+            **c))
+    for label in (FIRST.label, INPUT.label, PLAIN.label, CONTROLS[0].label):
+        g = _growth(records, label, deep, big)
+        if g:
+            m, sd = V.mean_sd(g)
+            findings.append(_finding(
+                f"{_name(label)} (depth {deep}, batch {big}): {_fmt_ms(g)}x per layer, no explosion "
+                f"(< 1.05)", m < 1.05, growth_mean=m, growth_sd=sd))
+    sens_rows = []
+    for label in dict.fromkeys(r["config"] for r in records):
+        for depth in depths:
+            s = [r["sensitivity"] for r in records if r["config"] == label and r["depth"] == depth
+                 and r.get("sensitivity")]
+            if s:
+                arr = np.asarray(s)
+                sens_rows.append({"config": label, "depth": depth, "batch_size": records[0]["batch_size"],
+                                  "deepest_mean": float(arr[:, -1].mean()),
+                                  "deepest_sd": float(arr[:, -1].std(ddof=1)) if len(arr) > 1 else 0.0,
+                                  "per_layer_mean": arr.mean(axis=0).tolist()})
+    findings += _mechanism_findings(records, deep, records[0]["batch_size"])[1:]
+    explode = [f for f in findings[:2] if f["holds"]]
+    answer = (f"With BN after every layer, gradients at initialization grow geometrically towards "
+              f"the input ({len(explode)} of 2 checks against theory and batch size hold); with "
+              f"one BN or none they do not.")
+    if not every_big:
+        answer = "No BN-after-every-layer probes in this run."
+    return {"answer": answer, "findings": findings, "growth": rows, "sensitivity": sens_rows}
+
+
+def _plan_batch_size(opts: Options) -> List[Job]:
+    seeds = range(opts.pick("seeds", 2, 3))
+    sizes = opts.batch_sizes or opts.pick("batch_sizes", [2, 4, 8, 32, 128], [2, 4, 8, 16, 32, 128])
+    depth = opts.depth or 8
+    epochs = opts.pick("epochs", 2, 2)
+    train_size = opts.train_size or 2000
+    settings = [_settings(opts, depth=depth, epochs=epochs, batch_size=b) for b in sizes]
+    return _train_jobs("batch-size", (EVERY, FIRST) + CONTROLS, settings, seeds,
+                       train_size=train_size, test_size=opts.test_size)
+
+
+def _analyze_batch_size(records, opts: Options) -> Dict:
+    sizes = sorted({r["batch_size"] for r in _runs(records)})
+    small, big = sizes[0], sizes[-1]
+    findings = []
+    for config in (EVERY, FIRST) + CONTROLS:
+        a = _acc(records, config=config.label, batch_size=small)
+        b = _acc(records, config=config.label, batch_size=big)
+        if a and b:
+            c = V.compare(a, b)
+            findings.append(_finding(
+                f"{_name(config.label)}: batch {small} vs batch {big}: "
+                f"{V.describe(f'batch {small}', f'batch {big}', c)}", c["differs"], **c,
+                config=config.label))
+    for control in CONTROLS:
+        if _acc(records, config=control.label, batch_size=small):
+            findings.append(_cmp_finding(records, EVERY, control, f"batch {small}",
+                                         batch_size=small))
+    drop_bn = next((f for f in findings if f["numbers"].get("config") == EVERY.label), None)
+    answer = "BN after every layer: " + (drop_bn["claim"].split(": ", 1)[1] if drop_bn else "n/a")
+    return {"answer": answer, "findings": findings,
+            "summary": _summary(records, ("config", "batch_size"))}
+
+
+def _plan_statistics(opts: Options) -> List[Job]:
+    seeds = range(opts.pick("seeds", 3, 3))
+    depth = opts.depth or 16
+    epochs = opts.pick("epochs", 3, 5)
+    configs = [Config("batch", p, (("momentum", m),)) for p in ("every", "first") for m in (0.99, 0.9)]
+    return _train_jobs("statistics", configs, [_settings(opts, depth=depth, epochs=epochs)], seeds,
+                       train_size=opts.train_size, test_size=opts.test_size,
+                       evaluate_statistics=True)
+
+
+EVAL_MODES = ("moving averages", "recomputed", "batch statistics")
+
+
+def _analyze_statistics(records, opts: Options) -> Dict:
+    rows, findings = [], []
+    labels = list(dict.fromkeys(r["config"] for r in _runs(records)))
+    for label in labels:
+        rs = _runs(records, config=label)
+        row = {"config": label, "seeds": [r["seed"] for r in rs]}
+        for mode in EVAL_MODES:
+            m, sd = V.mean_sd([r["evaluations"][mode] for r in rs])
+            row[mode] = {"mean": m, "sd": sd}
+        m, sd = V.mean_sd([r["train_accuracy_recomputed"] for r in rs])
+        row["train accuracy (recomputed)"] = {"mean": m, "sd": sd}
+        rows.append(row)
+        moving = [r["evaluations"]["moving averages"] for r in rs]
+        recomputed = [r["evaluations"]["recomputed"] for r in rs]
+        c = V.compare(recomputed, moving)
+        findings.append(_finding(
+            f"{label}: recomputed statistics vs moving averages: "
+            f"{V.describe('recomputed', 'moving averages', c)}", c["differs"], **c, config=label))
+    every = [l for l in labels if l.startswith("batch@every")]
+    first = [l for l in labels if l.startswith("batch@first")]
+    if every and first:
+        best_every = [max(r["evaluations"].values()) for r in _runs(records, config=every[0])]
+        best_first = [max(r["evaluations"].values()) for r in _runs(records, config=first[0])]
+        c = V.compare(best_every, best_first)
+        findings.append(_finding(
+            f"with the best of the three statistics for each network, "
+            f"{V.describe(every[0], first[0], c)}", c["differs"], **c))
+        gap_left = c["differs"] and c["direction"] == "lower"
+        lag = [f for f in findings if f["numbers"].get("config", "").startswith("batch@every")
+               and f["holds"] and f["numbers"]["direction"] == "higher"]
+        text = []
+        if lag:
+            n = lag[0]["numbers"]
+            text.append(f"part of the harm is moving-average lag: for {n['config']} recomputing the "
+                        f"statistics raises the test accuracy by {100 * n['difference']:.1f} points")
+        else:
+            text.append("the moving averages are not what holds BN after every layer back "
+                        "(recomputing them changes nothing by the rule)")
+        if gap_left:
+            text.append(f"but even with the best statistics BN after every layer stays "
+                        f"{100 * abs(c['difference']):.1f} points behind BN after the first layer: "
+                        f"the rest of the harm is in what the network learned")
+        else:
+            text.append("with the best statistics BN after every layer is no longer behind BN "
+                        "after the first layer by the rule")
+        answer = "; ".join(text) + "."
+        by_placement: Dict[str, List[List[float]]] = {}
+        for label in labels:
+            by_placement.setdefault(label.split("[")[0], []).append(
+                [r["evaluations"]["recomputed"] for r in _runs(records, config=label)])
+        same = [v for v in by_placement.values() if len(v) > 1]
+        if same and all(np.allclose(v[0], w, rtol=0, atol=1e-12) for v in same for w in v[1:]):
+            answer += (" The momentum changes only the moving averages, not the training: with "
+                       "recomputed statistics the networks of both momenta score the same.")
+        answer = answer[0].upper() + answer[1:]
+    else:
+        answer = "Needs both batch@every and batch@first."
+    return {"answer": answer, "findings": findings, "evaluations": rows}
+
+
+def _plan_residual(opts: Options) -> List[Job]:
+    seeds = range(opts.pick("seeds", 3, 3))
+    depth = opts.depth or 32
+    epochs = opts.pick("epochs", 3, 5)
+    settings = [_settings(opts, depth=depth, epochs=epochs, residual=r) for r in (False, True)]
+    return _train_jobs("residual", (EVERY, FIRST, PLAIN), settings, seeds,
+                       train_size=opts.train_size, test_size=opts.test_size)
+
+
+def _analyze_residual(records, opts: Options) -> Dict:
+    depth = records[0]["depth"]
+    findings = [
+        _cmp_finding(records, EVERY, FIRST, f"depth {depth}, plain", residual=False),
+        _cmp_finding(records, EVERY, FIRST, f"depth {depth}, with skip connections", residual=True),
+    ]
+    a = _acc(records, config=EVERY.label, residual=True)
+    b = _acc(records, config=EVERY.label, residual=False)
+    c = V.compare(a, b)
+    findings.append(_finding(
+        f"BN after every layer, depth {depth}: {V.describe('with skips', 'without', c)}",
+        c["differs"], **c))
+    plain_harm = findings[0]["holds"] and findings[0]["numbers"]["direction"] == "lower"
+    res_harm = findings[1]["holds"] and findings[1]["numbers"]["direction"] == "lower"
+    if plain_harm and not res_harm:
+        answer = (f"With identity skip connections the harm disappears: the cause is depth "
+                  f"without skips (BN after every layer of a plain {depth}-layer stack).")
+    elif plain_harm and res_harm:
+        answer = "Skip connections do not remove the harm in this run."
+    else:
+        answer = f"No harm at depth {depth} without skips in this run, so nothing to remove."
+    return {"answer": answer, "findings": findings,
+            "summary": _summary(records, ("config", "residual"))}
+
+
+HAR_EARLY_EPOCH = 8
+
+
+def _plan_har(opts: Options) -> List[Job]:
+    seeds = range(opts.pick("seeds", 6, 10))
+    epochs = opts.pick("epochs", 30, 30)
+    depths = [opts.depth] if opts.depth else [3, 12]
+    settings = [TrainSettings(model="cnn1d", depth=d, width=opts.width or 32, epochs=epochs,
+                              batch_size=opts.batch_size or 8, lr=opts.lr,
+                              optimizer=opts.optimizer) for d in depths]
+    configs = (GLOBAL_INPUT, INPUT, EVERY, PLAIN)
+    jobs = _train_jobs("har", configs, settings, seeds, dataset="basicmotions",
+                       train_size=opts.train_size, test_size=opts.test_size, n_train=40)
+    for j in jobs:
+        j.cost = 1.0 + 0.002 * epochs * j.settings.depth
+    return jobs
+
+
+def _analyze_har(records, opts: Options) -> Dict:
+    depths = sorted({r["depth"] for r in _runs(records)})
+    epochs = max(len(r["epochs"]) for r in _runs(records))
+    early = min(HAR_EARLY_EPOCH, epochs)
+    findings = []
+    for d in depths:
+        for when in ((None, early) if early < epochs else (None,)):
+            where = f"depth {d}" + (f", after {when} epochs" if when else f", after {epochs} epochs")
+            for a, b in ((EVERY, GLOBAL_INPUT), (EVERY, INPUT), (EVERY, PLAIN),
+                         (GLOBAL_INPUT, PLAIN), (INPUT, GLOBAL_INPUT)):
+                findings.append(_cmp_finding(records, a, b, where, epoch=when, depth=d))
+    n_test = records[0].get("test_samples") or 0
+    seeds = len(_runs(records, config=PLAIN.label, depth=depths[0]))
+    noise = (f"the test set has {n_test} recordings, so one recording is "
+             f"{100 / n_test:.1f} points" if n_test else "")
+    behind: Dict[str, List[str]] = {}
+    for f in findings:
+        n = f["numbers"]
+        if f["holds"] and n["a"] == EVERY.label and n["direction"] == "lower":
+            where = f["claim"].split(":", 1)[0]
+            behind.setdefault(where, []).append(
+                f"{_name(n['b'])} by {100 * abs(n['difference']):.1f} points")
+    differ = [f for f in findings if f["holds"]]
+    answer = f"{seeds} seeds per configuration; {noise}. "
+    if behind:
+        answer += "BN after every convolution is behind " + "; ".join(
+            f"at {where}: {', '.join(v)}" for where, v in behind.items()) + "."
+    else:
+        answer += "BN after every convolution is not behind any other placement by the rule."
+    if not differ:
+        answer += (" No two configurations differ by the rule: on this tiny data set the "
+                   "placements are within the noise.")
+    return {"answer": answer, "findings": findings,
+            "summary": _summary(records, ("config", "depth"))}
+
+
+EXPERIMENTS: Dict[str, Experiment] = {e.name: e for e in (
+    Experiment("headline", f"{QUESTION} When and why?", _plan_headline, _analyze_headline,
+               "gradients at init + shallow and deep MLP, four placements (default)"),
+    Experiment("depth", "Where does the harm appear as the network gets deeper?", _plan_depth,
+               _analyze_depth, "accuracy against depth, four placements and LN/GN/Online controls"),
+    Experiment("gradients", "Why: do gradients explode at initialization?", _plan_gradients,
+               _analyze_gradients, "per-layer gradient norms at init vs batch size, no training"),
+    Experiment("batch-size", "When do batch statistics become noise?", _plan_batch_size,
+               _analyze_batch_size, "BN against GN, LN and Online Normalization across batch sizes"),
+    Experiment("statistics", "Is the harm the moving averages at test time?", _plan_statistics,
+               _analyze_statistics, "moving averages vs recomputed vs batch statistics"),
+    Experiment("residual", "Do skip connections remove the harm?", _plan_residual,
+               _analyze_residual, "the deep network with identity skips"),
+    Experiment("har", "And on real wearable-sensor data (Li et al.'s setting)?", _plan_har,
+               _analyze_har, "1-D CNN on BasicMotions: Li et al.'s input BN vs the others"),
+)}
+
+
+# -- running the jobs --------------------------------------------------------------------
+def _probe(job: Job, data) -> Dict[str, Any]:
+    import keras
+
+    from tfnorm.study import diagnostics
+    from tfnorm.study.models import build_model
+
+    s = job.settings
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(job.seed)
+    model = build_model(job.config, s.model, data.input_shape, data.num_classes, s.depth,
+                        s.width, s.residual)
+    rng = np.random.default_rng(1000 + job.seed)
+    norms, growth = {}, {}
+    for b in job.probe_batch_sizes:
+        idx = rng.choice(len(data.x_train), size=min(b, len(data.x_train)), replace=False)
+        n = diagnostics.gradient_norms(model, data.x_train[idx], data.y_train[idx])
+        norms[str(b)] = n.tolist()
+        growth[str(b)] = diagnostics.growth_rate(n, trim=1)
+    sens = []
+    if job.sensitivity:
+        idx = rng.choice(len(data.x_train), size=min(2 * s.batch_size, len(data.x_train)),
+                         replace=False)
+        sens = diagnostics.batch_sensitivity(model, data.x_train[idx],
+                                             probes=min(8, s.batch_size // 2), seed=job.seed).tolist()
+    return {"grad_norms": norms, "growth": growth, "sensitivity": sens}
+
+
+def _evaluate_statistics(model, data, settings: TrainSettings) -> Dict[str, Any]:
+    """Test accuracy of one trained network with three kinds of statistics (the model's
+    statistics are changed: the next seed starts from fresh weights anyway)."""
+    import tensorflow as tf
+
+    import tfnorm
+
+    def accuracy(x, y, training, batch):
+        correct = 0
+        for i in range(0, len(x), batch):
+            logits = model(tf.constant(x[i:i + batch]), training=training)
+            correct += int(np.sum(np.argmax(np.asarray(logits), -1) == y[i:i + batch]))
+        return correct / len(x)
+
+    out = {"moving averages": accuracy(data.x_test, data.y_test, False, 500)}
+    tfnorm.recompute_batch_statistics(model, data.x_train, batch_size=500)
+    out["recomputed"] = accuracy(data.x_test, data.y_test, False, 500)
+    train_acc = accuracy(data.x_train, data.y_train, False, 500)
+    rng = np.random.default_rng(7)
+    order = rng.permutation(len(data.x_test))
+    b = settings.batch_size
+    usable = (len(order) // b) * b
+    xs, ys = data.x_test[order[:usable]], data.y_test[order[:usable]]
+    out["batch statistics"] = accuracy(xs, ys, True, b)
+    return {"evaluations": out, "train_accuracy_recomputed": train_acc}
+
+
+def run_jobs(jobs: Sequence[Job], progress=None, load_data=None) -> List[Dict]:
+    """Runs ``jobs`` in order; returns one record (a JSON-ready dict) per job."""
+    from tfnorm.study import data as data_mod
+    from tfnorm.study.train import CompiledModels, train_run
+
+    cache_data: Dict[tuple, Any] = {}
+    load_data = load_data or (lambda name, tr, te: data_mod.prepare(name, None, tr, te))
+    cache = CompiledModels()
+    records = []
+    for job in jobs:
+        key = (job.dataset, job.train_size, job.test_size)
+        if key not in cache_data:
+            cache_data[key] = load_data(*key)
+        data = cache_data[key]
+        s = job.settings
+        rec = {"experiment": job.experiment, "kind": job.kind, "config": job.config.label,
+               "norm": job.config.norm, "placement": job.config.placement,
+               "options": dict(job.config.options), "model": s.model, "depth": s.depth,
+               "width": s.width, "residual": s.residual, "batch_size": s.batch_size,
+               "seed": job.seed, "dataset": data.name, "train_samples": len(data.x_train),
+               "test_samples": len(data.x_test)}
+        if job.kind == "probe":
+            import time
+
+            t0 = time.perf_counter()
+            rec.update(_probe(job, data))
+            rec["seconds"] = time.perf_counter() - t0
+            if progress is not None:
+                g = rec["growth"].get(str(s.batch_size))
+                extra = f"  growth {g:.3f}x/layer" if g is not None else ""
+                if rec["sensitivity"]:
+                    extra += f"  batch dependence {rec['sensitivity'][-1]:.3f}"
+                progress.line(f"{job.label:<{progress.label_width}} seed {job.seed}{extra}", job.cost)
+        else:
+            result = train_run(data, job.config, job.seed, s, progress, cache, label=job.label,
+                               cost=job.cost)
+            rec.update(result.to_dict())
+            rec["config"] = job.config.label
+            if job.evaluate_statistics:
+                rec.update(_evaluate_statistics(cache.model, data, s))
+        records.append(rec)
+    return records
