@@ -1,9 +1,13 @@
-"""The study runner behind ``tfnorm study``: may too much batch normalization hurt?
+"""The study runner behind ``tfnorm study``: may too much batch normalization hurt? When and why?
 
-The same small, plain network is trained several times, varying only normalization
-(which one, and where: after every layer, after the first only, or on the input),
-over several seeds; the results are summarized as a table, JSON/CSV files and a
-figure. Each step is a function, so a notebook can run a study piece by piece:
+The same small, plain networks are trained and measured many times, varying only
+normalization (which one, and where: after every layer, after the first only, or on
+the input), over several seeds. :mod:`tfnorm.study.experiments` holds the experiments
+(``headline``, ``depth``, ``gradients``, ``batch-size``, ``statistics``, ``residual``,
+``har``), each a grid of jobs and an analysis whose findings follow the rule of
+:mod:`tfnorm.study.verdict`; :mod:`tfnorm.study.diagnostics` measures networks at
+initialization (gradient growth per layer, batch dependence of the features). Each
+step is a function, so a notebook can run a study piece by piece:
 
 >>> from tfnorm.study import Config, expand_configs
 >>> [c.label for c in expand_configs(["batch", "none"], ["every", "input"])[0]]
@@ -11,6 +15,7 @@ figure. Each step is a function, so a notebook can run a study piece by piece:
 """
 
 from tfnorm.study.data import StudyData, prepare, subsample
+from tfnorm.study.experiments import EXPERIMENTS, Options, run_jobs
 from tfnorm.study.models import (
     DEFAULT_NORMS,
     MODELS,
@@ -30,6 +35,9 @@ from tfnorm.study.train import CompiledModels, Progress, RunResult, TrainSetting
 __all__ = [
     "CompiledModels",
     "DEFAULT_NORMS",
+    "EXPERIMENTS",
+    "Options",
+    "run_jobs",
     "MODELS",
     "PLACEMENTS",
     "Config",

@@ -300,8 +300,12 @@ def _check_har_available() -> None:
 
 
 def summarize(out: str) -> int:
+    """``--summarize DIR``: the findings, answers and figures of ``DIR/results.json``
+    computed again from its stored runs (by this version of the analyses), printed and
+    saved back; trains nothing."""
     from tfnorm.cli import UsageError
-    from tfnorm.study import report
+    from tfnorm.study import experiments as ex
+    from tfnorm.study import plot, report
 
     path = os.path.join(out, "results.json")
     if not os.path.exists(path):
@@ -309,12 +313,27 @@ def summarize(out: str) -> int:
     doc = report.read_results(path)
     if not doc["experiments"]:
         raise UsageError(f"--summarize {out}: {path} holds no experiment sections")
+    try:
+        check_out(out)
+        writable = True
+    except UsageError:
+        writable = False
+    sections = {}
     for name, section in doc["experiments"].items():
+        if name in ex.EXPERIMENTS and section.get("runs"):
+            opts = ex.Options(**section.get("options", {}))
+            section = dict(section, **ex.EXPERIMENTS[name].analyze(section["runs"], opts),
+                           rule=_rule())
+            if writable:
+                plot.plot_experiment(name, section, section["runs"], os.path.join(out, f"{name}.png"))
+            sections[name] = section
         print(report.format_section(name, section))
         meta = section.get("meta", {})
         print(f"({meta.get('command', '?')}; {meta.get('date', '?')}, {meta.get('cpu', '?')}, "
               f"{meta.get('wall_seconds', '?')} s)")
         print()
+    if writable and sections:
+        report.write_results(out, sections, doc.get("meta", {}))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The study's data: a :mod:`tfnorm.datasets` set scaled to [0, 1], optionally subsampled."""
+"""The study's data: a :mod:`tfnorm.datasets` set (images scaled to [0, 1], sensor values as
+they are), optionally subsampled."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from tfnorm import datasets
 
 @dataclasses.dataclass
 class StudyData:
-    """Float32 images in [0, 1] ``(N, H, W, C)`` and int64 labels."""
+    """Float32 inputs (images in [0, 1] ``(N, H, W, C)``, or sensor sequences ``(N, T, C)``
+    as recorded) and int64 labels."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -54,7 +56,7 @@ def prepare(dataset: str = "mnist10k", data_dir: Optional[str] = None,
     """Loads ``dataset`` (see :func:`tfnorm.datasets.load`) and scales it for training.
 
     Args:
-      dataset: ``"mnist10k"`` or ``"tfds:NAME[:SPLIT]"``.
+      dataset: ``"mnist10k"``, ``"basicmotions"`` or ``"tfds:NAME[:SPLIT]"``.
       data_dir: the tfds data directory.
       train_size, test_size: stratified subsets of that many samples (None: all).
 
