@@ -560,7 +560,8 @@ def _forward(model, capture: _Capture):
 
     if not capture.graph:
         return step
-    return tf.function(step, reduce_retracing=True)
+    # the step has no tensor-dependent Python control flow: nothing for AutoGraph to convert
+    return tf.function(step, reduce_retracing=True, autograph=False)
 
 
 # --------------------------------------------------------------------------------------

@@ -88,8 +88,9 @@ def batch_sensitivity(model, x, probes: int = 8, trials: int = 4, seed: int = 0)
     ``probes`` fixed samples are put in a batch with ``len(x) // 2 - probes`` other
     samples, twice, each time with different companions drawn from ``x`` (disjoint
     halves); both batches run in training mode. For each hidden layer the result is
-    ``||f1 - f2|| / ||f1 + f2|| * 2`` over the probes' features: 0 when the companions
-    do not matter, about 1.41 when the two results are unrelated vectors of equal size.
+    ``2 ||f1 - f2|| / ||f1 + f2||`` over the probes' features: 0 when the companions
+    do not matter, 2 when the two results are orthogonal vectors of equal size (ReLU
+    features are never negative, so two unrelated ones are rarely further apart).
     Averaged over ``trials`` draws.
 
     Args:

@@ -273,8 +273,8 @@ def _mechanism_findings(records, depth: int, batch_size: int) -> List[Dict]:
         c = V.compare(s_every, s_first)
         out.append(_finding(
             f"batch dependence (depth {depth}, batch {batch_size}): when only its batch companions "
-            f"change, a sample's deepest features change by {_fmt_ms(s_every)} (relative; 1.41 = "
-            f"unrelated vectors) with BN after every layer, {_fmt_ms(s_first)} with BN after the "
+            f"change, a sample's deepest features change by {_fmt_ms(s_every)} (relative; 0 = unchanged, 2 = "
+            f"orthogonal) with BN after every layer, {_fmt_ms(s_first)} with BN after the "
             f"first layer only",
             c["differs"] and c["direction"] == "higher", **c))
     return out

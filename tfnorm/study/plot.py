@@ -104,6 +104,10 @@ def _display(label: str) -> str:
     return name + (f" [{rest}" if rest else "")
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
 def _figure(ncols: int, nrows: int = 1, width: float = 5.6, height: float = 4.4):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -232,7 +236,7 @@ def plot_experiment(name: str, section, records, path: str) -> str:
                 for d in depths for l in labels}
         _bars(ax[1], [f"depth {d}" for d in depths], labels,
               {(f"depth {d}", l): v for (d, l), v in vals.items()})
-        ax[1].set_title(f"test accuracy after {records[-1]['epochs'][-1]['epoch']} epochs")
+        ax[1].set_title(f"test accuracy after {_epochs(records[-1]['epochs'][-1]['epoch'])}")
         ax[1].set_ylim(0, 119)
         ax[1].set_yticks(range(0, 101, 20))
         ax[1].legend(fontsize="small", loc="upper center", ncol=2)
@@ -252,7 +256,7 @@ def plot_experiment(name: str, section, records, path: str) -> str:
         ax[2].set_ylim(0, 100)
         ax[2].set_title(f"depth {deep}: training length")
         ax[2].grid(True, alpha=0.3)
-        ax[2].xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+        ax[2].xaxis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
         for i, label in enumerate(labels):
             sens = np.asarray([r["sensitivity"] for r in records if r["kind"] == "probe"
                                and r["config"] == label and r["depth"] == probe_depth
@@ -272,7 +276,7 @@ def plot_experiment(name: str, section, records, path: str) -> str:
         _line_vs(ax[0], records, "depth", labels)
         ax[0].set_xlabel("hidden layers (depth)")
         n_ep = records[0]["epochs"][-1]["epoch"]
-        ax[0].set_title(f"after {n_ep} epochs")
+        ax[0].set_title(f"after {_epochs(n_ep)}")
         ax[0].legend(fontsize="small", loc="lower left")
         _line_vs(ax[1], records, "depth", labels, epoch=1)
         ax[1].set_xlabel("hidden layers (depth)")
@@ -364,7 +368,7 @@ def plot_experiment(name: str, section, records, path: str) -> str:
         ax[0].legend(fontsize="x-small", loc="upper center", ncol=2)
         r0 = records[0]
         n_ep = r0["epochs"][-1]["epoch"]
-        ax[0].set_title(f"after {n_ep} epochs; {r0['train_samples']} / {r0['test_samples']} "
+        ax[0].set_title(f"after {_epochs(n_ep)}; {r0['train_samples']} / {r0['test_samples']} "
                         "recordings, dots = seeds", fontsize="medium")
         for k, d in enumerate(depths):
             a = ax[k + 1]

@@ -210,7 +210,7 @@ def section_tables(name: str, section: Dict) -> List[str]:
                  acc(r), str(len(r["seeds"]))] for r in rows]
         epochs = rows[0]["epochs"] if rows else 0
         t1 = markdown_table(["config", "depth", "test acc % after 1 epoch",
-                             f"after {epochs} epochs", "seeds"], body)
+                             f"after {epochs} epoch{'s' if epochs != 1 else ''}", "seeds"], body)
         g = section.get("gradients", [])
         t2 = markdown_table(["config (at init)", "depth", "gradient growth per layer",
                              "batch dependence of the deepest features"],
