@@ -217,13 +217,13 @@ def test_headline_answer_is_computed_from_the_numbers():
     harmed = ex.EXPERIMENTS["headline"].analyze(_headline_records(0.20), ex.Options())
     assert harmed["answer"].startswith("Yes, and the harm grows with depth: at depth 32 BN after "
                                        "every layer reached 20.0 ± 1.0 %, lower than BN after the first")
-    assert "Why: at initialization its gradients grow 1.2" in harmed["answer"]
+    assert "Measured at initialization: with BN after every layer the gradients grow 1.2" in harmed["answer"]
     claims = {f["claim"].split(":")[0]: f for f in harmed["findings"]}
     assert claims["depth 32"]["holds"] and claims["depth 32"]["numbers"]["difference"] == pytest.approx(-0.7)
     same = ex.EXPERIMENTS["headline"].analyze(_headline_records(0.90), ex.Options())
     assert same["answer"].startswith("Not in this run: at depth 32 BN after every layer reached "
                                      "90.0 ± 1.0 %, not lower than any other placement")
-    assert "Why" not in same["answer"]
+    assert "Measured at initialization" not in same["answer"]
     # each finding's verdict is the rule applied to the numbers it carries
     for f in harmed["findings"] + same["findings"]:
         n = f["numbers"]
