@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -816,8 +817,6 @@ def run_jobs(jobs: Sequence[Job], progress=None, load_data=None) -> List[Dict]:
                "seed": job.seed, "dataset": data.name, "train_samples": len(data.x_train),
                "test_samples": len(data.x_test)}
         if job.kind == "probe":
-            import time
-
             t0 = time.perf_counter()
             rec.update(_probe(job, data))
             rec["seconds"] = time.perf_counter() - t0

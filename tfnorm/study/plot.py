@@ -193,6 +193,21 @@ def _grad_panel(ax, records, depth, batch_size):
     ax.grid(True, alpha=0.3)
 
 
+def _sensitivity_panel(ax, records, labels, depth):
+    """Batch dependence per layer (mean over seeds) of the probes at ``depth``."""
+    for i, label in enumerate(labels):
+        sens = np.asarray([r["sensitivity"] for r in records if r["kind"] == "probe"
+                           and r["config"] == label and r["depth"] == depth
+                           and r.get("sensitivity")])
+        if len(sens):
+            color, ls, marker = _style(label, i)
+            ax.plot(np.arange(1, sens.shape[1] + 1), sens.mean(0), color=color, ls=ls,
+                    marker=marker, markersize=3, label=_display(label))
+    ax.set_xlabel("layer")
+    ax.set_ylabel("change of a sample's features\nwhen only its batch companions change")
+    ax.grid(True, alpha=0.3)
+
+
 def _bars(ax, groups, series, values, ylabel="test accuracy %"):
     """Grouped bars with sd error bars and every seed as a dot.
     ``values[(group, series)] = list of floats``."""
@@ -257,18 +272,8 @@ def plot_experiment(name: str, section, records, path: str) -> str:
         ax[2].set_title(f"depth {deep}: training length")
         ax[2].grid(True, alpha=0.3)
         ax[2].xaxis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
-        for i, label in enumerate(labels):
-            sens = np.asarray([r["sensitivity"] for r in records if r["kind"] == "probe"
-                               and r["config"] == label and r["depth"] == probe_depth
-                               and r.get("sensitivity")])
-            if len(sens):
-                color, ls, marker = _style(label, i)
-                ax[3].plot(np.arange(1, sens.shape[1] + 1), sens.mean(0), color=color, ls=ls,
-                           marker=marker, markersize=3, label=_display(label))
-        ax[3].set_xlabel("layer")
-        ax[3].set_ylabel("change of a sample's features\nwhen only its batch companions change")
+        _sensitivity_panel(ax[3], records, labels, probe_depth)
         ax[3].set_title(f"batch dependence at init (depth {probe_depth}, batch {bs})")
-        ax[3].grid(True, alpha=0.3)
         return _save(fig, path, title)
     if name == "depth":
         fig, ax = _figure(2)
@@ -311,17 +316,8 @@ def plot_experiment(name: str, section, records, path: str) -> str:
         ax[1].set_title(f"growth rate vs batch size (depth {deep})")
         ax[1].grid(True, alpha=0.3)
         ax[1].legend(fontsize="small")
-        for i, label in enumerate(labels):
-            sens = np.asarray([r["sensitivity"] for r in records if r["config"] == label
-                               and r["depth"] == deep and r.get("sensitivity")])
-            if len(sens):
-                color, ls, marker = _style(label, i)
-                ax[2].plot(np.arange(1, sens.shape[1] + 1), sens.mean(0), color=color, ls=ls,
-                           marker=marker, markersize=3, label=_display(label))
-        ax[2].set_xlabel("layer")
-        ax[2].set_ylabel("change of a sample's features\nwhen only its batch companions change")
+        _sensitivity_panel(ax[2], records, labels, deep)
         ax[2].set_title(f"batch dependence (depth {deep}, batch {records[0]['batch_size']})")
-        ax[2].grid(True, alpha=0.3)
         return _save(fig, path, "Why: " + title.split(": ", 1)[-1])
     if name == "batch-size":
         fig, ax = _figure(1, width=7)

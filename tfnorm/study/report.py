@@ -8,6 +8,7 @@ import math
 import os
 from typing import Dict, List, Optional, Sequence
 
+from tfnorm.study import verdict
 from tfnorm.study.train import RunResult
 
 CSV_FIELDS = ("config", "norm", "placement", "seed", "epoch", "loss", "accuracy",
@@ -15,19 +16,16 @@ CSV_FIELDS = ("config", "norm", "placement", "seed", "epoch", "loss", "accuracy"
 
 
 def mean_sd(values: Sequence[float]):
-    """Mean and sample standard deviation (ddof=1; 0.0 for a single value).
+    """Mean and sample standard deviation (ddof=1; 0.0 for a single value), rounded to
+    12 digits (:func:`tfnorm.study.verdict.mean_sd` unrounded).
 
     >>> mean_sd([0.9, 0.92, 0.94])
     (0.92, 0.02)
     """
-    vals = [float(v) for v in values]
-    if not vals:
-        return float("nan"), float("nan")
-    m = sum(vals) / len(vals)
-    if len(vals) < 2:
-        return round(m, 12), 0.0
-    var = sum((v - m) ** 2 for v in vals) / (len(vals) - 1)
-    return round(m, 12), round(math.sqrt(var), 12)
+    m, sd = verdict.mean_sd(values)
+    if not math.isfinite(m):
+        return m, sd
+    return round(m, 12), round(sd, 12)
 
 
 def summarize(runs: Sequence[RunResult]) -> List[Dict]:
@@ -71,17 +69,7 @@ def format_table(rows: Sequence[Dict]) -> str:
         body.append((r["config"], f"{r['params']:,}", acc,
                      "nan" if not math.isfinite(loss) else f"{loss:.4f}",
                      f"{r['seconds_per_epoch']:.2f}"))
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
-              for i, h in enumerate(head)]
-    right = (False, True, True, True, True)
-
-    def line(cells):
-        return "| " + " | ".join(c.rjust(w) if r else c.ljust(w)
-                                 for c, w, r in zip(cells, widths, right)) + " |"
-
-    sep = "|" + "|".join(("-" * (w + 1) + ":") if r else ("-" * (w + 2))
-                         for w, r in zip(widths, right)) + "|"
-    return "\n".join([line(head), sep] + [line(b) for b in body])
+    return markdown_table(head, body)
 
 
 def _finite(obj):
