@@ -16,7 +16,6 @@ from tfnorm.layers.base import (
     check_positive,
     register,
 )
-from tfnorm.ops.adanorm import adanorm
 
 
 @register
@@ -69,7 +68,7 @@ class AdaNorm(NormalizationLayer):
 
     def call(self, inputs):
         check_float_input(type(self).__name__, inputs)
-        return adanorm(inputs, self._axes, self.k, self.c, self.epsilon)
+        return ops.adanorm(inputs, self._axes, self.k, self.c, self.epsilon)
 
     def get_config(self):
         config = super().get_config()

@@ -11,7 +11,6 @@ from tfnorm.layers.base import (
     check_single_axis,
     register,
 )
-from tfnorm.ops.lrn import lrn
 
 
 def _check_number(name, value, allow_zero=True):
@@ -81,7 +80,7 @@ class LocalResponseNormalization(NormalizationLayer):
 
     def call(self, inputs):
         check_float_input(type(self).__name__, inputs)
-        return lrn(inputs, self.depth_radius, self.bias, self.alpha, self.beta, self._channel)
+        return ops.lrn(inputs, self.depth_radius, self.bias, self.alpha, self.beta, self._channel)
 
     def get_config(self):
         config = super().get_config()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfnorm import ops
 from tfnorm.layers.base import (
     check_config_keys,
     check_float_input,
@@ -13,7 +14,6 @@ from tfnorm.layers.base import (
     register,
     serialize,
 )
-from tfnorm.ops.cosine import cosine_conv, cosine_matmul
 
 _BIAS_DOC = """
     The bias, as in the paper, is part of the vectors: with ``use_bias=True``
@@ -151,7 +151,7 @@ class CosineDense(_CosineBase):
     def call(self, inputs):
         check_float_input(type(self).__name__, inputs)
         kernel, bias = self._tensors()
-        out = cosine_matmul(inputs, kernel, bias, self.centered, self.epsilon)
+        out = ops.cosine_matmul(inputs, kernel, bias, self.centered, self.epsilon)
         return self.activation(out) if self.activation is not None else out
 
     def compute_output_shape(self, input_shape):
@@ -256,7 +256,7 @@ class _CosineConv(_CosineBase):
             x = tf.pad(x, [[0, 0], [left, 0], [0, 0]])
             padding = "VALID"
         kernel, bias = self._tensors()
-        out = cosine_conv(x, kernel, bias, self.strides, padding, self.dilation_rate,
+        out = ops.cosine_conv(x, kernel, bias, self.strides, padding, self.dilation_rate,
                           self.centered, self.epsilon)
         if self.activation is not None:
             out = self.activation(out)

@@ -19,7 +19,6 @@ from tfnorm.layers.base import (
 )
 from tfnorm.layers.group import check_groups
 from tfnorm.layers.layer_norm import _AffineMixin
-from tfnorm.ops.evonorm import evonorm_b0, evonorm_s0
 
 
 @register
@@ -108,13 +107,13 @@ class EvoNormB0(_AffineMixin, NormalizationLayer):
             if self.synchronized and ops.replicas_in_sync() > 1:
                 # the global batch variance, differentiated through the all-reduces
                 _, batch_var = ops.replica_moments(ops.to_stats(inputs), self._batch)
-                y, _ = evonorm_b0(inputs, c_axis, *params, epsilon=self.epsilon,
+                y, _ = ops.evonorm_b0(inputs, c_axis, *params, epsilon=self.epsilon,
                                   variance=tf.reshape(batch_var, [-1]))
             else:
-                y, batch_var = evonorm_b0(inputs, c_axis, *params, epsilon=self.epsilon)
+                y, batch_var = ops.evonorm_b0(inputs, c_axis, *params, epsilon=self.epsilon)
             update_moving_average(self.moving_variance, batch_var, self.momentum)
             return y
-        y, _ = evonorm_b0(inputs, c_axis, *params, epsilon=self.epsilon,
+        y, _ = ops.evonorm_b0(inputs, c_axis, *params, epsilon=self.epsilon,
                           variance=self.moving_variance)
         return y
 
@@ -189,7 +188,7 @@ class EvoNormS0(_AffineMixin, NormalizationLayer):
 
     def call(self, inputs):
         check_float_input(type(self).__name__, inputs)
-        return evonorm_s0(inputs, self.groups, self._axes[0], self.v1, self.gamma, self.beta,
+        return ops.evonorm_s0(inputs, self.groups, self._axes[0], self.v1, self.gamma, self.beta,
                           epsilon=self.epsilon)
 
     def get_config(self):

@@ -13,7 +13,6 @@ from tfnorm.layers.base import (
     check_single_axis,
     register,
 )
-from tfnorm.ops.online import online_normalize
 
 _ECM = (None, "ls", "ac")
 
@@ -196,7 +195,7 @@ class OnlineNormalization(NormalizationLayer):
                               bshape(self.streaming_variance), bshape(self.gamma),
                               bshape(self.beta), self.epsilon)
             return self._ecm(z)
-        z, mean, var = online_normalize(
+        z, mean, var = ops.online_normalize(
             inputs,
             tf.convert_to_tensor(self.streaming_mean),
             tf.convert_to_tensor(self.streaming_variance),

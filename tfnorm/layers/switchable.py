@@ -17,7 +17,6 @@ from tfnorm.layers.base import (
     update_moving_average,
 )
 from tfnorm.layers.layer_norm import _AffineMixin
-from tfnorm.ops.switchable import mix_statistics, switchable_norm
 
 
 @register
@@ -119,7 +118,7 @@ class SwitchableNormalization(_AffineMixin, NormalizationLayer):
         cross_replica = use_batch and self.synchronized and ops.replicas_in_sync() > 1
         if c == self._rank - 1 and not cross_replica:
             # channels last: the op with hand-written gradients (tfnorm.ops.switchable)
-            y, mean_bn, var_bn = switchable_norm(
+            y, mean_bn, var_bn = ops.switchable_norm(
                 inputs, self.mean_weights, self.variance_weights, self.gamma, self.beta,
                 None if use_batch else self.moving_mean,
                 None if use_batch else self.moving_variance,
@@ -132,7 +131,7 @@ class SwitchableNormalization(_AffineMixin, NormalizationLayer):
                 batch = ops.replica_moments(inputs, self._batch, shift=shift)
             elif not use_batch:
                 batch = (self._b(self.moving_mean), self._b(self.moving_variance))
-            mean, var, mean_bn, var_bn = mix_statistics(mean_in, var_in, self.mean_weights,
+            mean, var, mean_bn, var_bn = ops.mix_statistics(mean_in, var_in, self.mean_weights,
                                                         self.variance_weights, c, batch)
             y = ops.normalize(inputs, mean, var, self._b(self.gamma), self._b(self.beta),
                               self.epsilon)
