@@ -88,6 +88,7 @@ def check_case(case, strategy, seed=0):
     import numpy as np
     import tensorflow as tf
 
+    import tfnorm
     from tests.harness import built, call
 
     replicas = strategy.num_replicas_in_sync
@@ -123,7 +124,10 @@ def check_case(case, strategy, seed=0):
 
     with strategy.scope():
         layer = built(case, seed=seed + 1)
-    sync = bool(getattr(layer, "synchronized", False))
+    # statistics of the global batch: synchronized layers, and the data-dependent
+    # initialization of weight normalization
+    sync = bool(getattr(layer, "synchronized", False)) or (
+        isinstance(layer, tfnorm.WeightNormalization) and layer.data_init)
     aggregations = [str(getattr(v, "aggregation", "none")) for v in layer.weights]
     xs = strategy.experimental_distribute_values_from_function(
         lambda ctx: tf.constant(slices[ctx.replica_id_in_sync_group]))

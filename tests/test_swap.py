@@ -757,3 +757,60 @@ def test_application_inside_a_model_with_a_nested_sequential(tmp_path):
     loaded = saved_and_loaded(one_bn, tmp_path)
     np.testing.assert_allclose(predict(loaded, x), y, rtol=1e-6, atol=1e-6)
     assert count(loaded, keras.layers.BatchNormalization) == 1
+
+
+# --------------------------------------------------------------------------------------
+# what the rewrite keeps of the model itself
+# --------------------------------------------------------------------------------------
+
+def _squared_error(y_true, y_pred):  # a plain function: not serializable by name
+    return keras.ops.mean((y_true - y_pred) ** 2)
+
+
+@pytest.mark.parametrize("kind", ["functional", "sequential"])
+def test_compiled_model_with_a_custom_loss_gives_an_uncompiled_copy(kind):
+    old = mlp(n_bn=1) if kind == "sequential" else _mixed_model()
+    old.compile(optimizer=keras.optimizers.SGD(0.1), loss=_squared_error)
+    new = tfnorm.swap_normalization(old, "layer")
+    assert old.compiled and not new.compiled
+    assert len(new.swap_report.replaced) >= 1
+
+
+def test_frozen_model_stays_frozen_and_keeps_its_name():
+    inputs = keras.Input((4,))
+    outputs = keras.layers.BatchNormalization(name="bn")(keras.layers.Dense(4)(inputs))
+    old = keras.Model(inputs, outputs, name="frozen_model", trainable=False)
+    new = tfnorm.swap_normalization(old, "rms")
+    assert new.name == "frozen_model" and new.trainable is False
+    assert new.trainable_weights == []
+
+
+def test_inputs_keep_their_layer_names_sparsity_and_optional_flag():
+    dense = keras.Input((3,))                               # unnamed: named by its InputLayer
+    sparse = keras.Input((3,), sparse=True, name="sparse_in")
+    extra = keras.Input((3,), name="extra", optional=True)
+    h = keras.layers.Dense(3, name="d")(keras.ops.add(dense, keras.layers.Dense(3)(sparse)))
+    old = keras.Model([dense, sparse, extra], keras.layers.BatchNormalization(name="bn")(h))
+    new = tfnorm.swap_normalization(old, "layer")
+    old_inputs = [l for l in old.layers if isinstance(l, keras.layers.InputLayer)]
+    new_inputs = [l for l in new.layers if isinstance(l, keras.layers.InputLayer)]
+    assert [l.name for l in new_inputs] == [l.name for l in old_inputs]
+    assert [t.sparse for t in new.inputs] == [False, True, False]
+    assert [l.optional for l in new_inputs] == [False, False, True]
+
+
+def test_nested_functional_subclass_is_refused_naming_it():
+    inner = FunctionalSubclass()
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, inner(inputs))
+    pattern = rf"nested model '{inner.name}'.*keras.Model\(model.inputs"
+    with pytest.raises(ValueError, match=pattern):
+        tfnorm.swap_normalization(model, "layer")
+
+
+def test_sequential_replacement_that_cannot_be_built_is_named():
+    old = keras.Sequential([keras.Input((4, 4, 6)), keras.layers.Conv2D(6, 1, name="conv"),
+                            keras.layers.BatchNormalization(name="bn6")])
+    with pytest.raises(ValueError, match=r"replacing BatchNormalization 'bn6' \(input shape "
+                                         r"\(None, 4, 4, 6\)\) with GroupNormalization failed"):
+        tfnorm.swap_normalization(old, keras.layers.GroupNormalization, to_kwargs={"groups": 4})

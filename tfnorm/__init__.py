@@ -19,7 +19,7 @@ from tfnorm import ops  # noqa: E402
 from tfnorm import layers  # noqa: E402
 from tfnorm.layers import *  # noqa: E402,F401,F403  (the layer list lives in tfnorm.layers)
 from tfnorm.recompute import recompute_batch_statistics  # noqa: E402
-from tfnorm.registry import available, get  # noqa: E402
+from tfnorm.registry import available, get, register, traits  # noqa: E402
 from tfnorm.swap import swap_normalization  # noqa: E402
 
 from tfnorm.__about__ import __version__  # noqa: E402
@@ -30,5 +30,7 @@ __all__ = sorted(layers.__all__ + [
     "get",
     "ops",
     "recompute_batch_statistics",
+    "register",
     "swap_normalization",
+    "traits",
 ])

@@ -22,9 +22,10 @@ def run(args) -> int:
     from tfnorm import datasets
 
     names = [n.strip() for n in args.norms.split(",") if n.strip()]
+    classes = {}
     for n in names:
         try:
-            tfnorm.registry.resolve(n)
+            classes[n] = tfnorm.registry.resolve(n)
         except ValueError as err:
             raise UsageError(str(err)) from None
     data = datasets.load("mnist10k")
@@ -33,7 +34,8 @@ def run(args) -> int:
     print(f"mnist10k: {len(x_tr)} train / {len(x_te)} test digits (embedded, no download)")
     for name in names:
         keras.utils.set_random_seed(0)
-        kw = {"groups": 8} if name in ("group", "GroupNormalization") else {}
+        traits = tfnorm.traits(classes[name])
+        kw = {"groups": 8} if traits is not None and traits.groups else {}
         model = keras.Sequential([
             keras.Input((28, 28, 1)),
             keras.layers.Conv2D(16, 3, padding="same"),

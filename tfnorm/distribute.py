@@ -55,6 +55,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfnorm import _compat
+
 __all__ = [
     "STRATEGIES",
     "as_numpy",
@@ -282,7 +284,7 @@ def _optimizer_in_scope(strategy, optimizer):
         raise TypeError(
             f"optimizer must be a keras Optimizer, a name or a config dict, received "
             f"optimizer={optimizer!r}")
-    owner = getattr(optimizer, "_distribution_strategy", strategy)
+    owner = _compat.optimizer_strategy(optimizer, default=strategy)
     if owner is not strategy:
         raise ValueError(
             f"the optimizer {type(optimizer).__name__} was created outside this strategy's scope; "

@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfnorm import _compat
 from tfnorm.layers.batch import BatchNormalization
 from tfnorm.layers.evonorm import EvoNormB0
 from tfnorm.layers.switchable import SwitchableNormalization
@@ -132,7 +133,7 @@ def _statistics_layers(model) -> List[Tuple[str, keras.layers.Layer]]:
     seen = {id(model)}
 
     def walk(layer, prefix):
-        for child in list(getattr(layer, "_layers", ())):
+        for child in _compat.direct_sublayers(layer):
             if id(child) in seen:
                 continue
             seen.add(id(child))

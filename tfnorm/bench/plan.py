@@ -1,7 +1,8 @@
 """What ``tfnorm bench`` measures: layers, their baselines, shapes and goals.
 
 Layers are discovered at run time from ``tfnorm.__all__``, so a layer added
-to the package gets rows without a change here. ``SPECS`` only adds what
+to the package gets rows without a change here. The specs (keyed by the
+registry's short name, checked against it) only add what
 cannot be guessed: the Keras twin (or the composition a layer replaces), the
 shapes that suit the layer, constructor arguments, and the performance goal.
 A public layer without a spec is tried with its default arguments on every
@@ -89,6 +90,16 @@ def _kw(dtype):
 
 
 def _specs() -> Dict[str, Spec]:
+    """Short name -> :class:`Spec`; a ValueError names a key the registry does not know."""
+    from tfnorm import registry
+    specs = _spec_table()
+    unknown = sorted(set(specs) - set(registry.available(None)))
+    if unknown:
+        raise ValueError(f"bench specs for unregistered short names {unknown}")
+    return specs
+
+
+def _spec_table() -> Dict[str, Spec]:
     keras = _keras()
     tn = _tfnorm()
     L = keras.layers
@@ -113,69 +124,69 @@ def _specs() -> Dict[str, Spec]:
 
     return {
         # -- layers with a Keras twin ------------------------------------------------
-        "BatchNormalization": Spec(("conv", "seq", "dense"),
+        "batch": Spec(("conv", "seq", "dense"),
                                    baseline=keras_twin(L.BatchNormalization),
                                    baseline_label="keras", twin=True, goal=1.0),
-        "LayerNormalization": Spec(("seq", "dense", "conv"),
+        "layer": Spec(("seq", "dense", "conv"),
                                    baseline=keras_twin(L.LayerNormalization),
                                    baseline_label="keras", twin=True, goal=0.8),
-        "RMSNormalization": Spec(("seq", "dense"),
+        "rms": Spec(("seq", "dense"),
                                  baseline=keras_twin(L.RMSNormalization),
                                  baseline_label="keras", twin=True, goal=0.8),
-        "GroupNormalization": Spec(("conv",), make=tfnorm_layer("GroupNormalization", groups=32),
+        "group": Spec(("conv",), make=tfnorm_layer("GroupNormalization", groups=32),
                                    baseline=keras_twin(L.GroupNormalization, groups=32),
                                    baseline_label="keras", twin=True, goal=0.5),
-        "InstanceNormalization": Spec(("conv",),
+        "instance": Spec(("conv",),
                                       baseline=keras_twin(L.GroupNormalization, groups=-1),
                                       baseline_label="keras GN(-1)", twin=True, goal=0.5),
-        "SpectralNormalization": Spec(
+        "spectral": Spec(
             ("dense",),
             make=lambda c, dt: [cls_of("SpectralNormalization")(dense(c, dt), **_kw(dt))],
             baseline=lambda c, dt: [L.SpectralNormalization(dense(c, dt), **_kw(dt))],
             baseline_label="keras", twin=True, goal=1.0, floor_goal=False),
         # -- layers without one: compared with what they replace or build on -----------
-        "OnlineNormalization": Spec(("conv", "seq", "dense"),
+        "online": Spec(("conv", "seq", "dense"),
                                     baseline=tfnorm_layer("BatchNormalization"),
                                     baseline_label="tfnorm BN", goal=2.0, goal_modes=("train",)),
-        "AdaNorm": Spec(("seq", "dense"), baseline=tfnorm_layer("LayerNormalization"),
+        "adanorm": Spec(("seq", "dense"), baseline=tfnorm_layer("LayerNormalization"),
                         baseline_label="tfnorm LN", goal=1.15),
-        "DetachNormalization": Spec(("seq", "dense"), baseline=tfnorm_layer("LayerNormalization"),
+        "detach": Spec(("seq", "dense"), baseline=tfnorm_layer("LayerNormalization"),
                                     baseline_label="tfnorm LN"),
-        "CosineDense": Spec(("dense",), make=lambda c, dt: [cls_of("CosineDense")(c, **_kw(dt))],
+        "cosine_dense": Spec(("dense",), make=lambda c, dt: [cls_of("CosineDense")(c, **_kw(dt))],
                             baseline=lambda c, dt: [dense(c, dt),
                                                     tn.LayerNormalization(**_kw(dt))],
                             baseline_label="Dense+tfnorm LN", goal=1.3, floor_goal=False),
-        "CosineConv1D": Spec(("seq-small",),
+        "cosine_conv1d": Spec(("seq-small",),
                              make=lambda c, dt: [cls_of("CosineConv1D")(c, 3, padding="same",
                                                                         **_kw(dt))],
                              baseline=lambda c, dt: [conv1d(c, dt),
                                                      tn.BatchNormalization(**_kw(dt))],
                              baseline_label="Conv1D+tfnorm BN", floor_goal=False),
-        "CosineConv2D": Spec(("conv-small",),
+        "cosine_conv2d": Spec(("conv-small",),
                              make=lambda c, dt: [cls_of("CosineConv2D")(c, 3, padding="same",
                                                                         **_kw(dt))],
                              baseline=lambda c, dt: [conv2d(c, dt),
                                                      tn.BatchNormalization(**_kw(dt))],
                              baseline_label="Conv2D+tfnorm BN", floor_goal=False),
-        "WeightNormalization": Spec(
+        "weight": Spec(
             ("dense",), make=lambda c, dt: [cls_of("WeightNormalization")(dense(c, dt), **_kw(dt))],
             baseline=lambda c, dt: [dense(c, dt)], baseline_label="keras Dense", floor_goal=False),
-        "FilterResponseNormalization": Spec(("conv",),
+        "frn": Spec(("conv",),
                                             baseline=tfnorm_layer("InstanceNormalization"),
                                             baseline_label="tfnorm IN"),
-        "EvoNormB0": Spec(("conv",), baseline=tfnorm_layer("BatchNormalization"),
+        "evonorm_b0": Spec(("conv",), baseline=tfnorm_layer("BatchNormalization"),
                           baseline_label="tfnorm BN"),
-        "EvoNormS0": Spec(("conv",), baseline=tfnorm_layer("GroupNormalization", groups=32),
+        "evonorm_s0": Spec(("conv",), baseline=tfnorm_layer("GroupNormalization", groups=32),
                           baseline_label="tfnorm GN"),
-        "SwitchableNormalization": Spec(("conv",), baseline=tfnorm_layer("BatchNormalization"),
+        "switchable": Spec(("conv",), baseline=tfnorm_layer("BatchNormalization"),
                                         baseline_label="tfnorm BN"),
-        "LocalResponseNormalization": Spec(("conv",)),
-        "TLU": Spec(("conv",)),
-        "PixelNormalization": Spec(("conv", "seq"), baseline=tfnorm_layer("RMSNormalization"),
+        "lrn": Spec(("conv",)),
+        "tlu": Spec(("conv",)),
+        "pixel": Spec(("conv", "seq"), baseline=tfnorm_layer("RMSNormalization"),
                                    baseline_label="tfnorm RMS"),
-        "ScaleNormalization": Spec(("seq", "dense"), baseline=tfnorm_layer("RMSNormalization"),
+        "scale": Spec(("seq", "dense"), baseline=tfnorm_layer("RMSNormalization"),
                                    baseline_label="tfnorm RMS"),
-        "DynamicTanh": Spec(("seq", "dense"), baseline=tfnorm_layer("LayerNormalization"),
+        "dyt": Spec(("seq", "dense"), baseline=tfnorm_layer("LayerNormalization"),
                             baseline_label="tfnorm LN"),
     }
 
@@ -197,7 +208,7 @@ def short_names() -> Dict[str, str]:
     """Class name -> registry short name (the first one registered)."""
     from tfnorm import registry
     out: Dict[str, str] = {}
-    for short in registry.available():
+    for short in registry.available(None):
         cls = registry.resolve(short)
         out.setdefault(cls.__name__, short)
     return out
@@ -266,7 +277,7 @@ def subjects(select: Optional[Sequence[str]] = None) -> Tuple[List[Subject], Lis
         short = shorts.get(name, name)
         if wanted is not None and name.lower() not in wanted and short.lower() not in wanted:
             continue
-        spec = specs.get(name)
+        spec = specs.get(short)
         if spec is None:
             missing = _required_args(cls)
             spec = _auto_spec(cls, missing) if missing else Spec()

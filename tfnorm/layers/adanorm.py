@@ -10,15 +10,10 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfnorm import ops
-from tfnorm.layers.base import (
-    NormalizationLayer,
-    check_float_input,
-    check_positive,
-    register,
-)
+from tfnorm.layers.base import NormalizationLayer, check_axis, check_positive, register
 
 
-@register
+@register("adanorm")
 class AdaNorm(NormalizationLayer):
     r"""Adaptive normalization: LayerNorm-simple with an input-adaptive, detached gain.
 
@@ -57,8 +52,7 @@ class AdaNorm(NormalizationLayer):
 
     def __init__(self, axis=-1, k=0.1, c=1.0, epsilon=1e-5, **kwargs):
         super().__init__(**kwargs)
-        ops.as_axis_tuple(axis)
-        self.axis = axis
+        self.axis = check_axis(axis)
         self.k = check_positive("k", k, allow_zero=True)
         self.c = check_positive("c", c)
         self.epsilon = check_positive("epsilon", epsilon)
@@ -67,7 +61,6 @@ class AdaNorm(NormalizationLayer):
         self._axes = self._resolve_axes(self.axis, input_shape)
 
     def call(self, inputs):
-        check_float_input(type(self).__name__, inputs)
         return ops.adanorm(inputs, self._axes, self.k, self.c, self.epsilon)
 
     def get_config(self):
@@ -76,7 +69,7 @@ class AdaNorm(NormalizationLayer):
         return config
 
 
-@register
+@register("detach")
 class DetachNormalization(NormalizationLayer):
     r"""DetachNorm: the LayerNorm forward pass with the mean and variance detached.
 
@@ -112,15 +105,13 @@ class DetachNormalization(NormalizationLayer):
 
     def __init__(self, axis=-1, epsilon=1e-5, **kwargs):
         super().__init__(**kwargs)
-        ops.as_axis_tuple(axis)
-        self.axis = axis
+        self.axis = check_axis(axis)
         self.epsilon = check_positive("epsilon", epsilon)
 
     def build(self, input_shape):
         self._axes = self._resolve_axes(self.axis, input_shape)
 
     def call(self, inputs):
-        check_float_input(type(self).__name__, inputs)
         mean, var = ops.moments(tf.stop_gradient(inputs), self._axes)
         return ops.normalize(inputs, mean, var, epsilon=self.epsilon)
 

@@ -1,4 +1,16 @@
-"""What every tfnorm layer shares: registration, config checks, input checks.
+"""The vocabulary every tfnorm layer is written in.
+
+* Registration: :func:`register` (:mod:`tfnorm.layers.registration`).
+* Argument checks, one rule per kind of argument, each raising a ValueError
+  (TypeError for flags) that names the argument and the value received:
+  flags (:func:`check_bool`: a real ``bool``, so ``"false"`` is not True),
+  positive numbers, fractions, integers, plain numbers, a single channel axis,
+  channel groups (:func:`check_groups`), and the keys of a config.
+* :class:`AffineMixin`: the learned ``gamma``/``beta`` of a layer, their
+  initializers, regularizers and constraints, their weights and their config.
+* :class:`NormalizationLayer`: the base class, whose ``__call__`` checks each
+  input (a float dtype; the rank the layer was built for) before Keras runs
+  the layer's ``call``.
 
 Layers hold weights and call :mod:`tfnorm.ops`; nothing here computes a
 statistic.
@@ -11,19 +23,12 @@ import inspect
 from typing import Iterable, Sequence, Tuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from tfnorm.ops.axes import as_axis_tuple, resolve_axes
+from tfnorm import ops
 
-PACKAGE = "tfnorm"
-
-
-def register(cls):
-    """Registers ``cls`` for Keras serialization under the package ``"tfnorm"``.
-
-    The package name is written into every saved model; it never changes.
-    """
-    return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
+from tfnorm.layers.registration import PACKAGE, register  # noqa: F401  (the vocabulary)
 
 
 # Keyword arguments the Keras base Layer accepts and writes into configs.
@@ -58,16 +63,44 @@ def check_config_keys(cls, config: dict) -> None:
 
 
 def check_float_input(layer_name: str, x) -> None:
-    """Raises a ValueError when ``x`` is not a floating tensor."""
+    """Raises a ValueError when ``x`` (a tensor, array or nested list) is not floating point."""
     dtype = getattr(x, "dtype", None)
     if dtype is None:
-        return
-    dtype = tf.as_dtype(dtype)
-    if not dtype.is_floating:
+        if not isinstance(x, (list, tuple, int, float)):
+            return
+        dtype = np.asarray(x).dtype
+    try:
+        dtype = tf.as_dtype(dtype)
+    except TypeError:
+        dtype = None
+    if dtype is None or not dtype.is_floating:
+        name = getattr(dtype, "name", None) or np.asarray(x).dtype.name
         raise ValueError(
-            f"{layer_name} received an input of dtype {dtype.name}; normalization needs a float "
+            f"{layer_name} received an input of dtype {name}; normalization needs a float "
             f"input. Cast it first, e.g. keras.ops.cast(x, 'float32')"
         )
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type; catchable as either TypeError or ValueError."""
+
+
+def check_bool(name: str, value) -> bool:
+    """For flags (``center``, ``scale``, ``renorm``, ...): ``True`` or ``False`` only.
+
+    NumPy booleans count; ``0``/``1``, strings such as ``"false"`` and None
+    do not (``bool("false")`` would be True). Raises an :class:`ArgumentTypeError`.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise ArgumentTypeError(f"{name} must be True or False, received {name}={value!r}")
+    return bool(value)
+
+
+def check_number(name: str, value, allow_zero: bool = True) -> float:
+    """A real, non-negative (or positive) Python/NumPy number, as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise ValueError(f"{name} must be a number, received {name}={value!r}")
+    return float(check_positive(name, value, allow_zero=allow_zero))
 
 
 def check_positive(name: str, value, allow_zero: bool = False):
@@ -94,11 +127,36 @@ def check_int(name: str, value, minimum: int = 1):
     return value
 
 
+def check_groups(groups: int, channels: int, axis) -> None:
+    """A ValueError, with the nearest valid choices, when ``groups`` does not divide ``channels``.
+
+    Example:
+      >>> try:
+      ...     check_groups(5, 64, -1)
+      ... except ValueError as err:
+      ...     print(err)
+      groups=5 must divide the 64 channels on axis -1; try groups=2, groups=4, groups=8, groups=16
+    """
+    if channels % groups:
+        valid = [d for d in ops.divisors(channels) if d > 1] or [1]
+        near = sorted(sorted(valid, key=lambda d: (abs(d - groups), d))[:4])
+        raise ValueError(
+            f"groups={groups} must divide the {channels} channels on axis {axis}; "
+            f"try {', '.join(f'groups={d}' for d in near)}"
+        )
+
+
+def check_axis(axis):
+    """For layers over one or more feature axes: an int or a list of ints (checked at build)."""
+    ops.as_axis_tuple(axis)
+    return axis
+
+
 def check_single_axis(layer_name: str, axis):
     """For layers with one channel axis: an int (a list is a ValueError)."""
     if isinstance(axis, (list, tuple)):
         raise ValueError(f"{layer_name} takes a single channel axis, received axis={axis!r}")
-    as_axis_tuple(axis)
+    ops.as_axis_tuple(axis)
     return axis
 
 
@@ -114,12 +172,134 @@ def update_moving_average(variable, value, momentum: float) -> None:
     variable.assign(tf.where(tf.math.is_finite(new), new, variable))
 
 
-class NormalizationLayer(keras.layers.Layer):
+class AffineMixin:
+    """The learned ``gamma`` (scale) and ``beta`` (offset) of a layer, from arguments to config.
+
+    ``self._init_affine(locals())`` in the constructor picks the affine
+    arguments out of the constructor's own: the flags ``center``/``scale``
+    when the layer has them, and ``{gamma,beta}_{initializer,regularizer,
+    constraint}`` (a parameter is the layer's when its ``_initializer`` argument
+    is). ``_build_affine(shape)`` creates the float32 weights, ``gamma`` first
+    (None for a parameter switched off); ``_affine_config()`` returns the
+    matching config entries.
+    """
+
+    def _init_affine(self, arguments):
+        self._affine_params = tuple(p for p in ("gamma", "beta") if f"{p}_initializer" in arguments)
+        if "center" in arguments:
+            self.center = check_bool("center", arguments["center"])
+        if "scale" in arguments:
+            self.scale = check_bool("scale", arguments["scale"])
+        for p in self._affine_params:
+            for k, get in (("initializer", initializer), ("regularizer", regularizer),
+                           ("constraint", constraint)):
+                setattr(self, f"{p}_{k}", get(f"{p}_{k}", arguments.get(f"{p}_{k}")))
+
+    def _affine_on(self, param) -> bool:
+        if param not in self._affine_params:
+            return False
+        switch = "scale" if param == "gamma" else "center"
+        return getattr(self, switch, True)
+
+    def _build_affine(self, shape):
+        for p in ("gamma", "beta"):
+            weight = None
+            if self._affine_on(p):
+                weight = self._param(p, shape, getattr(self, f"{p}_initializer"),
+                                     getattr(self, f"{p}_regularizer"),
+                                     getattr(self, f"{p}_constraint"))
+            setattr(self, p, weight)
+
+    def _affine_config(self):
+        config = {k: getattr(self, k) for k in ("center", "scale") if hasattr(self, k)}
+        for p in self._affine_params:
+            for k in ("initializer", "regularizer", "constraint"):
+                config[f"{p}_{k}"] = serialize(getattr(self, f"{p}_{k}"))
+        return config
+
+
+def _keras_object(module, kind, name, value):
+    try:
+        return module.get(value)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{name}={value!r} is not a valid {kind}: {err}") from None
+
+
+def initializer(name: str, value):
+    """``keras.initializers.get(value)``; a ValueError naming the argument ``name`` if it fails."""
+    return _keras_object(keras.initializers, "initializer", name, value)
+
+
+def regularizer(name: str, value):
+    """``keras.regularizers.get(value)``, naming ``name`` when it fails."""
+    return _keras_object(keras.regularizers, "regularizer", name, value)
+
+
+def constraint(name: str, value):
+    """``keras.constraints.get(value)``, naming ``name`` when it fails."""
+    return _keras_object(keras.constraints, "constraint", name, value)
+
+
+def _shape_of(x):
+    """The shape of a tensor, KerasTensor, array or nested list as a tuple, or None."""
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        if not isinstance(x, (list, tuple)):
+            return None
+        shape = np.shape(x)
+    try:
+        return tuple(shape)
+    except (TypeError, ValueError):  # a tf.TensorShape of unknown rank
+        return None
+
+
+class CheckedCall:
+    """A ``__call__`` that checks each input before Keras runs the layer.
+
+    Every call, eager or traced, checks that the input is floating point and,
+    once the layer is built, that its rank is the rank the layer was built for
+    (a layer resolves its axes for that rank; on another rank they would name
+    other axes). Built is recorded by :meth:`NormalizationLayer._check_rank`
+    (every ``build`` goes through it) or by ``_record_built_shape``.
+    """
+
+    #: False for a layer whose arithmetic holds at any rank (a Dense-like layer).
+    fixed_rank = True
+
+    def __call__(self, *args, **kwargs):
+        inputs = args[0] if args else kwargs.get("inputs")
+        check_float_input(type(self).__name__, inputs)
+        built = getattr(self, "_built_input_shape", None)
+        if built is not None and self.fixed_rank:
+            shape = _shape_of(inputs)
+            if shape is not None and len(shape) != len(built):
+                axis = getattr(self, "axis", None)
+                axis_note = f" with axis={axis!r}" if axis is not None else ""
+                raise ValueError(
+                    f"{type(self).__name__} {self.name!r} was built for inputs of rank "
+                    f"{len(built)} (shape {built}){axis_note}, received an input of shape "
+                    f"{shape} (rank {len(shape)}). Its axes were resolved for rank "
+                    f"{len(built)}; use a new layer for inputs of another rank"
+                )
+        return super().__call__(*args, **kwargs)
+
+    def _record_built_shape(self, input_shape):
+        self._built_input_shape = tuple(input_shape)
+
+    @property
+    def _built_rank(self) -> int:
+        return len(self._built_input_shape)
+
+
+class NormalizationLayer(CheckedCall, keras.layers.Layer):
     """Base class of tfnorm's shape-preserving normalization layers.
 
-    Adds to ``keras.layers.Layer``: a ``from_config`` that rejects unknown keys
-    with a clear message, identity ``compute_output_shape``, mask pass-through,
-    and helpers for validated axes and float32 parameters.
+    Adds to ``keras.layers.Layer``: the input checks of :class:`CheckedCall`,
+    a ``from_config`` that rejects unknown keys with a clear message, identity
+    ``compute_output_shape``, mask pass-through, and helpers for validated axes
+    and float32 parameters. A subclass's ``build`` resolves its axes with
+    :meth:`_resolve_axes` (or checks the rank with :meth:`_check_rank`), which
+    records the built shape.
     """
 
     #: Smallest input rank the layer accepts (batch axis included).
@@ -149,12 +329,13 @@ class NormalizationLayer(keras.layers.Layer):
                 f"{type(self).__name__} needs an input of rank >= {min_rank} (batch axis "
                 f"included), received an input of shape {tuple(input_shape)} (rank {rank})"
             )
+        self._record_built_shape(input_shape)
         return rank
 
     def _resolve_axes(self, axis, input_shape, argname="axis") -> Tuple[int, ...]:
         """Validated non-negative feature axes whose sizes are known."""
         rank = self._check_rank(input_shape)
-        axes = resolve_axes(axis, rank, argname)
+        axes = ops.resolve_axes(axis, rank, argname)
         for a in axes:
             if input_shape[a] is None:
                 raise ValueError(

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
 
 from tfnorm import ops
 from tfnorm.layers.base import (
+    AffineMixin,
     NormalizationLayer,
-    check_float_input,
+    check_axis,
+    check_bool,
     check_fraction,
     check_int,
     check_positive,
+    initializer,
     register,
     serialize,
     update_moving_average,
@@ -48,8 +50,8 @@ def _check_renorm_clipping(renorm_clipping):
     return dict(renorm_clipping)
 
 
-@register
-class BatchNormalization(NormalizationLayer):
+@register("batch", batch_statistics=True, synchronized=True)
+class BatchNormalization(AffineMixin, NormalizationLayer):
     r"""Batch normalization, with masks, replica synchronization, ghost batches and renorm.
 
     In training, each channel is normalized with the mean and variance of the
@@ -154,38 +156,28 @@ class BatchNormalization(NormalizationLayer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        ops.as_axis_tuple(axis)
-        self.axis = axis
+        self.axis = check_axis(axis)
         self.momentum = check_fraction("momentum", momentum)
         self.epsilon = check_positive("epsilon", epsilon)
-        self.center = bool(center)
-        self.scale = bool(scale)
-        self.synchronized = bool(synchronized)
+        self._init_affine(locals())
+        self.synchronized = check_bool("synchronized", synchronized)
         if virtual_batch_size is not None:
             check_int("virtual_batch_size", virtual_batch_size, 1)
         self.virtual_batch_size = virtual_batch_size
-        self.renorm = bool(renorm)
+        self.renorm = check_bool("renorm", renorm)
         self.renorm_clipping = _check_renorm_clipping(renorm_clipping)
         self.renorm_momentum = check_fraction("renorm_momentum", renorm_momentum)
-        self.beta_initializer = keras.initializers.get(beta_initializer)
-        self.gamma_initializer = keras.initializers.get(gamma_initializer)
-        self.moving_mean_initializer = keras.initializers.get(moving_mean_initializer)
-        self.moving_variance_initializer = keras.initializers.get(moving_variance_initializer)
-        self.beta_regularizer = keras.regularizers.get(beta_regularizer)
-        self.gamma_regularizer = keras.regularizers.get(gamma_regularizer)
-        self.beta_constraint = keras.constraints.get(beta_constraint)
-        self.gamma_constraint = keras.constraints.get(gamma_constraint)
+        self.moving_mean_initializer = initializer("moving_mean_initializer",
+                                                   moving_mean_initializer)
+        self.moving_variance_initializer = initializer("moving_variance_initializer",
+                                                       moving_variance_initializer)
 
     def build(self, input_shape):
         axes = self._resolve_axes(self.axis, input_shape)
         self._axes = axes
-        self._rank = len(input_shape)
-        self._reduce = ops.complement(axes, self._rank)
+        self._reduce = ops.complement(axes, self._built_rank)
         shape = self._param_shape(axes, input_shape)
-        self.gamma = (self._param("gamma", shape, self.gamma_initializer, self.gamma_regularizer,
-                                  self.gamma_constraint) if self.scale else None)
-        self.beta = (self._param("beta", shape, self.beta_initializer, self.beta_regularizer,
-                                 self.beta_constraint) if self.center else None)
+        self._build_affine(shape)
         self.moving_mean = self._param("moving_mean", shape, self.moving_mean_initializer,
                                        trainable=False, aggregation="mean")
         self.moving_variance = self._param("moving_variance", shape,
@@ -204,7 +196,7 @@ class BatchNormalization(NormalizationLayer):
 
     # ------------------------------------------------------------------------
     def _bshape(self, v, rank=None):
-        return self._broadcast(v, self._axes, self._rank if rank is None else rank)
+        return self._broadcast(v, self._axes, self._built_rank if rank is None else rank)
 
     def _cross_replica(self) -> bool:
         """Whether batch statistics are all-reduced across replicas here."""
@@ -217,13 +209,9 @@ class BatchNormalization(NormalizationLayer):
             return ops.replica_moments(x, self._reduce, shift=shift, mask=mask)
         return ops.moments(x, self._reduce, mask)
 
-    def _update(self, var, value, momentum):
-        update_moving_average(var, value, momentum)
-
     def call(self, inputs, training=None, mask=None):
-        check_float_input(type(self).__name__, inputs)
         x = inputs
-        rank = self._rank
+        rank = self._built_rank
         gamma = self._bshape(self.gamma)
         beta = self._bshape(self.beta)
         use_batch = bool(training) and self.trainable
@@ -261,11 +249,12 @@ class BatchNormalization(NormalizationLayer):
 
         mean_u = tf.stop_gradient(mean_u)
         var_u = tf.stop_gradient(var_u)
-        self._update(self.moving_mean, mean_u, self.momentum)
-        self._update(self.moving_variance, var_u, self.momentum)
+        update_moving_average(self.moving_mean, mean_u, self.momentum)
+        update_moving_average(self.moving_variance, var_u, self.momentum)
         if self.renorm:
-            self._update(self.renorm_mean, mean_u, self.renorm_momentum)
-            self._update(self.renorm_stddev, tf.sqrt(var_u + self.epsilon), self.renorm_momentum)
+            update_moving_average(self.renorm_mean, mean_u, self.renorm_momentum)
+            update_moving_average(self.renorm_stddev, tf.sqrt(var_u + self.epsilon),
+                                  self.renorm_momentum)
         return y
 
     def _train_normalize(self, x, mean_b, var_b, gamma, beta, ghost):
@@ -330,7 +319,7 @@ class BatchNormalization(NormalizationLayer):
         return xv, reduce_axes
 
     def _expand_mask(self, mask, x):
-        rank = self._rank
+        rank = self._built_rank
         if mask.shape.rank != rank - 1:
             raise ValueError(
                 f"BatchNormalization: mask must have rank {rank - 1} (input rank - 1) for an "
@@ -348,20 +337,13 @@ class BatchNormalization(NormalizationLayer):
             "axis": self.axis,
             "momentum": self.momentum,
             "epsilon": self.epsilon,
-            "center": self.center,
-            "scale": self.scale,
             "synchronized": self.synchronized,
             "virtual_batch_size": self.virtual_batch_size,
             "renorm": self.renorm,
             "renorm_clipping": self.renorm_clipping,
             "renorm_momentum": self.renorm_momentum,
-            "beta_initializer": serialize(self.beta_initializer),
-            "gamma_initializer": serialize(self.gamma_initializer),
             "moving_mean_initializer": serialize(self.moving_mean_initializer),
             "moving_variance_initializer": serialize(self.moving_variance_initializer),
-            "beta_regularizer": serialize(self.beta_regularizer),
-            "gamma_regularizer": serialize(self.gamma_regularizer),
-            "beta_constraint": serialize(self.beta_constraint),
-            "gamma_constraint": serialize(self.gamma_constraint),
+            **self._affine_config(),
         })
         return config

@@ -5,21 +5,16 @@ from __future__ import annotations
 from tfnorm import ops
 from tfnorm.layers.base import (
     NormalizationLayer,
-    check_float_input,
+    check_axis,
     check_int,
+    check_number,
     check_positive,
     check_single_axis,
     register,
 )
 
 
-def _check_number(name, value, allow_zero=True):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, received {name}={value!r}")
-    return float(check_positive(name, value, allow_zero=allow_zero))
-
-
-@register
+@register("lrn")
 class LocalResponseNormalization(NormalizationLayer):
     r"""Local response normalization across neighbouring channels, in TensorFlow's convention.
 
@@ -69,9 +64,9 @@ class LocalResponseNormalization(NormalizationLayer):
     def __init__(self, depth_radius=5, bias=1.0, alpha=1.0, beta=0.5, axis=-1, **kwargs):
         super().__init__(**kwargs)
         self.depth_radius = check_int("depth_radius", depth_radius, 0)
-        self.bias = _check_number("bias", bias)
-        self.alpha = _check_number("alpha", alpha)
-        self.beta = _check_number("beta", beta)
+        self.bias = check_number("bias", bias)
+        self.alpha = check_number("alpha", alpha)
+        self.beta = check_number("beta", beta)
         self.axis = check_single_axis(type(self).__name__, axis)
 
     def build(self, input_shape):
@@ -79,7 +74,6 @@ class LocalResponseNormalization(NormalizationLayer):
         self._channel = c_axis
 
     def call(self, inputs):
-        check_float_input(type(self).__name__, inputs)
         return ops.lrn(inputs, self.depth_radius, self.bias, self.alpha, self.beta, self._channel)
 
     def get_config(self):
@@ -89,7 +83,7 @@ class LocalResponseNormalization(NormalizationLayer):
         return config
 
 
-@register
+@register("pixel")
 class PixelNormalization(NormalizationLayer):
     r"""Pixelwise feature-vector normalization (ProGAN): each position's channels to unit RMS.
 
@@ -125,14 +119,12 @@ class PixelNormalization(NormalizationLayer):
     def __init__(self, epsilon=1e-8, axis=-1, **kwargs):
         super().__init__(**kwargs)
         self.epsilon = check_positive("epsilon", epsilon)
-        ops.as_axis_tuple(axis)
-        self.axis = axis
+        self.axis = check_axis(axis)
 
     def build(self, input_shape):
         self._axes = self._resolve_axes(self.axis, input_shape)
 
     def call(self, inputs):
-        check_float_input(type(self).__name__, inputs)
         return ops.rms_norm(inputs, self._axes, epsilon=self.epsilon)
 
     def get_config(self):

@@ -7,11 +7,15 @@ import tensorflow as tf
 
 from tfnorm import ops
 from tfnorm.layers.base import (
+    CheckedCall,
+    check_bool,
     check_config_keys,
-    check_float_input,
     check_int,
     check_positive,
+    constraint,
+    initializer,
     register,
+    regularizer,
     serialize,
 )
 
@@ -27,22 +31,22 @@ _BIAS_DOC = """
 """
 
 
-class _CosineBase(keras.layers.Layer):
+class _CosineBase(CheckedCall, keras.layers.Layer):
     """Shared construction, weights and config of the cosine layers."""
 
     def _init_common(self, centered, use_bias, epsilon, activation, kernel_initializer,
                      bias_initializer, kernel_regularizer, bias_regularizer,
                      kernel_constraint, bias_constraint):
-        self.centered = bool(centered)
-        self.use_bias = bool(use_bias)
+        self.centered = check_bool("centered", centered)
+        self.use_bias = check_bool("use_bias", use_bias)
         self.epsilon = check_positive("epsilon", epsilon)
         self.activation = keras.activations.get(activation)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.kernel_initializer = initializer("kernel_initializer", kernel_initializer)
+        self.bias_initializer = initializer("bias_initializer", bias_initializer)
+        self.kernel_regularizer = regularizer("kernel_regularizer", kernel_regularizer)
+        self.bias_regularizer = regularizer("bias_regularizer", bias_regularizer)
+        self.kernel_constraint = constraint("kernel_constraint", kernel_constraint)
+        self.bias_constraint = constraint("bias_constraint", bias_constraint)
 
     @classmethod
     def from_config(cls, config):
@@ -81,10 +85,12 @@ class _CosineBase(keras.layers.Layer):
         }
 
 
-@register
+@register("cosine_dense", kind="layer")
 class CosineDense(_CosineBase):
     #: Smallest input rank (batch axis included).
     min_rank = 2
+    #: Like Dense, any rank >= 2 works once built: the cosine is over the last axis.
+    fixed_rank = False
 
     __doc__ = r"""A dense layer whose units output cosine similarities.
 
@@ -149,7 +155,6 @@ class CosineDense(_CosineBase):
         self._build_weights((d, self.units), self.units)
 
     def call(self, inputs):
-        check_float_input(type(self).__name__, inputs)
         kernel, bias = self._tensors()
         out = ops.cosine_matmul(inputs, kernel, bias, self.centered, self.epsilon)
         return self.activation(out) if self.activation is not None else out
@@ -242,10 +247,10 @@ class _CosineConv(_CosineBase):
             raise ValueError(
                 f"{name} needs the number of input channels when it is built, received an "
                 f"input of shape {tuple(input_shape)} with data_format={self.data_format!r}")
+        self._record_built_shape(input_shape)
         self._build_weights(self.kernel_size + (c, self.filters), self.filters)
 
     def call(self, inputs):
-        check_float_input(type(self).__name__, inputs)
         x = inputs
         first = self.data_format == "channels_first"
         if first:
@@ -342,14 +347,14 @@ _CONV_DOC = r"""A {rank}-D convolution whose outputs are cosine similarities.
     """
 
 
-@register
+@register("cosine_conv1d", kind="layer")
 class CosineConv1D(_CosineConv):
     __doc__ = _CONV_DOC.format(rank=1, rank2=3, example_shape="8",
                                paddings='``"valid"``, ``"same"`` or ``"causal"``')
     rank = 1
 
 
-@register
+@register("cosine_conv2d", kind="layer")
 class CosineConv2D(_CosineConv):
     __doc__ = _CONV_DOC.format(rank=2, rank2=4, example_shape="6, 6",
                                paddings='``"valid"`` or ``"same"``')

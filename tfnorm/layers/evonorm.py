@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
 
 from tfnorm import ops
 from tfnorm.layers.base import (
+    AffineMixin,
     NormalizationLayer,
-    check_float_input,
+    check_bool,
     check_fraction,
+    check_groups,
     check_int,
     check_positive,
     check_single_axis,
+    initializer,
     register,
     serialize,
     update_moving_average,
 )
-from tfnorm.layers.group import check_groups
-from tfnorm.layers.layer_norm import _AffineMixin
 
 
-@register
-class EvoNormB0(_AffineMixin, NormalizationLayer):
+@register("evonorm_b0", batch_statistics=True, synchronized=True)
+class EvoNormB0(AffineMixin, NormalizationLayer):
     r"""EvoNorm-B0: a batch-dependent normalization-activation layer found by search.
 
     With ``s2_b`` the batch variance per channel (over the batch and spatial
@@ -79,19 +79,18 @@ class EvoNormB0(_AffineMixin, NormalizationLayer):
                  beta_constraint=None, gamma_constraint=None,
                  moving_variance_initializer="ones", synchronized=False, **kwargs):
         super().__init__(**kwargs)
-        self.synchronized = bool(synchronized)
+        self.synchronized = check_bool("synchronized", synchronized)
         self.momentum = check_fraction("momentum", momentum)
         self.epsilon = check_positive("epsilon", epsilon)
         self.axis = check_single_axis(type(self).__name__, axis)
-        self._init_affine(center, scale, beta_initializer, gamma_initializer,
-                          beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint)
-        self.moving_variance_initializer = keras.initializers.get(moving_variance_initializer)
+        self._init_affine(locals())
+        self.moving_variance_initializer = initializer("moving_variance_initializer",
+                                                       moving_variance_initializer)
 
     def build(self, input_shape):
         (c_axis,) = self._resolve_axes(self.axis, input_shape)
         self._axes = (c_axis,)
-        self._rank = len(input_shape)
-        self._batch = ops.complement((c_axis,), self._rank)
+        self._batch = ops.complement((c_axis,), self._built_rank)
         channels = input_shape[c_axis]
         self._build_affine((channels,))
         self.v1 = self._param("v1", (channels,), "ones")
@@ -100,7 +99,6 @@ class EvoNormB0(_AffineMixin, NormalizationLayer):
                                            trainable=False, aggregation="mean")
 
     def call(self, inputs, training=None):
-        check_float_input(type(self).__name__, inputs)
         c_axis = self._axes[0]
         params = (self.v1, self.gamma, self.beta)
         if bool(training) and self.trainable:
@@ -108,13 +106,13 @@ class EvoNormB0(_AffineMixin, NormalizationLayer):
                 # the global batch variance, differentiated through the all-reduces
                 _, batch_var = ops.replica_moments(ops.to_stats(inputs), self._batch)
                 y, _ = ops.evonorm_b0(inputs, c_axis, *params, epsilon=self.epsilon,
-                                  variance=tf.reshape(batch_var, [-1]))
+                                      variance=tf.reshape(batch_var, [-1]))
             else:
                 y, batch_var = ops.evonorm_b0(inputs, c_axis, *params, epsilon=self.epsilon)
             update_moving_average(self.moving_variance, batch_var, self.momentum)
             return y
         y, _ = ops.evonorm_b0(inputs, c_axis, *params, epsilon=self.epsilon,
-                          variance=self.moving_variance)
+                              variance=self.moving_variance)
         return y
 
     def get_config(self):
@@ -130,8 +128,8 @@ class EvoNormB0(_AffineMixin, NormalizationLayer):
         return config
 
 
-@register
-class EvoNormS0(_AffineMixin, NormalizationLayer):
+@register("evonorm_s0", groups=True)
+class EvoNormS0(AffineMixin, NormalizationLayer):
     r"""EvoNorm-S0: a batch-independent normalization-activation layer found by search.
 
     With ``s2_g`` the variance per sample over the spatial axes and the
@@ -174,22 +172,19 @@ class EvoNormS0(_AffineMixin, NormalizationLayer):
         self.groups = check_int("groups", groups, 1)
         self.epsilon = check_positive("epsilon", epsilon)
         self.axis = check_single_axis(type(self).__name__, axis)
-        self._init_affine(center, scale, beta_initializer, gamma_initializer,
-                          beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint)
+        self._init_affine(locals())
 
     def build(self, input_shape):
         (c_axis,) = self._resolve_axes(self.axis, input_shape)
         channels = input_shape[c_axis]
         check_groups(self.groups, channels, self.axis)
         self._axes = (c_axis,)
-        self._rank = len(input_shape)
         self._build_affine((channels,))
         self.v1 = self._param("v1", (channels,), "ones")
 
     def call(self, inputs):
-        check_float_input(type(self).__name__, inputs)
-        return ops.evonorm_s0(inputs, self.groups, self._axes[0], self.v1, self.gamma, self.beta,
-                          epsilon=self.epsilon)
+        return ops.evonorm_s0(inputs, self.groups, self._axes[0], self.v1, self.gamma,
+                              self.beta, epsilon=self.epsilon)
 
     def get_config(self):
         config = super().get_config()

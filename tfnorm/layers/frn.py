@@ -7,21 +7,24 @@ import tensorflow as tf
 
 from tfnorm import ops
 from tfnorm.layers.base import (
+    AffineMixin,
     NormalizationLayer,
-    check_float_input,
+    check_bool,
     check_positive,
     check_single_axis,
+    constraint,
+    initializer,
     register,
+    regularizer,
     serialize,
 )
-from tfnorm.layers.layer_norm import _AffineMixin
 
 # Starting value of the learned part of epsilon (nonzero: |e| has no gradient at 0).
 _LEARNED_EPSILON_INIT = 1e-4
 
 
-@register
-class FilterResponseNormalization(_AffineMixin, NormalizationLayer):
+@register("frn")
+class FilterResponseNormalization(AffineMixin, NormalizationLayer):
     r"""Filter response normalization: each channel divided by its mean square over space.
 
     Per sample and channel, with ``nu2`` the mean of ``x**2`` over the spatial
@@ -70,24 +73,18 @@ class FilterResponseNormalization(_AffineMixin, NormalizationLayer):
                  beta_constraint=None, gamma_constraint=None, **kwargs):
         super().__init__(**kwargs)
         self.axis = check_single_axis(type(self).__name__, axis)
-        if not isinstance(learned_epsilon, bool):
-            raise ValueError("learned_epsilon must be True or False, received "
-                             f"learned_epsilon={learned_epsilon!r}")
-        self.learned_epsilon = learned_epsilon
+        self.learned_epsilon = check_bool("learned_epsilon", learned_epsilon)
         self.epsilon = check_positive("epsilon", epsilon, allow_zero=learned_epsilon)
-        self._init_affine(center, scale, beta_initializer, gamma_initializer,
-                          beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint)
+        self._init_affine(locals())
 
     def build(self, input_shape):
         (c_axis,) = self._resolve_axes(self.axis, input_shape)
         self._axes = (c_axis,)
-        self._rank = len(input_shape)
         self._build_affine((input_shape[c_axis],))
         self.learned_eps = (self._param("learned_eps", (), keras.initializers.Constant(
             _LEARNED_EPSILON_INIT)) if self.learned_epsilon else None)
 
     def call(self, inputs):
-        check_float_input(type(self).__name__, inputs)
         eps = abs(self.epsilon)
         if self.learned_eps is not None:
             dt = ops.stats_dtype(inputs.dtype)
@@ -101,7 +98,7 @@ class FilterResponseNormalization(_AffineMixin, NormalizationLayer):
         return config
 
 
-@register
+@register("tlu", kind="activation")
 class TLU(NormalizationLayer):
     r"""Thresholded linear unit: ``y = max(x, tau)`` with a learned threshold per channel.
 
@@ -132,20 +129,18 @@ class TLU(NormalizationLayer):
                  tau_constraint=None, **kwargs):
         super().__init__(**kwargs)
         self.axis = check_single_axis(type(self).__name__, axis)
-        self.tau_initializer = keras.initializers.get(tau_initializer)
-        self.tau_regularizer = keras.regularizers.get(tau_regularizer)
-        self.tau_constraint = keras.constraints.get(tau_constraint)
+        self.tau_initializer = initializer("tau_initializer", tau_initializer)
+        self.tau_regularizer = regularizer("tau_regularizer", tau_regularizer)
+        self.tau_constraint = constraint("tau_constraint", tau_constraint)
 
     def build(self, input_shape):
         (c_axis,) = self._resolve_axes(self.axis, input_shape)
         self._axes = (c_axis,)
-        self._rank = len(input_shape)
         self.tau = self._param("tau", (input_shape[c_axis],), self.tau_initializer,
                                self.tau_regularizer, self.tau_constraint)
 
     def call(self, inputs):
-        check_float_input(type(self).__name__, inputs)
-        return ops.tlu(inputs, self._broadcast(self.tau, self._axes, self._rank))
+        return ops.tlu(inputs, self._broadcast(self.tau, self._axes, self._built_rank))
 
     def get_config(self):
         config = super().get_config()

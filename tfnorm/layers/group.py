@@ -4,33 +4,18 @@ from __future__ import annotations
 
 from tfnorm import ops
 from tfnorm.layers.base import (
+    AffineMixin,
     NormalizationLayer,
-    check_float_input,
+    check_groups,
     check_int,
     check_positive,
     check_single_axis,
     register,
 )
-from tfnorm.layers.layer_norm import _AffineMixin
 
 
-def _suggest_groups(channels: int, groups: int) -> str:
-    valid = [d for d in ops.divisors(channels) if d > 1] or [1]
-    near = sorted(valid, key=lambda d: (abs(d - groups), d))[:4]
-    return ", ".join(f"groups={d}" for d in sorted(near))
-
-
-def check_groups(groups: int, channels: int, axis) -> None:
-    """A ValueError, with the nearest valid choices, when ``groups`` does not divide ``channels``."""
-    if channels % groups:
-        raise ValueError(
-            f"groups={groups} must divide the {channels} channels on axis {axis}; "
-            f"try {_suggest_groups(channels, groups)}"
-        )
-
-
-@register
-class GroupNormalization(_AffineMixin, NormalizationLayer):
+@register("group", groups=True)
+class GroupNormalization(AffineMixin, NormalizationLayer):
     r"""Group normalization: channels split into groups, each normalized per sample.
 
     For a sample and a group ``g`` of ``C / groups`` channels, the mean and
@@ -77,19 +62,16 @@ class GroupNormalization(_AffineMixin, NormalizationLayer):
         self.groups = check_int("groups", groups, 1)
         self.axis = check_single_axis(type(self).__name__, axis)
         self.epsilon = check_positive("epsilon", epsilon)
-        self._init_affine(center, scale, beta_initializer, gamma_initializer,
-                          beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint)
+        self._init_affine(locals())
 
     def build(self, input_shape):
         (c_axis,) = self._resolve_axes(self.axis, input_shape)
         channels = input_shape[c_axis]
         check_groups(self.groups, channels, self.axis)
         self._axes = (c_axis,)
-        self._rank = len(input_shape)
         self._build_affine((channels,))
 
     def call(self, inputs):
-        check_float_input(type(self).__name__, inputs)
         return ops.group_norm(inputs, self.groups, self._axes[0], self.gamma, self.beta,
                               self.epsilon)
 
@@ -100,8 +82,8 @@ class GroupNormalization(_AffineMixin, NormalizationLayer):
         return config
 
 
-@register
-class InstanceNormalization(_AffineMixin, NormalizationLayer):
+@register("instance")
+class InstanceNormalization(AffineMixin, NormalizationLayer):
     r"""Instance normalization: each channel of each sample normalized over space.
 
     ``y = gamma * (x - mean_nc) / sqrt(var_nc + epsilon) + beta``, where the
@@ -140,17 +122,14 @@ class InstanceNormalization(_AffineMixin, NormalizationLayer):
         super().__init__(**kwargs)
         self.axis = check_single_axis(type(self).__name__, axis)
         self.epsilon = check_positive("epsilon", epsilon)
-        self._init_affine(center, scale, beta_initializer, gamma_initializer,
-                          beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint)
+        self._init_affine(locals())
 
     def build(self, input_shape):
         (c_axis,) = self._resolve_axes(self.axis, input_shape)
         self._axes = (c_axis,)
-        self._rank = len(input_shape)
         self._build_affine((input_shape[c_axis],))
 
     def call(self, inputs):
-        check_float_input(type(self).__name__, inputs)
         return ops.instance_norm(inputs, self._axes[0], self.gamma, self.beta, self.epsilon)
 
     def get_config(self):

@@ -2,53 +2,18 @@
 
 from __future__ import annotations
 
-import keras
-
 from tfnorm import ops
 from tfnorm.layers.base import (
+    AffineMixin,
     NormalizationLayer,
-    check_float_input,
+    check_axis,
     check_positive,
     register,
-    serialize,
 )
 
 
-class _AffineMixin:
-    """Construction and config of ``gamma``/``beta`` shared by per-sample layers."""
-
-    def _init_affine(self, center, scale, beta_initializer, gamma_initializer,
-                     beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint):
-        self.center = bool(center)
-        self.scale = bool(scale)
-        self.beta_initializer = keras.initializers.get(beta_initializer)
-        self.gamma_initializer = keras.initializers.get(gamma_initializer)
-        self.beta_regularizer = keras.regularizers.get(beta_regularizer)
-        self.gamma_regularizer = keras.regularizers.get(gamma_regularizer)
-        self.beta_constraint = keras.constraints.get(beta_constraint)
-        self.gamma_constraint = keras.constraints.get(gamma_constraint)
-
-    def _build_affine(self, shape):
-        self.gamma = (self._param("gamma", shape, self.gamma_initializer, self.gamma_regularizer,
-                                  self.gamma_constraint) if self.scale else None)
-        self.beta = (self._param("beta", shape, self.beta_initializer, self.beta_regularizer,
-                                 self.beta_constraint) if self.center else None)
-
-    def _affine_config(self):
-        return {
-            "center": self.center,
-            "scale": self.scale,
-            "beta_initializer": serialize(self.beta_initializer),
-            "gamma_initializer": serialize(self.gamma_initializer),
-            "beta_regularizer": serialize(self.beta_regularizer),
-            "gamma_regularizer": serialize(self.gamma_regularizer),
-            "beta_constraint": serialize(self.beta_constraint),
-            "gamma_constraint": serialize(self.gamma_constraint),
-        }
-
-
-@register
-class LayerNormalization(_AffineMixin, NormalizationLayer):
+@register("layer")
+class LayerNormalization(AffineMixin, NormalizationLayer):
     r"""Layer normalization: each sample normalized over its feature axes.
 
     ``y = gamma * (x - mean) / sqrt(var + epsilon) + beta``, with ``mean`` and
@@ -88,19 +53,15 @@ class LayerNormalization(_AffineMixin, NormalizationLayer):
                  beta_regularizer=None, gamma_regularizer=None,
                  beta_constraint=None, gamma_constraint=None, **kwargs):
         super().__init__(**kwargs)
-        ops.as_axis_tuple(axis)
-        self.axis = axis
+        self.axis = check_axis(axis)
         self.epsilon = check_positive("epsilon", epsilon)
-        self._init_affine(center, scale, beta_initializer, gamma_initializer,
-                          beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint)
+        self._init_affine(locals())
 
     def build(self, input_shape):
         self._axes = self._resolve_axes(self.axis, input_shape)
-        self._rank = len(input_shape)
         self._build_affine(self._param_shape(self._axes, input_shape))
 
     def call(self, inputs):
-        check_float_input(type(self).__name__, inputs)
         return ops.layer_norm(inputs, self._axes, self.gamma, self.beta, self.epsilon)
 
     def get_config(self):
@@ -109,8 +70,8 @@ class LayerNormalization(_AffineMixin, NormalizationLayer):
         return config
 
 
-@register
-class RMSNormalization(NormalizationLayer):
+@register("rms")
+class RMSNormalization(AffineMixin, NormalizationLayer):
     r"""Root-mean-square normalization: LayerNorm without re-centering.
 
     ``y = gamma * x / sqrt(mean(x**2) + epsilon)``, the mean of squares taken per
@@ -139,33 +100,18 @@ class RMSNormalization(NormalizationLayer):
     def __init__(self, axis=-1, epsilon=1e-6, scale=True, gamma_initializer="ones",
                  gamma_regularizer=None, gamma_constraint=None, **kwargs):
         super().__init__(**kwargs)
-        ops.as_axis_tuple(axis)
-        self.axis = axis
+        self.axis = check_axis(axis)
         self.epsilon = check_positive("epsilon", epsilon, allow_zero=True)
-        self.scale = bool(scale)
-        self.gamma_initializer = keras.initializers.get(gamma_initializer)
-        self.gamma_regularizer = keras.regularizers.get(gamma_regularizer)
-        self.gamma_constraint = keras.constraints.get(gamma_constraint)
+        self._init_affine(locals())
 
     def build(self, input_shape):
         self._axes = self._resolve_axes(self.axis, input_shape)
-        self._rank = len(input_shape)
-        shape = self._param_shape(self._axes, input_shape)
-        self.gamma = (self._param("gamma", shape, self.gamma_initializer, self.gamma_regularizer,
-                                  self.gamma_constraint) if self.scale else None)
+        self._build_affine(self._param_shape(self._axes, input_shape))
 
     def call(self, inputs):
-        check_float_input(type(self).__name__, inputs)
         return ops.rms_norm(inputs, self._axes, self.gamma, self.epsilon)
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "axis": self.axis,
-            "epsilon": self.epsilon,
-            "scale": self.scale,
-            "gamma_initializer": serialize(self.gamma_initializer),
-            "gamma_regularizer": serialize(self.gamma_regularizer),
-            "gamma_constraint": serialize(self.gamma_constraint),
-        })
+        config.update({"axis": self.axis, "epsilon": self.epsilon, **self._affine_config()})
         return config

@@ -6,8 +6,8 @@ import tensorflow as tf
 
 from tfnorm import ops
 from tfnorm.layers.base import (
+    AffineMixin,
     NormalizationLayer,
-    check_float_input,
     check_fraction,
     check_positive,
     check_single_axis,
@@ -46,8 +46,8 @@ def _clamp(z, value):
     return clamp(z)
 
 
-@register
-class OnlineNormalization(NormalizationLayer):
+@register("online")
+class OnlineNormalization(AffineMixin, NormalizationLayer):
     r"""Online Normalization: normalization with streamed statistics and a controlled backward.
 
     The batch axis is treated as time. Each sample ``x_t`` is normalized per
@@ -122,8 +122,11 @@ class OnlineNormalization(NormalizationLayer):
       ecm: ``"ac"``, ``"ls"`` or None. Default ``"ac"``.
       ls_epsilon: added to the mean square in layer scaling. Default 1e-5.
       clamp_value: the bound of activation clamping. Default 5.0.
-      center: learn an offset ``beta`` (initialized to 0). Default True.
-      scale: learn a scale ``gamma`` (initialized to 1). Default True.
+      center: learn an offset ``beta``. Default True.
+      scale: learn a scale ``gamma``. Default True.
+      beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer,
+      beta_constraint, gamma_constraint: for ``beta`` and ``gamma``; default
+        ``"zeros"`` and ``"ones"`` initializers, no regularizer or constraint.
 
     Call arguments:
       inputs: float tensor of rank >= 2, such as ``(N, C)``, ``(N, T, C)``,
@@ -148,7 +151,10 @@ class OnlineNormalization(NormalizationLayer):
     """
 
     def __init__(self, alpha_fwd=0.999, alpha_bkw=0.99, axis=-1, epsilon=1e-5, ecm="ac",
-                 ls_epsilon=1e-5, clamp_value=5.0, center=True, scale=True, **kwargs):
+                 ls_epsilon=1e-5, clamp_value=5.0, center=True, scale=True,
+                 beta_initializer="zeros", gamma_initializer="ones",
+                 beta_regularizer=None, gamma_regularizer=None,
+                 beta_constraint=None, gamma_constraint=None, **kwargs):
         super().__init__(**kwargs)
         check_single_axis(type(self).__name__, axis)
         self.alpha_fwd = check_fraction("alpha_fwd", alpha_fwd)
@@ -158,15 +164,12 @@ class OnlineNormalization(NormalizationLayer):
         self.ecm = _check_ecm(ecm)
         self.ls_epsilon = check_positive("ls_epsilon", ls_epsilon, allow_zero=True)
         self.clamp_value = check_positive("clamp_value", clamp_value)
-        self.center = bool(center)
-        self.scale = bool(scale)
+        self._init_affine(locals())
 
     def build(self, input_shape):
         self._axes = self._resolve_axes(self.axis, input_shape)
-        self._rank = len(input_shape)
         shape = self._param_shape(self._axes, input_shape)
-        self.gamma = self._param("gamma", shape, "ones") if self.scale else None
-        self.beta = self._param("beta", shape, "zeros") if self.center else None
+        self._build_affine(shape)
         state = dict(trainable=False, aggregation="mean")
         self.streaming_mean = self._param("streaming_mean", shape, "zeros", **state)
         self.streaming_variance = self._param("streaming_variance", shape, "ones", **state)
@@ -184,12 +187,11 @@ class OnlineNormalization(NormalizationLayer):
         if self.ecm == "ac":
             return _clamp(z, self.clamp_value)
         if self.ecm == "ls":  # RMS over all non-batch axes, with its exact gradient
-            return ops.rms_norm(z, list(range(1, self._rank)), epsilon=self.ls_epsilon)
+            return ops.rms_norm(z, list(range(1, self._built_rank)), epsilon=self.ls_epsilon)
         return z
 
     def call(self, inputs, training=None):
-        check_float_input(type(self).__name__, inputs)
-        bshape = lambda p: self._broadcast(p, self._axes, self._rank)  # noqa: E731
+        bshape = lambda p: self._broadcast(p, self._axes, self._built_rank)  # noqa: E731
         if not (bool(training) and self.trainable):
             z = ops.normalize(inputs, bshape(self.streaming_mean),
                               bshape(self.streaming_variance), bshape(self.gamma),
@@ -225,7 +227,6 @@ class OnlineNormalization(NormalizationLayer):
             "ecm": self.ecm,
             "ls_epsilon": self.ls_epsilon,
             "clamp_value": self.clamp_value,
-            "center": self.center,
-            "scale": self.scale,
+            **self._affine_config(),
         })
         return config

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
 
 from tfnorm import ops
 from tfnorm.layers.base import (
+    AffineMixin,
     NormalizationLayer,
-    check_float_input,
+    check_bool,
     check_fraction,
     check_positive,
     check_single_axis,
+    initializer,
     register,
     serialize,
     update_moving_average,
 )
-from tfnorm.layers.layer_norm import _AffineMixin
 
 
-@register
-class SwitchableNormalization(_AffineMixin, NormalizationLayer):
+@register("switchable", batch_statistics=True, synchronized=True)
+class SwitchableNormalization(AffineMixin, NormalizationLayer):
     r"""Switchable normalization: instance, layer and batch statistics mixed by learned weights.
 
     For an input with channels on ``axis`` and spatial axes ``S``, three sets
@@ -83,21 +83,21 @@ class SwitchableNormalization(_AffineMixin, NormalizationLayer):
                  moving_mean_initializer="zeros", moving_variance_initializer="ones",
                  synchronized=False, **kwargs):
         super().__init__(**kwargs)
-        self.synchronized = bool(synchronized)
+        self.synchronized = check_bool("synchronized", synchronized)
         self.momentum = check_fraction("momentum", momentum)
         self.epsilon = check_positive("epsilon", epsilon)
         self.axis = check_single_axis(type(self).__name__, axis)
-        self._init_affine(center, scale, beta_initializer, gamma_initializer,
-                          beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint)
-        self.moving_mean_initializer = keras.initializers.get(moving_mean_initializer)
-        self.moving_variance_initializer = keras.initializers.get(moving_variance_initializer)
+        self._init_affine(locals())
+        self.moving_mean_initializer = initializer("moving_mean_initializer",
+                                                   moving_mean_initializer)
+        self.moving_variance_initializer = initializer("moving_variance_initializer",
+                                                       moving_variance_initializer)
 
     def build(self, input_shape):
         (c_axis,) = self._resolve_axes(self.axis, input_shape)
         self._axes = (c_axis,)
-        self._rank = len(input_shape)
-        self._spatial = ops.complement((c_axis,), self._rank, skip_batch=True)
-        self._batch = ops.complement((c_axis,), self._rank)
+        self._spatial = ops.complement((c_axis,), self._built_rank, skip_batch=True)
+        self._batch = ops.complement((c_axis,), self._built_rank)
         channels = input_shape[c_axis]
         self._build_affine((channels,))
         self.mean_weights = self._param("mean_weights", (3,), "ones")
@@ -109,14 +109,13 @@ class SwitchableNormalization(_AffineMixin, NormalizationLayer):
                                            trainable=False, aggregation="mean")
 
     def _b(self, param):
-        return self._broadcast(param, self._axes, self._rank)
+        return self._broadcast(param, self._axes, self._built_rank)
 
     def call(self, inputs, training=None):
-        check_float_input(type(self).__name__, inputs)
         c = self._axes[0]
         use_batch = bool(training) and self.trainable
         cross_replica = use_batch and self.synchronized and ops.replicas_in_sync() > 1
-        if c == self._rank - 1 and not cross_replica:
+        if c == self._built_rank - 1 and not cross_replica:
             # channels last: the op with hand-written gradients (tfnorm.ops.switchable)
             y, mean_bn, var_bn = ops.switchable_norm(
                 inputs, self.mean_weights, self.variance_weights, self.gamma, self.beta,
@@ -131,8 +130,8 @@ class SwitchableNormalization(_AffineMixin, NormalizationLayer):
                 batch = ops.replica_moments(inputs, self._batch, shift=shift)
             elif not use_batch:
                 batch = (self._b(self.moving_mean), self._b(self.moving_variance))
-            mean, var, mean_bn, var_bn = ops.mix_statistics(mean_in, var_in, self.mean_weights,
-                                                        self.variance_weights, c, batch)
+            mean, var, mean_bn, var_bn = ops.mix_statistics(
+                mean_in, var_in, self.mean_weights, self.variance_weights, c, batch)
             y = ops.normalize(inputs, mean, var, self._b(self.gamma), self._b(self.beta),
                               self.epsilon)
         if use_batch:

@@ -7,16 +7,10 @@ import math
 import keras
 
 from tfnorm import ops
-from tfnorm.layers.base import (
-    NormalizationLayer,
-    check_float_input,
-    check_positive,
-    register,
-    serialize,
-)
+from tfnorm.layers.base import AffineMixin, NormalizationLayer, check_axis, check_positive, register
 
 
-@register
+@register("scale")
 class ScaleNormalization(NormalizationLayer):
     r"""ScaleNorm: the feature vector projected onto a sphere of learned radius.
 
@@ -51,16 +45,14 @@ class ScaleNormalization(NormalizationLayer):
     def __init__(self, epsilon=1e-5, axis=-1, **kwargs):
         super().__init__(**kwargs)
         self.epsilon = check_positive("epsilon", epsilon)
-        ops.as_axis_tuple(axis)
-        self.axis = axis
+        self.axis = check_axis(axis)
 
     def build(self, input_shape):
         self._axes = self._resolve_axes(self.axis, input_shape)
-        self._size = math.prod(input_shape[a] for a in self._axes)
-        self.g = self._param("g", (), keras.initializers.Constant(math.sqrt(self._size)))
+        size = math.prod(input_shape[a] for a in self._axes)
+        self.g = self._param("g", (), keras.initializers.Constant(math.sqrt(size)))
 
     def call(self, inputs):
-        check_float_input(type(self).__name__, inputs)
         return ops.scale_norm(inputs, self._axes, self.g, self.epsilon)
 
     def get_config(self):
@@ -69,8 +61,8 @@ class ScaleNormalization(NormalizationLayer):
         return config
 
 
-@register
-class DynamicTanh(NormalizationLayer):
+@register("dyt")
+class DynamicTanh(AffineMixin, NormalizationLayer):
     r"""Dynamic Tanh (DyT): an element-wise stand-in for LayerNorm in transformers.
 
     No statistics at all::
@@ -111,41 +103,21 @@ class DynamicTanh(NormalizationLayer):
         if isinstance(alpha_init, bool) or not isinstance(alpha_init, (int, float)):
             raise ValueError(f"alpha_init must be a number, received alpha_init={alpha_init!r}")
         self.alpha_init = float(alpha_init)
-        ops.as_axis_tuple(axis)
-        self.axis = axis
-        self.beta_initializer = keras.initializers.get(beta_initializer)
-        self.gamma_initializer = keras.initializers.get(gamma_initializer)
-        self.beta_regularizer = keras.regularizers.get(beta_regularizer)
-        self.gamma_regularizer = keras.regularizers.get(gamma_regularizer)
-        self.beta_constraint = keras.constraints.get(beta_constraint)
-        self.gamma_constraint = keras.constraints.get(gamma_constraint)
+        self.axis = check_axis(axis)
+        self._init_affine(locals())
 
     def build(self, input_shape):
         self._axes = self._resolve_axes(self.axis, input_shape)
-        self._rank = len(input_shape)
-        shape = self._param_shape(self._axes, input_shape)
         self.alpha = self._param("alpha", (), keras.initializers.Constant(self.alpha_init))
-        self.gamma = self._param("gamma", shape, self.gamma_initializer, self.gamma_regularizer,
-                                 self.gamma_constraint)
-        self.beta = self._param("beta", shape, self.beta_initializer, self.beta_regularizer,
-                                self.beta_constraint)
+        self._build_affine(self._param_shape(self._axes, input_shape))
 
     def call(self, inputs):
-        check_float_input(type(self).__name__, inputs)
         return ops.dynamic_tanh(inputs, self.alpha,
-                                self._broadcast(self.gamma, self._axes, self._rank),
-                                self._broadcast(self.beta, self._axes, self._rank))
+                                self._broadcast(self.gamma, self._axes, self._built_rank),
+                                self._broadcast(self.beta, self._axes, self._built_rank))
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "alpha_init": self.alpha_init,
-            "axis": self.axis,
-            "beta_initializer": serialize(self.beta_initializer),
-            "gamma_initializer": serialize(self.gamma_initializer),
-            "beta_regularizer": serialize(self.beta_regularizer),
-            "gamma_regularizer": serialize(self.gamma_regularizer),
-            "beta_constraint": serialize(self.beta_constraint),
-            "gamma_constraint": serialize(self.gamma_constraint),
-        })
+        config.update({"alpha_init": self.alpha_init, "axis": self.axis,
+                       **self._affine_config()})
         return config

@@ -16,12 +16,16 @@ import keras
 import tensorflow as tf
 
 from tfnorm import ops
-from tfnorm.layers.base import check_config_keys, check_int, check_positive, register
+from tfnorm.layers.base import (
+    CheckedCall,
+    check_bool,
+    check_config_keys,
+    check_int,
+    check_positive,
+    register,
+)
 
-try:  # mixed precision casts float32 variables on read; the stored value is wanted here
-    from keras.src.backend import AutocastScope as _AutocastScope
-except ImportError:  # pragma: no cover - older or newer Keras layouts
-    _AutocastScope = None
+from tfnorm import _compat
 
 # Variance floor of the data-dependent initialization (a constant batch has no spread).
 _DATA_INIT_EPSILON = 1e-6
@@ -29,9 +33,7 @@ _DATA_INIT_EPSILON = 1e-6
 
 def _read(value, dtype):
     """A variable's stored value (not its mixed-precision cast) as a ``dtype`` tensor."""
-    if _AutocastScope is None:
-        return tf.cast(tf.convert_to_tensor(value), dtype)
-    with _AutocastScope(None):
+    with _compat.no_autocast():  # mixed precision casts float32 variables on read
         return tf.cast(tf.convert_to_tensor(value), dtype)
 
 
@@ -101,7 +103,7 @@ def _fan_in_axes(kernel_rank: int):
     return list(range(kernel_rank - 1))
 
 
-class _KernelWrapper(keras.layers.Wrapper):
+class _KernelWrapper(CheckedCall, keras.layers.Wrapper):
     """Shared plumbing of the kernel-normalizing wrappers."""
 
     def __init__(self, layer, **kwargs):
@@ -130,6 +132,8 @@ class _KernelWrapper(keras.layers.Wrapper):
             )
         if not self.layer.built:
             self.layer.build(input_shape)
+        if not _is_dense(self.layer):  # a Dense works at any rank, a convolution at one
+            self._record_built_shape(input_shape)
         self._units = int(self.layer.kernel.shape[-1])
         self._kernel_rank = len(self.layer.kernel.shape)
 
@@ -147,7 +151,7 @@ class _KernelWrapper(keras.layers.Wrapper):
         return None if self.layer.bias is None else _read(self.layer.bias, dtype)
 
 
-@register
+@register("weight", kind="wrapper")
 class WeightNormalization(_KernelWrapper):
     r"""Weight normalization: each unit's weight vector split into a length and a direction.
 
@@ -204,15 +208,7 @@ class WeightNormalization(_KernelWrapper):
 
     def __init__(self, layer, data_init=True, **kwargs):
         super().__init__(layer, **kwargs)
-        if not isinstance(data_init, bool):
-            raise ValueError(f"data_init must be True or False, received data_init={data_init!r}")
-        self.data_init = data_init
-
-    @property
-    def synchronized(self) -> bool:
-        """Whether training statistics span all replicas: the data-dependent
-        initialization uses the global batch under ``tf.distribute``."""
-        return self.data_init
+        self.data_init = check_bool("data_init", data_init)
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -314,7 +310,7 @@ class WeightNormalization(_KernelWrapper):
         return config
 
 
-@register
+@register("spectral", kind="wrapper")
 class SpectralNormalization(_KernelWrapper):
     r"""Spectral normalization: the kernel divided by its largest singular value.
 
@@ -405,13 +401,38 @@ class SpectralNormalization(_KernelWrapper):
         return config
 
 
-class _WeightStandardized:
-    """Each filter standardized over its fan-in before the convolution (Qiao et al. 2019)."""
+class _WeightStandardized(CheckedCall):
+    """Each filter standardized over its fan-in before the convolution (Qiao et al. 2019).
+
+    One constructor for the 1-D, 2-D and 3-D convolutions: the Keras
+    convolution's own arguments (an int ``strides``/``dilation_rate`` means the
+    same along every spatial axis, as in Keras) and ``epsilon``.
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None,
+                 dilation_rate=1, groups=1, activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, epsilon=1e-5, **kwargs):
+        check_int("filters", filters, 1)
+        use_bias = check_bool("use_bias", use_bias)
+        super().__init__(
+            filters=filters, kernel_size=kernel_size, strides=strides, padding=padding,
+            data_format=data_format, dilation_rate=dilation_rate, groups=groups,
+            activation=activation, use_bias=use_bias, kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
+            kernel_constraint=kernel_constraint, bias_constraint=bias_constraint, **kwargs)
+        self.epsilon = check_positive("epsilon", epsilon)
 
     @classmethod
     def from_config(cls, config):
         check_config_keys(cls, config)
         return super().from_config(config)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._record_built_shape(input_shape)
 
     def _standardized_kernel(self, dtype):
         w = _read(self.kernel, dtype)
@@ -468,59 +489,17 @@ _WS_DOC = r"""Weight-standardized {rank}D convolution: each filter has zero mean
     """
 
 
-@register
+@register("ws_conv1d", kind="layer")
 class WeightStandardizedConv1D(_WeightStandardized, keras.layers.Conv1D):
     __doc__ = _WS_DOC.format(rank=1, rank_plus_2=3, example_shape="8", example_out="6")
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None,
-                 dilation_rate=1, groups=1, activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None, epsilon=1e-5, **kwargs):
-        super().__init__(
-            filters=filters, kernel_size=kernel_size, strides=strides, padding=padding,
-            data_format=data_format, dilation_rate=dilation_rate, groups=groups,
-            activation=activation, use_bias=use_bias, kernel_initializer=kernel_initializer,
-            bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
-            bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
-            kernel_constraint=kernel_constraint, bias_constraint=bias_constraint, **kwargs)
-        self.epsilon = check_positive("epsilon", epsilon)
 
-
-@register
+@register("ws_conv2d", kind="layer")
 class WeightStandardizedConv2D(_WeightStandardized, keras.layers.Conv2D):
     __doc__ = _WS_DOC.format(rank=2, rank_plus_2=4, example_shape="8, 8", example_out="6, 6")
 
-    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None,
-                 dilation_rate=(1, 1), groups=1, activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None, epsilon=1e-5, **kwargs):
-        super().__init__(
-            filters=filters, kernel_size=kernel_size, strides=strides, padding=padding,
-            data_format=data_format, dilation_rate=dilation_rate, groups=groups,
-            activation=activation, use_bias=use_bias, kernel_initializer=kernel_initializer,
-            bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
-            bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
-            kernel_constraint=kernel_constraint, bias_constraint=bias_constraint, **kwargs)
-        self.epsilon = check_positive("epsilon", epsilon)
 
-
-@register
+@register("ws_conv3d", kind="layer")
 class WeightStandardizedConv3D(_WeightStandardized, keras.layers.Conv3D):
     __doc__ = _WS_DOC.format(rank=3, rank_plus_2=5, example_shape="5, 5, 5",
                              example_out="3, 3, 3")
-
-    def __init__(self, filters, kernel_size, strides=(1, 1, 1), padding="valid",
-                 data_format=None, dilation_rate=(1, 1, 1), groups=1, activation=None,
-                 use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None, epsilon=1e-5, **kwargs):
-        super().__init__(
-            filters=filters, kernel_size=kernel_size, strides=strides, padding=padding,
-            data_format=data_format, dilation_rate=dilation_rate, groups=groups,
-            activation=activation, use_bias=use_bias, kernel_initializer=kernel_initializer,
-            bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
-            bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
-            kernel_constraint=kernel_constraint, bias_constraint=bias_constraint, **kwargs)
-        self.epsilon = check_positive("epsilon", epsilon)

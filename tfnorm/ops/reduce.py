@@ -33,12 +33,8 @@ import tensorflow as tf
 
 __all__ = ["in_xla", "xla_on_cpu", "sum_rows", "sum_cols", "sum_middle", "sum_over"]
 
-try:  # the context TensorFlow itself consults to specialize ops for XLA
-    from tensorflow.python.ops.control_flow_util import (
-        GraphOrParentsInXlaContext as _graph_in_xla,
-    )
-except ImportError:  # pragma: no cover - private API moved; fall back to plain reductions
-    _graph_in_xla = None
+# the context TensorFlow itself consults to specialize ops for XLA (False where it moved)
+from tfnorm._compat import graph_in_xla_context as _graph_in_xla  # noqa: E402
 
 
 def in_xla() -> bool:

@@ -27,7 +27,6 @@ no ``input`` placement for it).
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Any, List, Optional, Sequence, Tuple
 
 MODELS = ("mlp", "cnn", "cnn1d")
@@ -90,7 +89,7 @@ def check_norms(names: Sequence[str]) -> List[str]:
                 raise ValueError(
                     f"unknown norm {name!r}: this tfnorm has no {' / '.join(COSINE_CLASSES)}; "
                     f"valid: {', '.join(valid)}")
-        elif registry._lookup(name) is None:
+        elif registry.lookup(name) not in registry.classes():
             raise ValueError(f"unknown norm {name!r}; valid: {', '.join(valid)}")
         if name not in out:
             out.append(name)
@@ -171,10 +170,11 @@ def make_norm(name: str, channels: int, layer_name: Optional[str] = None, option
     from tfnorm import registry
 
     cls = registry.resolve(name)
+    traits = registry.traits(cls) or registry.Traits(name)
     kwargs = {}
-    if "groups" in inspect.signature(cls.__init__).parameters:  # group norm, EvoNorm-S0, ...
+    if traits.groups:  # group norm, EvoNorm-S0, ...
         kwargs["groups"] = choose_groups(channels)
-    if "synchronized" in inspect.signature(cls.__init__).parameters and _in_strategy_scope():
+    if traits.synchronized and _in_strategy_scope():
         kwargs["synchronized"] = True  # --strategy: statistics of the global batch
     kwargs.update(dict(options))
     if layer_name is not None:
