@@ -10,15 +10,14 @@ from tfnorm.layers.frn import TLU, FilterResponseNormalization
 from tfnorm.layers.group import GroupNormalization, InstanceNormalization
 from tfnorm.layers.layer_norm import LayerNormalization, RMSNormalization
 from tfnorm.layers.online import OnlineNormalization
-from tfnorm.layers.switchable import SwitchableNormalization
-from tfnorm.layers.transformer import DynamicTanh, ScaleNormalization
-from tfnorm.layers.weight import (
-    SpectralNormalization,
-    WeightNormalization,
+from tfnorm.layers.standardized import (
     WeightStandardizedConv1D,
     WeightStandardizedConv2D,
     WeightStandardizedConv3D,
 )
+from tfnorm.layers.switchable import SwitchableNormalization
+from tfnorm.layers.transformer import DynamicTanh, ScaleNormalization
+from tfnorm.layers.weight import SpectralNormalization, WeightNormalization
 
 __all__ = [
     "AdaNorm",

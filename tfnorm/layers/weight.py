@@ -1,5 +1,4 @@
-"""Normalization of the weights rather than the activations: weight norm, spectral norm,
-weight-standardized convolutions.
+"""Wrappers that normalize another layer's kernel: weight normalization, spectral normalization.
 
 The wrappers normalize inside ``call`` and run the wrapped layer's own operation
 (matmul or convolution). Where the normalization is a factor per unit or for the whole
@@ -16,25 +15,17 @@ import keras
 import tensorflow as tf
 
 from tfnorm import ops
+from tfnorm.layers import kernels
 from tfnorm.layers.base import (
     CheckedCall,
     check_bool,
     check_config_keys,
     check_int,
-    check_positive,
     register,
 )
 
-from tfnorm import _compat
-
 # Variance floor of the data-dependent initialization (a constant batch has no spread).
 _DATA_INIT_EPSILON = 1e-6
-
-
-def _read(value, dtype):
-    """A variable's stored value (not its mixed-precision cast) as a ``dtype`` tensor."""
-    with _compat.no_autocast():  # mixed precision casts float32 variables on read
-        return tf.cast(tf.convert_to_tensor(value), dtype)
 
 
 _SUPPORTED = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
@@ -49,58 +40,6 @@ def _check_wrappable(owner: str, layer) -> None:
             f"{owner} wraps keras.layers.Dense, Conv1D, Conv2D or Conv3D (with their own call), "
             f"received layer={layer!r} of type {type(layer).__name__}; wrap the plain Keras layer"
         )
-
-
-def _is_dense(layer) -> bool:
-    return isinstance(layer, keras.layers.Dense)
-
-
-def _channel_axis(layer, rank: int) -> int:
-    """Axis of the output units in the layer's output."""
-    if not _is_dense(layer) and layer.data_format == "channels_first":
-        return 1
-    return rank - 1
-
-
-def _linear(layer, inputs, kernel):
-    """The wrapped layer's operation with ``kernel``, before bias and activation."""
-    if _is_dense(layer):
-        return keras.ops.matmul(inputs, kernel)
-    if layer.padding == "causal":  # Conv1D only: left-pad, then a valid convolution
-        left = layer.dilation_rate[0] * (layer.kernel_size[0] - 1)
-        pads = [[0, 0], [left, 0], [0, 0]]
-        if layer.data_format == "channels_first":
-            pads = [[0, 0], [0, 0], [left, 0]]
-        return keras.ops.conv(keras.ops.pad(inputs, pads), kernel, strides=list(layer.strides),
-                              padding="valid", dilation_rate=layer.dilation_rate,
-                              data_format=layer.data_format)
-    return layer.convolution_op(inputs, kernel)
-
-
-def _finish(layer, outputs, bias, scale=None):
-    """``outputs * scale + bias`` per output unit (either may be None), then the activation.
-
-    For half-precision outputs the per-unit multiply-add runs in float32: a data-dependent
-    ``scale`` can be far below float16's normal range.
-    """
-    if bias is not None or scale is not None:
-        rank = outputs.shape.rank
-        shape = [1] * rank
-        shape[_channel_axis(layer, rank)] = -1
-        y = ops.to_stats(outputs)
-        if scale is not None:
-            y = y * tf.reshape(tf.cast(scale, y.dtype), shape)
-        if bias is not None:
-            y = y + tf.reshape(tf.cast(bias, y.dtype), shape)
-        outputs = tf.cast(y, outputs.dtype)
-    if layer.activation is not None:
-        outputs = layer.activation(outputs)
-    return outputs
-
-
-def _fan_in_axes(kernel_rank: int):
-    """Every kernel axis but the last (output units): the fan-in of each unit."""
-    return list(range(kernel_rank - 1))
 
 
 class _KernelWrapper(CheckedCall, keras.layers.Wrapper):
@@ -132,7 +71,7 @@ class _KernelWrapper(CheckedCall, keras.layers.Wrapper):
             )
         if not self.layer.built:
             self.layer.build(input_shape)
-        if not _is_dense(self.layer):  # a Dense works at any rank, a convolution at one
+        if not kernels.is_dense(self.layer):  # a Dense works at any rank, a convolution at one
             self._record_built_shape(input_shape)
         self._units = int(self.layer.kernel.shape[-1])
         self._kernel_rank = len(self.layer.kernel.shape)
@@ -145,10 +84,10 @@ class _KernelWrapper(CheckedCall, keras.layers.Wrapper):
                                trainable=trainable, autocast=False)
 
     def _kernel(self, dtype):
-        return _read(self.layer.kernel, dtype)
+        return kernels.read_stored(self.layer.kernel, dtype)
 
     def _bias(self, dtype):
-        return None if self.layer.bias is None else _read(self.layer.bias, dtype)
+        return None if self.layer.bias is None else kernels.read_stored(self.layer.bias, dtype)
 
 
 @register("weight", kind="wrapper")
@@ -212,7 +151,7 @@ class WeightNormalization(_KernelWrapper):
 
     def build(self, input_shape):
         super().build(input_shape)
-        fan_in = _fan_in_axes(self._kernel_rank)
+        fan_in = kernels.fan_in_axes(self._kernel_rank)
 
         def kernel_norm(shape, dtype=None):
             v = self._kernel(tf.float32)
@@ -228,7 +167,7 @@ class WeightNormalization(_KernelWrapper):
 
     def _inverse_norms(self, dtype):
         """``1 / ||v_j||`` per output unit, shape ``(units,)``."""
-        return tf.reshape(ops.inverse_norm(self._kernel(dtype), _fan_in_axes(self._kernel_rank)),
+        return tf.reshape(ops.inverse_norm(self._kernel(dtype), kernels.fan_in_axes(self._kernel_rank)),
                           [-1])
 
     def _assign_init(self, mean, var):
@@ -249,7 +188,7 @@ class WeightNormalization(_KernelWrapper):
         """Runs the initialization while pending, from the pre-activations ``t * unit_scale``
         (``unit_scale`` per output unit, None for 1): ``op(x, v / ||v||)`` before ``g``."""
         rank = t.shape.rank
-        axis = _channel_axis(self.layer, rank)
+        axis = kernels.channel_axis(self.layer, rank)
         reduce = [a for a in range(rank) if a != axis]
         pending = tf.convert_to_tensor(self.initialized) < 0.5
         skip = lambda: tf.constant(False)  # noqa: E731
@@ -286,13 +225,13 @@ class WeightNormalization(_KernelWrapper):
         if inputs.dtype == tf.float16:
             # float16: normalize the kernel first so the product stays in float16's range
             kernel = self._kernel(sdt) * inv
-            t = _linear(self.layer, inputs, tf.cast(kernel, inputs.dtype))
+            t = kernels.linear(self.layer, inputs, tf.cast(kernel, inputs.dtype))
             unit_scale = None
         else:
             # op(x, g v/||v||) = (g/||v||) op(x, v) unit by unit: the op runs on the stored
             # kernel and 1/||v|| joins the per-unit multiply-add, so no normalized kernel is
             # written (bfloat16 has float32's range: the unnormalized product cannot overflow).
-            t = _linear(self.layer, inputs, self._kernel(inputs.dtype))
+            t = kernels.linear(self.layer, inputs, self._kernel(inputs.dtype))
             unit_scale = inv
         deps = []
         if self.data_init and bool(training) and self.trainable:
@@ -302,7 +241,7 @@ class WeightNormalization(_KernelWrapper):
             bias = self._bias(sdt)
             if bias is not None and self.offset is not None:
                 bias = bias + tf.cast(self.offset, sdt)
-        return _finish(self.layer, t, bias, scale=g if unit_scale is None else g * unit_scale)
+        return kernels.finish(self.layer, t, bias, scale=g if unit_scale is None else g * unit_scale)
 
     def get_config(self):
         config = super().get_config()
@@ -388,118 +327,14 @@ class SpectralNormalization(_KernelWrapper):
             # The linear op is linear in the kernel: dividing its (smaller or equal) output by
             # sigma, fused with the bias, saves a pass that writes a normalized kernel.
             # bfloat16 has float32's range, so its unnormalized product cannot overflow.
-            outputs = _linear(self.layer, inputs, self._kernel(inputs.dtype))
-            return _finish(self.layer, outputs, self._bias(sdt), scale=1.0 / sigma)
+            outputs = kernels.linear(self.layer, inputs, self._kernel(inputs.dtype))
+            return kernels.finish(self.layer, outputs, self._bias(sdt), scale=1.0 / sigma)
         # float16: normalize the kernel first so the product stays in float16's range
         kernel = self._kernel(sdt) / sigma
-        outputs = _linear(self.layer, inputs, tf.cast(kernel, inputs.dtype))
-        return _finish(self.layer, outputs, self._bias(sdt))
+        outputs = kernels.linear(self.layer, inputs, tf.cast(kernel, inputs.dtype))
+        return kernels.finish(self.layer, outputs, self._bias(sdt))
 
     def get_config(self):
         config = super().get_config()
         config.update({"power_iterations": self.power_iterations})
         return config
-
-
-class _WeightStandardized(CheckedCall):
-    """Each filter standardized over its fan-in before the convolution (Qiao et al. 2019).
-
-    One constructor for the 1-D, 2-D and 3-D convolutions: the Keras
-    convolution's own arguments (an int ``strides``/``dilation_rate`` means the
-    same along every spatial axis, as in Keras) and ``epsilon``.
-    """
-
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None,
-                 dilation_rate=1, groups=1, activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None, epsilon=1e-5, **kwargs):
-        check_int("filters", filters, 1)
-        use_bias = check_bool("use_bias", use_bias)
-        super().__init__(
-            filters=filters, kernel_size=kernel_size, strides=strides, padding=padding,
-            data_format=data_format, dilation_rate=dilation_rate, groups=groups,
-            activation=activation, use_bias=use_bias, kernel_initializer=kernel_initializer,
-            bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
-            bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
-            kernel_constraint=kernel_constraint, bias_constraint=bias_constraint, **kwargs)
-        self.epsilon = check_positive("epsilon", epsilon)
-
-    @classmethod
-    def from_config(cls, config):
-        check_config_keys(cls, config)
-        return super().from_config(config)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._record_built_shape(input_shape)
-
-    def _standardized_kernel(self, dtype):
-        w = _read(self.kernel, dtype)
-        mean, var = ops.moments(w, _fan_in_axes(len(w.shape)))
-        return ops.normalize(w, mean, var, epsilon=self.epsilon)
-
-    def call(self, inputs):
-        kernel = self._standardized_kernel(ops.stats_dtype(inputs.dtype))
-        outputs = _linear(self, inputs, tf.cast(kernel, inputs.dtype))
-        bias = None if self.bias is None else _read(self.bias, inputs.dtype)
-        return _finish(self, outputs, bias)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"epsilon": self.epsilon})
-        return config
-
-
-_WS_DOC = r"""Weight-standardized {rank}D convolution: each filter has zero mean and unit variance.
-
-    A ``keras.layers.Conv{rank}D`` whose kernel is standardized, per output
-    filter, over its fan-in (the kernel window and the input channels of its
-    group) before every convolution::
-
-        W_hat[..., j] = (W[..., j] - mean_j) / sqrt(var_j + epsilon)
-        y = activation(conv(x, W_hat) + b)
-
-    The stored kernel stays unconstrained (the optimizer updates it; the
-    standardization is part of the forward pass, so gradients go through it).
-    Statistics are float32 under mixed precision. Weight standardization is
-    meant to be paired with a per-sample activation normalization (group or
-    layer normalization).
-
-    Args:
-      filters, kernel_size, strides, padding, data_format, dilation_rate,
-      groups, activation, use_bias, kernel_initializer, bias_initializer,
-      kernel_regularizer, bias_regularizer, activity_regularizer,
-      kernel_constraint, bias_constraint: as in ``keras.layers.Conv{rank}D``.
-      epsilon: added to each filter's variance. Default 1e-5.
-
-    Call arguments:
-      inputs: a rank-{rank_plus_2} tensor, as for ``keras.layers.Conv{rank}D``.
-
-    Example:
-      >>> import numpy as np, tfnorm
-      >>> conv = tfnorm.WeightStandardizedConv{rank}D(4, 3)
-      >>> y = conv(np.random.rand(2, {example_shape}, 3).astype("float32"))
-      >>> tuple(y.shape)
-      (2, {example_out}, 4)
-
-    Reference:
-      S. Qiao, H. Wang, C. Liu, W. Shen, A. Yuille. "Micro-Batch Training with
-      Batch-Channel Normalization and Weight Standardization." arXiv:1903.10520, 2019.
-    """
-
-
-@register("ws_conv1d", kind="layer")
-class WeightStandardizedConv1D(_WeightStandardized, keras.layers.Conv1D):
-    __doc__ = _WS_DOC.format(rank=1, rank_plus_2=3, example_shape="8", example_out="6")
-
-
-@register("ws_conv2d", kind="layer")
-class WeightStandardizedConv2D(_WeightStandardized, keras.layers.Conv2D):
-    __doc__ = _WS_DOC.format(rank=2, rank_plus_2=4, example_shape="8, 8", example_out="6, 6")
-
-
-@register("ws_conv3d", kind="layer")
-class WeightStandardizedConv3D(_WeightStandardized, keras.layers.Conv3D):
-    __doc__ = _WS_DOC.format(rank=3, rank_plus_2=5, example_shape="5, 5, 5",
-                             example_out="3, 3, 3")
