@@ -15,7 +15,7 @@ import tensorflow as tf
 
 import tfnorm
 from tests.descriptors.seed import OnlineNormNumpy
-from tfnorm.ops.online import linear_recurrence
+from tfnorm.ops.scan import linear_recurrence
 
 STATE = ("streaming_mean", "streaming_variance", "u_control", "v_control")
 

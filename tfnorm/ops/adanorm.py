@@ -14,18 +14,19 @@ through the mean and the standard deviation only::
 (the last term is 0 for a constant row, where ``sigma = 0``). The forward pass
 reads ``x`` twice (two-pass moments) and writes ``z``; the backward pass reads
 ``x`` and ``dz`` for two row sums and once more to write ``dx``. Forward and
-backward are separate kernels (:func:`tfnorm.ops.kernel.with_backward`).
+backward are one :class:`tfnorm.ops.kernel.FusedOp` on the ``"rows"`` view of
+:func:`tfnorm.ops.layout.fast_view`, compiled at any size inside a graph.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import tensorflow as tf
 
-from tfnorm.ops.moments import moments, stats_dtype, to_stats
-from tfnorm.ops.kernel import bound_kernel, with_backward
+from tfnorm.ops.kernel import FusedOp
+from tfnorm.ops.layout import fast_view, sorted_axes
+from tfnorm.ops.moments import moments, row_moments, stats_dtype, to_stats
 from tfnorm.ops.reduce import sum_rows, xla_on_cpu
 
 __all__ = ["adanorm"]
@@ -40,18 +41,12 @@ def _safe_std(var):
 
 def _rows_forward(x2, *, k, c, epsilon):
     """AdaNorm of each row of a 2-D ``x2``: ``(z, mean, sigma, inv)``, statistics ``(R, 1)``."""
-    dt = stats_dtype(x2.dtype)
-    eps = tf.cast(epsilon, dt)
-    xs = tf.cast(x2, dt)
-    n = tf.cast(tf.shape(xs)[1], dt)
-    mode = xla_on_cpu()
-    mean = sum_rows(xs, xla_cpu=mode) / n
-    d = xs - mean
-    var = sum_rows(tf.square(d), xla_cpu=mode) / tf.maximum(n - 1.0, 1.0)
-    sigma = tf.sqrt(tf.maximum(var, tf.zeros([], dt)))
+    eps = tf.cast(epsilon, stats_dtype(x2.dtype))
+    stats = row_moments(x2, correction=1, xla_cpu=xla_on_cpu())
+    sigma = tf.sqrt(stats.var)
     inv = 1.0 / (sigma + eps)
-    y = d * inv
-    return tf.cast(c * (1.0 - k * y) * y, x2.dtype), mean, sigma, inv
+    y = stats.centred * inv
+    return tf.cast(c * (1.0 - k * y) * y, x2.dtype), stats.mean, sigma, inv
 
 
 def _rows_backward(dz, x2, mean, sigma, inv, *, k, c):
@@ -70,11 +65,15 @@ def _rows_backward(dz, x2, mean, sigma, inv, *, k, c):
     return [tf.cast((g - mean_g) * inv - dd * coef, x2.dtype)]
 
 
-def _rows_impl(x2, *, k, c, epsilon):
-    """AdaNorm of each row of a 2-D ``x2``; forward and backward are separate kernels."""
-    forward = bound_kernel(_rows_forward, k=k, c=c, epsilon=epsilon)
-    backward = bound_kernel(_rows_backward, k=k, c=c)
-    return with_backward(forward, backward, x2)
+def _adanorm_plain(x, axes, k, c, epsilon):
+    mean, var = moments(x, sorted_axes(axes, x.shape.rank), correction=1)
+    inv = 1.0 / (_safe_std(var) + tf.cast(epsilon, var.dtype))
+    # centred in the statistics dtype: x * inv overflows float16 for a constant sample
+    y = tf.cast((to_stats(x) - mean) * inv, x.dtype)
+    return tf.stop_gradient(c * (1.0 - k * y)) * y
+
+
+_ADANORM = FusedOp(_rows_forward, _rows_backward, threshold=False, fallback=_adanorm_plain)
 
 
 def adanorm(x: tf.Tensor, axes: Sequence[int], k: float = 0.1, c: float = 1.0,
@@ -92,16 +91,7 @@ def adanorm(x: tf.Tensor, axes: Sequence[int], k: float = 0.1, c: float = 1.0,
       >>> z.numpy().astype(float).round(4).tolist()
       [[-1.1, 0.0, 0.9]]
     """
-    rank = x.shape.rank
-    axes = sorted(a % rank for a in axes)
-    dims = [x.shape[a] for a in axes]
-    trailing = axes == list(range(rank - len(axes), rank))
-    if trailing and None not in dims:
-        n = int(np.prod(dims))
-        z2 = _rows_impl(tf.reshape(x, [-1, n]), k=float(k), c=float(c), epsilon=float(epsilon))
-        return tf.reshape(z2, tf.shape(x))
-    mean, var = moments(x, axes, correction=1)
-    inv = 1.0 / (_safe_std(var) + tf.cast(epsilon, var.dtype))
-    # centred in the statistics dtype: x * inv overflows float16 for a constant sample
-    y = tf.cast((to_stats(x) - mean) * inv, x.dtype)
-    return tf.stop_gradient(c * (1.0 - k * y)) * y
+    view = fast_view(x, axes)
+    if view is None:
+        return _ADANORM.fallback(x, axes, k, c, epsilon)
+    return view.restore(_ADANORM(view.tensor, k=float(k), c=float(c), epsilon=float(epsilon)))

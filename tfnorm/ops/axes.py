@@ -66,8 +66,3 @@ def complement(axes: Iterable[int], rank: int, skip_batch: bool = False) -> Tupl
     start = 1 if skip_batch else 0
     return tuple(a for a in range(start, rank) if a not in axes)
 
-
-def broadcast_shape(axes: Iterable[int], shape: Sequence[int]) -> Tuple[int, ...]:
-    """Shape of a parameter that lives on ``axes`` and broadcasts against ``shape``."""
-    axes = set(axes)
-    return tuple(shape[a] if a in axes else 1 for a in range(len(shape)))

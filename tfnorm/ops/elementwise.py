@@ -17,9 +17,10 @@ The backward recomputes ``t`` (or the mask) from ``x``, so a training step
 keeps nothing but ``x`` alive; it reads ``x`` and ``dy`` once, writing ``dx``
 and reducing the weight gradients in the same loop where XLA fuses them. The
 forward runs in the input's dtype (as the layers document); the weight
-gradients are summed in float32 for half precision. Where they run (their
-own XLA cluster inside a graph, the enclosing one under XLA, plain ops
-eagerly) is :mod:`tfnorm.ops.kernel`'s rule.
+gradients are summed in float32 for half precision. Each is a
+:class:`tfnorm.ops.kernel.FusedOp`: plain ops eagerly, the forward and the
+backward each their own XLA cluster inside a graph (the backward reading
+``x`` from the caller), part of the enclosing cluster under XLA.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from typing import Tuple
 
 import tensorflow as tf
 
-from tfnorm.ops.kernel import bound_kernel
+from tfnorm.ops.kernel import FusedOp
+from tfnorm.ops.layout import scalar
 from tfnorm.ops.moments import stats_dtype
 from tfnorm.ops.reduce import sum_over, xla_on_cpu
-from tfnorm.ops.views import scalar
 
 __all__ = ["dynamic_tanh", "tlu"]
 
@@ -53,32 +54,30 @@ def _reduce_to(t: tf.Tensor, axes: Tuple[int, ...], like: tf.Tensor, mode: bool)
     return tf.reshape(s, tf.shape(like))
 
 
-def _dyt_impl(x, alpha, gamma, beta, *, axes):
+def _dyt_forward(x, alpha, gamma, beta):
+    """``(y,)``, in ``x``'s dtype."""
+    t = tf.tanh(tf.cast(alpha, x.dtype) * x)
+    return (t * tf.cast(gamma, x.dtype) + tf.cast(beta, x.dtype),)
+
+
+def _dyt_backward(dy, x, alpha, gamma, beta, *, axes):
+    """Gradients of :func:`_dyt_forward` (module docstring): x, alpha, gamma, beta."""
     dt = stats_dtype(x.dtype)
+    mode = xla_on_cpu()
+    xs = tf.cast(x, dt)
+    ts = tf.tanh(tf.cast(alpha, dt) * xs)  # recomputed: only x is kept
+    dys = tf.cast(dy, dt)
+    h = dys * tf.cast(gamma, dt) * (1.0 - ts * ts)
+    dx = tf.cast(h * tf.cast(alpha, dt), x.dtype)
+    # the full sum for alpha: over the minor axis first (a matrix-vector product
+    # under XLA on CPU, faster there than another column sum), then the small rest
+    da = tf.reduce_sum(sum_over(h * xs, [x.shape.rank - 1], xla_cpu=mode))
+    dg = _reduce_to(dys * ts, axes, gamma, mode)
+    db = _reduce_to(dys, axes, beta, mode)
+    return (dx, tf.cast(da, alpha.dtype), tf.cast(dg, gamma.dtype), tf.cast(db, beta.dtype))
 
-    @tf.custom_gradient
-    def kernel(x, alpha, gamma, beta):
-        mode = xla_on_cpu()  # decided here: the gradient is traced outside the XLA context
-        t = tf.tanh(tf.cast(alpha, x.dtype) * x)
-        y = t * tf.cast(gamma, x.dtype) + tf.cast(beta, x.dtype)
 
-        def grad(dy):
-            xs = tf.cast(x, dt)
-            ts = tf.tanh(tf.cast(alpha, dt) * xs)  # recomputed: only x is kept
-            dys = tf.cast(dy, dt)
-            h = dys * tf.cast(gamma, dt) * (1.0 - ts * ts)
-            dx = tf.cast(h * tf.cast(alpha, dt), x.dtype)
-            # the full sum for alpha: over the minor axis first (a matrix-vector product
-            # under XLA on CPU, faster there than another column sum), then the small rest
-            da = tf.reduce_sum(sum_over(h * xs, [x.shape.rank - 1], xla_cpu=mode))
-            dg = _reduce_to(dys * ts, axes, gamma, mode)
-            db = _reduce_to(dys, axes, beta, mode)
-            return (dx, tf.cast(da, alpha.dtype), tf.cast(dg, gamma.dtype),
-                    tf.cast(db, beta.dtype))
-
-        return y, grad
-
-    return kernel(x, alpha, gamma, beta)
+_DYNAMIC_TANH = FusedOp(_dyt_forward, _dyt_backward)
 
 
 def dynamic_tanh(x: tf.Tensor, alpha, gamma, beta) -> tf.Tensor:
@@ -103,27 +102,24 @@ def dynamic_tanh(x: tf.Tensor, alpha, gamma, beta) -> tf.Tensor:
     if axes != _broadcast_axes(beta, rank) or gamma.shape.rank != rank:
         raise ValueError(f"gamma {gamma.shape} and beta {beta.shape} must broadcast to x "
                          f"(rank {rank}) along the same axes")
-    return bound_kernel(_dyt_impl, threshold=True, axes=axes)(x, alpha, gamma, beta)
+    return _DYNAMIC_TANH(x, alpha, gamma, beta, axes=axes)
 
 
-def _tlu_impl(x, tau, *, axes):
+def _tlu_forward(x, tau):
+    """``(max(x, tau),)`` in ``x``'s dtype."""
+    return (tf.maximum(x, tf.cast(tau, x.dtype)),)
+
+
+def _tlu_backward(dy, x, tau, *, axes):
+    """Gradients of :func:`_tlu_forward`: x, tau (ties go to ``x``)."""
     dt = stats_dtype(x.dtype)
+    keep = x >= tf.cast(tau, x.dtype)  # recomputed
+    zero = tf.zeros_like(dy)
+    dtau = _reduce_to(tf.cast(tf.where(keep, zero, dy), dt), axes, tau, xla_on_cpu())
+    return tf.where(keep, dy, zero), tf.cast(dtau, tau.dtype)
 
-    @tf.custom_gradient
-    def kernel(x, tau):
-        mode = xla_on_cpu()  # decided here: the gradient is traced outside the XLA context
-        y = tf.maximum(x, tf.cast(tau, x.dtype))
 
-        def grad(dy):
-            keep = x >= tf.cast(tau, x.dtype)  # recomputed; ties go to x
-            zero = tf.zeros_like(dy)
-            dx = tf.where(keep, dy, zero)
-            dtau = _reduce_to(tf.cast(tf.where(keep, zero, dy), dt), axes, tau, mode)
-            return dx, tf.cast(dtau, tau.dtype)
-
-        return y, grad
-
-    return kernel(x, tau)
+_TLU = FusedOp(_tlu_forward, _tlu_backward)
 
 
 def tlu(x: tf.Tensor, tau) -> tf.Tensor:
@@ -141,4 +137,4 @@ def tlu(x: tf.Tensor, tau) -> tf.Tensor:
     if tau.shape.rank != rank:
         raise ValueError(f"tau {tau.shape} must broadcast to x (rank {rank})")
     axes = _broadcast_axes(tau, rank)
-    return bound_kernel(_tlu_impl, threshold=True, axes=axes)(x, tau)
+    return _TLU(x, tau, axes=axes)

@@ -31,12 +31,14 @@ EvoNorm-S0, with ``r = 1 / sqrt(s2_g + epsilon)`` per sample and channel group
 
 The forward pass keeps nothing but per-(sample, channel) statistics for the
 backward pass, which recomputes the element-wise terms from ``x`` and ``dy``:
-a sum pass over them, then ``dx``. Forward and backward are separate kernels
-(:mod:`tfnorm.ops.kernel`): plain ops eagerly, each its own XLA cluster
-inside a graph (so the compiled forward never returns a copy of ``x`` for the
-backward), or part of an enclosing XLA cluster. Other layouts (channels
-first) compute the same functions through :func:`tfnorm.ops.moments`
-and autodiff.
+a sum pass over them, then ``dx``. The per-sample statistics are
+:func:`tfnorm.ops.moments.grouped_moments` of the ``"samples"`` view of
+:func:`tfnorm.ops.layout.fast_view` (one group per channel for B0). Forward and
+backward are one :class:`tfnorm.ops.kernel.FusedOp`: plain ops eagerly, each
+its own XLA cluster inside a graph (so the compiled forward never returns a
+copy of ``x`` for the backward), or part of an enclosing XLA cluster. Other
+layouts (channels first) compute the same functions through
+:func:`tfnorm.ops.moments` and autodiff.
 """
 
 from __future__ import annotations
@@ -47,10 +49,12 @@ import tensorflow as tf
 
 from tfnorm.ops.axes import complement
 from tfnorm.ops.groups import group_moments
-from tfnorm.ops.kernel import bound_kernel, with_backward
-from tfnorm.ops.moments import moments, stats_dtype, to_stats
+from tfnorm.ops.kernel import FusedOp
+from tfnorm.ops.layout import fast_view, flat, param_for
+from tfnorm.ops.moments import (
+    group_size, group_sum, grouped_moments, moments, stats_dtype, to_stats,
+)
 from tfnorm.ops.reduce import sum_middle, xla_on_cpu
-from tfnorm.ops.views import channels_last_view, flat, group_sum, param_for
 
 __all__ = ["evonorm_b0", "evonorm_s0"]
 
@@ -72,16 +76,13 @@ def _b0_forward(x3, v1, gamma, beta, variance, *, epsilon):
     dt = stats_dtype(x3.dtype)
     eps = tf.cast(epsilon, dt)
     xs = tf.cast(x3, dt)
-    shape = tf.shape(xs)
-    s_n = tf.cast(shape[1], dt)
-    mode = xla_on_cpu()
-    m = sum_middle(xs, mode) / s_n                              # (N, 1, C)
-    q = sum_middle(tf.math.squared_difference(xs, m), mode)   # (N, 1, C)
-    s = tf.sqrt(tf.maximum(q / s_n, tf.zeros([], dt)) + eps)
+    inst = grouped_moments(xs, x3.shape[-1], xla_cpu=xla_on_cpu())   # per (n, channel)
+    m, s_n = inst.mean, inst.count                              # (N, 1, C), S
+    s = tf.sqrt(inst.var + eps)
     if variance is None:
         mb = tf.reduce_mean(m, 0, keepdims=True)               # (1, 1, C)
-        ssq = q + s_n * tf.math.squared_difference(m, mb)
-        var_b = tf.maximum(_per_channel(ssq) / (tf.cast(shape[0], dt) * s_n),
+        ssq = inst.sum_sq + s_n * tf.math.squared_difference(m, mb)
+        var_b = tf.maximum(_per_channel(ssq) / (tf.cast(tf.shape(xs)[0], dt) * s_n),
                            tf.zeros([], dt))
     else:
         mb, var_b = None, variance
@@ -125,19 +126,6 @@ def _b0_backward(dy, x3, v1, gamma, beta, variance, var_b, m, s, mb, big_l):
     return grads
 
 
-def _b0_op(x3, v1, gamma, beta, variance, epsilon):
-    """EvoNorm-B0 of ``x3`` ``(N, S, C)`` with the hand-written gradient; ``(y, s2_b)``.
-
-    Forward and backward are separate kernels joined by
-    :func:`tfnorm.ops.kernel.with_backward` (each its own XLA cluster inside
-    a graph), so the forward returns nothing as large as ``x``: the backward
-    reads ``x`` from the caller.
-    """
-    forward = bound_kernel(_b0_forward, threshold=True, epsilon=float(epsilon))
-    backward = bound_kernel(_b0_backward, threshold=True)
-    return with_backward(forward, backward, x3, v1, gamma, beta, variance, outputs=2)
-
-
 def evonorm_b0(x: tf.Tensor, channel_axis: int, v1, gamma=None, beta=None,
                epsilon: float = 1e-5, variance=None) -> Tuple[tf.Tensor, tf.Tensor]:
     """EvoNorm-B0: ``x / max(sqrt(s2_b + epsilon), v1 * x + sqrt(s2_i + epsilon)) * gamma + beta``.
@@ -167,18 +155,16 @@ def evonorm_b0(x: tf.Tensor, channel_axis: int, v1, gamma=None, beta=None,
       >>> y.numpy().ravel().astype(float).round(4).tolist(), var.numpy().tolist()
       ([0.5345, 1.6036, 1.0, 3.0], [3.5])
     """
-    rank = x.shape.rank
-    channel_axis = channel_axis % rank
-    c = x.shape[channel_axis]
-    dt = stats_dtype(x.dtype)
-    if channel_axis != rank - 1 or c is None:
-        return _b0_generic(x, channel_axis, v1, gamma, beta, epsilon, variance)
-    y3, var = _b0_op(channels_last_view(x), flat(v1, c, dt), flat(gamma, c, dt),
-                     flat(beta, c, dt), flat(variance, c, dt), epsilon)
-    return tf.reshape(y3, tf.shape(x)), var
+    view = fast_view(x, [channel_axis], "samples")
+    if view is None:
+        return _B0.fallback(x, channel_axis, v1, gamma, beta, epsilon, variance)
+    c, dt = view.size, stats_dtype(x.dtype)
+    y3, var = _B0(view.tensor, flat(v1, c, dt), flat(gamma, c, dt), flat(beta, c, dt),
+                  flat(variance, c, dt), epsilon=float(epsilon))
+    return view.restore(y3), var
 
 
-def _b0_generic(x, channel_axis, v1, gamma, beta, epsilon, variance):
+def _b0_plain(x, channel_axis, v1, gamma, beta, epsilon, variance):
     rank = x.shape.rank
     xs = to_stats(x)
     dt = xs.dtype
@@ -202,23 +188,18 @@ def _b0_generic(x, channel_axis, v1, gamma, beta, epsilon, variance):
     return tf.cast(y, x.dtype), tf.stop_gradient(tf.reshape(batch_var, c_shape))
 
 
+_B0 = FusedOp(_b0_forward, _b0_backward, outputs=2, fallback=_b0_plain)
+
+
 # ---------------------------------------------------------------------------
 # EvoNorm-S0
 
-def _s0_stats(x3, *, groups, epsilon):
-    """Mean and ``1 / sqrt(var + epsilon)`` per ``(n, group)`` of ``x3``, each ``(N, 1, C)``."""
+def _s0_forward(x3, v1, gamma, beta, *, groups, epsilon):
+    """Forward of EvoNorm-S0 on ``x3`` ``(N, S, C)``: ``(y, mean, r)``, per ``(n, group)``."""
     dt = stats_dtype(x3.dtype)
     xs = tf.cast(x3, dt)
-    k = tf.cast(tf.shape(xs)[1] * (xs.shape[-1] // groups), dt)
-    mode = xla_on_cpu()
-    mean = group_sum(sum_middle(xs, mode), groups) / k
-    var = group_sum(sum_middle(tf.math.squared_difference(xs, mean), mode), groups) / k
-    return xs, mean, tf.math.rsqrt(tf.maximum(var, tf.zeros([], dt)) + tf.cast(epsilon, dt))
-
-
-def _s0_forward(x3, v1, gamma, beta, *, groups, epsilon):
-    """Forward of EvoNorm-S0 on ``x3`` ``(N, S, C)``: ``(y, mean, r)``."""
-    xs, mean, r = _s0_stats(x3, groups=groups, epsilon=epsilon)
+    stats = grouped_moments(xs, groups, xla_cpu=xla_on_cpu())
+    mean, r = stats.mean, tf.math.rsqrt(stats.var + tf.cast(epsilon, dt))
     y = xs * tf.sigmoid(v1 * xs) * (r * gamma if gamma is not None else r)
     if beta is not None:
         y = y + beta
@@ -231,7 +212,7 @@ def _s0_backward(dy, x3, v1, gamma, beta, mean, r, *, groups):
     mode = xla_on_cpu()
     dys = tf.cast(dy, dt)
     xs = tf.cast(x3, dt)
-    k = tf.cast(tf.shape(xs)[1] * (xs.shape[-1] // groups), dt)
+    k = group_size(xs, groups, dt)
     q = tf.sigmoid(v1 * xs)
     dq = xs * q * (1.0 - q)                  # x * sigmoid'(v1 x)
     p_h = sum_middle(dys * xs * q, mode)     # (N, 1, C)
@@ -245,14 +226,6 @@ def _s0_backward(dy, x3, v1, gamma, beta, mean, r, *, groups):
     if beta is not None:
         grads.append(_per_channel(sum_middle(dys, mode)))
     return grads
-
-
-def _s0_op(x3, v1, gamma, beta, groups, epsilon):
-    """EvoNorm-S0 of ``x3`` ``(N, S, C)`` with the hand-written gradient (kernels as for B0)."""
-    forward = bound_kernel(_s0_forward, threshold=True, groups=int(groups),
-                           epsilon=float(epsilon))
-    backward = bound_kernel(_s0_backward, threshold=True, groups=int(groups))
-    return with_backward(forward, backward, x3, v1, gamma, beta)
 
 
 def evonorm_s0(x: tf.Tensor, groups: int, channel_axis: int, v1, gamma=None, beta=None,
@@ -277,18 +250,15 @@ def evonorm_s0(x: tf.Tensor, groups: int, channel_axis: int, v1, gamma=None, bet
       >>> y.numpy().ravel().astype(float).round(4).tolist()
       [0.0, 0.7071, 0.0, -0.7071]
     """
-    rank = x.shape.rank
-    channel_axis = channel_axis % rank
-    c = x.shape[channel_axis]
-    dt = stats_dtype(x.dtype)
-    if channel_axis != rank - 1 or c is None:
-        return _s0_generic(x, groups, channel_axis, v1, gamma, beta, epsilon)
-    y3 = _s0_op(channels_last_view(x), flat(v1, c, dt), flat(gamma, c, dt),
-                flat(beta, c, dt), groups, epsilon)
-    return tf.reshape(y3, tf.shape(x))
+    view = fast_view(x, [channel_axis], "samples")
+    if view is None:
+        return _S0.fallback(x, groups, channel_axis, v1, gamma, beta, epsilon)
+    c, dt = view.size, stats_dtype(x.dtype)
+    return view.restore(_S0(view.tensor, flat(v1, c, dt), flat(gamma, c, dt), flat(beta, c, dt),
+                            groups=int(groups), epsilon=float(epsilon)))
 
 
-def _s0_generic(x, groups, channel_axis, v1, gamma, beta, epsilon):
+def _s0_plain(x, groups, channel_axis, v1, gamma, beta, epsilon):
     rank = x.shape.rank
     xs = to_stats(x)
     dt = xs.dtype
@@ -304,3 +274,6 @@ def _s0_generic(x, groups, channel_axis, v1, gamma, beta, epsilon):
     if beta is not None:
         y = y + b(beta)
     return tf.cast(y, x.dtype)
+
+
+_S0 = FusedOp(_s0_forward, _s0_backward, fallback=_s0_plain)

@@ -22,17 +22,17 @@ than a general power under XLA.
 
 The forward pass writes the padded squares and ``y``; the backward pass
 recomputes ``s`` from ``x`` (nothing but ``x`` is kept: saving ``t`` and
-``p`` measured no faster) and sums a second window. Where it runs is
-:mod:`tfnorm.ops.kernel`'s choice: plain ops eagerly, part of the enclosing
-XLA cluster under ``jit_compile=True``, and its own small XLA cluster
-(forward and backward) inside a ``tf.function`` without XLA.
+``p`` measured no faster) and sums a second window. The two passes are one
+:class:`tfnorm.ops.kernel.FusedOp`: plain ops eagerly, part of the enclosing
+XLA cluster under ``jit_compile=True``, and two small XLA clusters (forward,
+then backward) inside a ``tf.function`` without XLA.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from tfnorm.ops.kernel import bound_kernel
+from tfnorm.ops.kernel import FusedOp
 from tfnorm.ops.moments import stats_dtype
 
 __all__ = ["lrn", "window_sum"]
@@ -83,34 +83,34 @@ def _neg_power(t: tf.Tensor, beta: float) -> tf.Tensor:
     return tf.pow(t, tf.constant(-beta, t.dtype))
 
 
-def _lrn_impl(x, *, axis, radius, bias, alpha, beta):
+def _factor(xs, axis, radius, bias, alpha, beta):
+    """``t = bias + alpha * W(x**2)`` and ``p = t ** -beta`` in the statistics dtype."""
+    t = tf.constant(bias, xs.dtype) + tf.constant(alpha, xs.dtype) * window_sum(
+        tf.square(xs), axis, radius)
+    return t, _neg_power(t, beta)
+
+
+def _lrn_forward(x, *, axis, radius, bias, alpha, beta):
+    """``(y,)`` in ``x``'s dtype."""
+    xs = tf.cast(x, stats_dtype(x.dtype))
+    _, p = _factor(xs, axis, radius, bias, alpha, beta)
+    return (tf.cast(xs * p, x.dtype),)
+
+
+def _lrn_backward(dy, x, *, axis, radius, bias, alpha, beta):
+    """The gradient of :func:`_lrn_forward` (module docstring), as a one-element list."""
     dt = stats_dtype(x.dtype)
-    b = tf.constant(bias, dt)
-    a = tf.constant(alpha, dt)
+    xr = tf.cast(x, dt)  # recomputed: no float32 copy of a half-precision x is kept
+    dys = tf.cast(dy, dt)
+    t, pr = _factor(xr, axis, radius, bias, alpha, beta)
+    dx = dys * pr
+    if beta != 0.0 and alpha != 0.0:
+        u = dys * (xr * pr) / t
+        dx = dx - tf.constant(2.0 * alpha * beta, dt) * xr * window_sum(u, axis, radius)
+    return [tf.cast(dx, x.dtype)]
 
-    def factor(xs):
-        t = b + a * window_sum(tf.square(xs), axis, radius)
-        return t, _neg_power(t, beta)
 
-    @tf.custom_gradient
-    def kernel(x):
-        xs = tf.cast(x, dt)
-        _, p = factor(xs)
-        y = tf.cast(xs * p, x.dtype)
-
-        def grad(dy):
-            xr = tf.cast(x, dt)  # recomputed: no float32 copy of a half-precision x is kept
-            dys = tf.cast(dy, dt)
-            t, pr = factor(xr)
-            dx = dys * pr
-            if beta != 0.0 and alpha != 0.0:
-                u = dys * (xr * pr) / t
-                dx = dx - tf.constant(2.0 * alpha * beta, dt) * xr * window_sum(u, axis, radius)
-            return tf.cast(dx, x.dtype)
-
-        return y, grad
-
-    return kernel(x)
+_LRN = FusedOp(_lrn_forward, _lrn_backward)
 
 
 def lrn(x: tf.Tensor, depth_radius: int = 5, bias: float = 1.0, alpha: float = 1.0,
@@ -128,6 +128,5 @@ def lrn(x: tf.Tensor, depth_radius: int = 5, bias: float = 1.0, alpha: float = 1
       [[0.6, 0.8]]
     """
     axis = int(axis) % x.shape.rank
-    fn = bound_kernel(_lrn_impl, threshold=True, axis=axis, radius=int(depth_radius),
-                      bias=float(bias), alpha=float(alpha), beta=float(beta))
-    return fn(x)
+    return _LRN(x, axis=axis, radius=int(depth_radius), bias=float(bias), alpha=float(alpha),
+                beta=float(beta))

@@ -5,15 +5,21 @@ upcast to float32 for the reductions (``stats_dtype``); float64 input keeps
 float64 so that finite-difference checks stay exact. Variances are clipped at
 zero, so a constant input gives a variance of exactly 0 and, with the layer's
 epsilon, a finite output.
+
+:func:`moments` and :func:`mean_square` reduce arbitrary axes (the plain-op
+paths); :func:`row_moments` and :func:`grouped_moments` are the same two-pass
+statistics of the kernels' views (:mod:`tfnorm.ops.layout`), per row of an
+``(R, C)`` view and per ``(a, channel group)`` of an ``(A, S, C)`` view, with
+the sums of :mod:`tfnorm.ops.reduce` that suit the compiler.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from tfnorm.ops.reduce import sum_over, xla_on_cpu
+from tfnorm.ops.reduce import sum_middle, sum_over, sum_rows, xla_on_cpu
 
 __all__ = [
     "stats_dtype",
@@ -24,6 +30,11 @@ __all__ = [
     "moments_from_sums",
     "replicas_in_sync",
     "replica_moments",
+    "ViewMoments",
+    "row_moments",
+    "grouped_moments",
+    "group_size",
+    "group_sum",
 ]
 
 _HALF = (tf.float16, tf.bfloat16)
@@ -196,3 +207,93 @@ def replica_moments(x: tf.Tensor, axes: Sequence[int], *, shift: Optional[tf.Ten
                                              keepdims=True))
     var = tf.maximum(tf.math.divide_no_nan(sq, count), tf.zeros([], sq.dtype))
     return mean, var
+
+
+# ---------------------------------------------------------------------------
+# Statistics of the kernels' views.
+
+class ViewMoments(NamedTuple):
+    """Two-pass statistics of a view, in the statistics dtype, reduced axes kept (length 1)."""
+
+    mean: Optional[tf.Tensor]   # None without centering
+    var: tf.Tensor              # clipped at 0; the mean square without centering
+    centred: tf.Tensor          # x - mean, shaped like x (x itself without centering)
+    sum_sq: tf.Tensor           # the sum of centred**2 that var divides
+    count: tf.Tensor            # the values each statistic is taken over
+
+
+def row_moments(x2: tf.Tensor, center: bool = True, correction: int = 0,
+                xla_cpu: Optional[bool] = None) -> ViewMoments:
+    """Statistics of each row of a 2-D ``x2`` ``(R, C)``: shapes ``(R, 1)``.
+
+    ``correction=1`` divides the sum of squares by ``C - 1`` (at least 1).
+    ``xla_cpu`` as in :func:`tfnorm.ops.reduce.sum_rows`.
+
+    Example:
+      >>> m = row_moments(tf.constant([[1.0, 2.0, 3.0]]))
+      >>> float(m.mean[0, 0]), round(float(m.var[0, 0]), 4), m.centred.numpy().tolist()
+      (2.0, 0.6667, [[-1.0, 0.0, 1.0]])
+    """
+    xs = to_stats(x2)
+    dt = xs.dtype
+    mode = xla_on_cpu() if xla_cpu is None else xla_cpu
+    n = tf.cast(tf.shape(xs)[1], dt)
+    mean = None
+    d = xs
+    if center:
+        mean = sum_rows(xs, xla_cpu=mode) / n
+        d = xs - mean
+    sq = sum_rows(tf.square(d), xla_cpu=mode)
+    var = sq / tf.maximum(n - correction, 1.0) if correction else sq / n
+    return ViewMoments(mean, tf.maximum(var, tf.zeros([], dt)), d, sq, n)
+
+
+def group_size(x3: tf.Tensor, groups: int, dtype) -> tf.Tensor:
+    """The number of values per ``(a, group)`` of an ``(A, S, C)`` tensor, as ``dtype``."""
+    return tf.cast(tf.shape(x3)[1] * (x3.shape[-1] // groups), dtype)
+
+
+def group_sum(t: tf.Tensor, groups: int) -> tf.Tensor:
+    """Sums an ``(A, 1, C)`` tensor within channel groups; broadcastable result.
+
+    Example:
+      >>> group_sum(tf.constant([[[1.0, 2.0, 3.0, 4.0]]]), 2).numpy().tolist()
+      [[[3.0, 3.0, 7.0, 7.0]]]
+    """
+    c = t.shape[-1]
+    if groups == c:
+        return t
+    if groups == 1:
+        return tf.reduce_sum(t, -1, keepdims=True)
+    a = tf.shape(t)[0]
+    g = tf.reshape(t, tf.stack([a, 1, groups, c // groups]))
+    s = tf.reduce_sum(g, -1, keepdims=True)
+    return tf.reshape(tf.broadcast_to(s, tf.shape(g)), tf.stack([a, 1, c]))
+
+
+def grouped_moments(x3: tf.Tensor, groups: int, center: bool = True,
+                    xla_cpu: Optional[bool] = None) -> ViewMoments:
+    """Statistics per ``(a, channel group)`` of ``x3`` ``(A, S, C)`` over ``S`` and the group.
+
+    ``mean``, ``var`` and ``sum_sq`` have shape ``(A, 1, C)`` or, for one
+    group, ``(A, 1, 1)``; each channel carries its group's value
+    (:func:`group_sum`). ``groups`` equal to ``C`` gives per-channel
+    statistics (InstanceNorm, and BatchNorm with ``A = 1``). For arbitrary
+    axes see :func:`tfnorm.ops.group_moments`.
+
+    Example:
+      >>> m = grouped_moments(tf.constant([[[1.0, 5.0], [3.0, 7.0]]]), groups=2)
+      >>> m.mean.numpy().tolist(), m.var.numpy().tolist()
+      ([[[2.0, 6.0]]], [[[1.0, 1.0]]])
+    """
+    xs = to_stats(x3)
+    dt = xs.dtype
+    mode = xla_on_cpu() if xla_cpu is None else xla_cpu
+    n = group_size(xs, groups, dt)
+    mean = None
+    d = xs
+    if center:
+        mean = group_sum(sum_middle(xs, mode), groups) / n
+        d = xs - mean
+    sq = group_sum(sum_middle(tf.square(d), mode), groups)
+    return ViewMoments(mean, tf.maximum(sq / n, tf.zeros([], dt)), d, sq, n)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfnorm.ops.kernel import bound_kernel
+from tfnorm.ops.kernel import FusedOp
 from tfnorm.ops.moments import stats_dtype
 from tfnorm.ops.reduce import sum_over
 
@@ -80,16 +80,19 @@ def _inverse_norm_impl(w, *, axes):
     return tf.math.rsqrt(tf.maximum(sq, tf.constant(1e-30, w.dtype)))
 
 
+_INVERSE_NORM = FusedOp(_inverse_norm_impl)  # differentiated by autodiff
+
+
 def inverse_norm(w: tf.Tensor, axes) -> tf.Tensor:
     """``1 / ||w||`` over ``axes`` (kept as size-1 axes), in ``w``'s dtype.
 
     A zero norm gives ``1e15`` (the squared norm is floored at ``1e-30``), not
     inf. On a large tensor inside a graph it runs as one compiled kernel
-    (:mod:`tfnorm.ops.kernel`): a single read of ``w``, no squared copy.
+    (:class:`tfnorm.ops.kernel.FusedOp`): a single read of ``w``, no squared copy.
 
     Example:
       >>> inverse_norm(tf.constant([[3.0, 0.0], [4.0, 2.0]]), [0]).numpy().tolist()
       [[0.20000000298023224, 0.5]]
     """
     axes = tuple(sorted(a % w.shape.rank for a in axes))
-    return bound_kernel(_inverse_norm_impl, threshold=True, axes=axes)(w)
+    return _INVERSE_NORM(w, axes=axes)

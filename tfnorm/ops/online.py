@@ -3,15 +3,16 @@
 The batch axis is time: sample ``t`` is normalized with the streamed statistics
 left by samples ``0..t-1``. Every recurrence of the algorithm is linear in its
 state, ``h_t = a_t * h_{t-1} + b_t``, so instead of a loop over samples the
-whole batch is processed with a parallel prefix scan (Hillis-Steele doubling:
-``ceil(log2 N)`` vectorized steps on tensors of the statistics' size). Only
-the per-sample moments and the final multiply-add touch the full activation
-tensor, as in batch normalization: the forward pass reads ``x`` twice (the
-two-pass moments) and writes ``z``; the backward pass reads ``x`` and ``dz``
-once for two sums per sample and channel, and once more to write ``dx``.
-Inside a graph the forward and backward passes each run as one compiled XLA
-cluster (plain ops eagerly; ``TFNORM_XLA_KERNELS=0`` turns this off), and the
-control state is assigned outside them.
+whole batch is processed with a parallel prefix scan
+(:func:`tfnorm.ops.scan.linear_recurrence`). Only the per-sample moments and
+the final multiply-add touch the full activation tensor, as in batch
+normalization: the forward pass reads ``x`` twice (the two-pass moments) and
+writes ``z``; the backward pass reads ``x`` and ``dz`` once for two sums per
+sample and channel, and once more to write ``dx``. Forward and backward are
+one :class:`tfnorm.ops.kernel.FusedOp`, compiled at any size inside a graph
+(plain ops eagerly; ``TFNORM_XLA_KERNELS=0`` turns this off); the control
+state is the op's ``state``: read when the gradient is computed and assigned
+outside the kernels.
 
 Forward, per channel, with ``m_t``/``s2_t`` the mean/variance of sample ``t``
 over its non-channel axes::
@@ -35,108 +36,15 @@ from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 import tensorflow as tf
 
 from tfnorm.ops.axes import complement, resolve_axes
-from tfnorm.ops.kernel import bound_kernel
+from tfnorm.ops.kernel import FusedOp
+from tfnorm.ops.layout import fast_view
 from tfnorm.ops.moments import stats_dtype, to_stats
-from tfnorm.ops.reduce import in_xla, sum_middle
+from tfnorm.ops.reduce import sum_middle
+from tfnorm.ops.scan import linear_recurrence
 
-__all__ = ["linear_recurrence", "online_moments", "online_normalize"]
-
-Coefficient = Union[float, tf.Tensor]
-
-
-# ---------------------------------------------------------------------------
-# h_t = a_t h_{t-1} + b_t, all t at once.
-def _scan_static(a, b, n):
-    """Inclusive scan for a static length ``n``: ``ceil(log2 n)`` unrolled steps."""
-    const = not isinstance(a, tf.Tensor)
-    d = 1
-    while d < n:
-        if const:
-            b = tf.concat([b[:d], b[d:] + (a ** d) * b[:-d]], 0)
-        else:
-            b = tf.concat([b[:d], b[d:] + a[d:] * b[:-d]], 0)
-            a = tf.concat([a[:d], a[d:] * a[:-d]], 0)
-        d *= 2
-    return b
+__all__ = ["online_normalize"]
 
 
-def _scan_dynamic(a, b):
-    """Inclusive scan as a ``while_loop`` of the same doubling steps.
-
-    Used when the batch size is known only at run time, and under XLA, where
-    the loop keeps the scan from being fused into (and recomputed for every
-    element of) the full-size tensors that consume its result.
-    """
-    const = not isinstance(a, tf.Tensor)
-    n = tf.shape(b)[0]
-    steps = tf.range(n)
-    rank = b.shape.rank
-    zero = tf.zeros_like(b)
-
-    def shifted(d, t):
-        return tf.gather(t, tf.maximum(steps - d, 0))
-
-    def valid(d):
-        return tf.reshape(steps >= d, [-1] + [1] * (rank - 1))
-
-    if const:
-        def body(d, b):
-            coef = tf.pow(tf.constant(a, b.dtype), tf.cast(d, b.dtype))
-            return d * 2, b + tf.where(valid(d), coef * shifted(d, b), zero)
-
-        _, b = tf.while_loop(lambda d, b: d < n, body, (tf.constant(1), b))
-        return b
-
-    def body(d, a, b):
-        ok = valid(d)
-        b = b + tf.where(ok, a * shifted(d, b), zero)
-        a = tf.where(ok, a * shifted(d, a), a)
-        return d * 2, a, b
-
-    _, _, b = tf.while_loop(lambda d, a, b: d < n, body, (tf.constant(1), a, b))
-    return b
-
-
-def linear_recurrence(a: Coefficient, b: tf.Tensor, initial: tf.Tensor):
-    """Runs ``h_t = a_t * h_{t-1} + b_t`` along axis 0 with ``h_{-1} = initial``.
-
-    A parallel prefix scan: ``ceil(log2 N)`` vectorized steps, no loop over
-    the ``N`` steps of the recurrence.
-
-    Args:
-      a: the coefficients, a tensor shaped like ``b``, or a Python number for a
-        constant coefficient (an exponential moving average).
-      b: the inputs, shape ``(N, ...)``.
-      initial: the state before step 0, shape ``(1, ...)`` (broadcastable).
-
-    Returns:
-      ``(before, last)``: ``before[t] = h_{t-1}`` (the state step ``t`` starts
-      from, ``before[0] = initial``) and ``last = h_{N-1}`` with shape ``(1, ...)``.
-
-    Example:
-      >>> before, last = linear_recurrence(0.5, tf.constant([[1.0], [2.0], [3.0]]),
-      ...                                  tf.constant([[4.0]]))
-      >>> before.numpy().ravel().tolist(), last.numpy().ravel().tolist()
-      ([4.0, 3.0, 3.5], [4.75])
-    """
-    initial = tf.cast(initial, b.dtype) + tf.zeros_like(b[:1])
-    if isinstance(a, tf.Tensor):
-        a = tf.cast(a, b.dtype) + tf.zeros_like(b)
-        b = tf.concat([b[:1] + a[:1] * initial, b[1:]], 0)
-    else:
-        a = float(a)
-        b = tf.concat([b[:1] + a * initial, b[1:]], 0)
-    n = b.shape[0]
-    if n is None or (n > 1 and in_xla()):
-        # the loop form is a fusion boundary for XLA, which otherwise fuses the scan into
-        # every consumer of its result, recomputing it per element of the activations
-        h = _scan_dynamic(a, b)
-    else:
-        h = _scan_static(a, b, n)
-    return tf.concat([initial, h[:-1]], 0), h[-1:]
-
-
-# ---------------------------------------------------------------------------
 class _Layout(NamedTuple):
     """How the kernels see ``x`` (hashable: it keys the compiled kernels).
 
@@ -174,21 +82,15 @@ class _Layout(NamedTuple):
 
 
 def _view(x, axis):
-    """``(layout, x_view, channel_axes)`` for ``x`` with channels on ``axis``."""
+    """``(layout, x_view)`` for ``x`` with channels on ``axis``."""
     rank = x.shape.rank
     channels = resolve_axes(axis, rank)
-    c = x.shape[-1]
-    if channels == (rank - 1,) and c is not None:
+    view = fast_view(x, channels, "samples")
+    if view is not None:
         trivial = x.shape[1:-1].num_elements() == 1
-        xv = x if rank == 3 else tf.reshape(x, tf.stack([tf.shape(x)[0], -1, c]))
-        return _Layout(True, trivial, (1,), (2,), 3), xv, channels
+        return _Layout(True, trivial, (1,), (2,), 3), view
     reduce = complement(channels, rank, skip_batch=True)
-    return _Layout(False, not reduce, reduce, channels, rank), x, channels
-
-
-def _kernel(impl, **static):
-    """``impl`` with its static arguments bound, as its own XLA cluster inside graphs."""
-    return bound_kernel(impl, **static)
+    return _Layout(False, not reduce, reduce, channels, rank), None
 
 
 def _streamed(layout, xs, mean, variance, alpha_fwd):
@@ -202,37 +104,6 @@ def _streamed(layout, xs, mean, variance, alpha_fwd):
     drive = (1.0 - af) * s2 + af * (1.0 - af) * tf.square(m - mu_before)
     var_before, var_last = linear_recurrence(af, drive, layout.param(variance, dt))
     return m, s2, mu_before, var_before, mu_last, var_last
-
-
-def online_moments(x: tf.Tensor, mean, variance, alpha_fwd: float = 0.999, axis=-1):
-    """The streamed statistics each sample is normalized with, for a whole batch.
-
-    Args:
-      x: input ``(N, ...)``; the batch axis is treated as time.
-      mean, variance: streamed estimates before the batch, shaped like the
-        channel axes.
-      alpha_fwd: the forward decay ``a_f``.
-      axis: channel axis or axes (the statistics are per channel, over every
-        other non-batch axis).
-
-    Returns:
-      ``(mean_before, var_before, mean_after, var_after)`` in the statistics
-      dtype: ``mu_{t-1}`` and ``var_{t-1}`` for every sample, shaped like ``x``
-      with the non-batch, non-channel axes of length 1, and the streamed state
-      after the last sample, shaped like ``mean``.
-
-    Example:
-      >>> mb, vb, m, v = online_moments(tf.constant([[1.0], [3.0]]), tf.zeros([1]), tf.ones([1]),
-      ...                               alpha_fwd=0.5)
-      >>> mb.numpy().ravel().tolist(), vb.numpy().ravel().tolist(), m.numpy().tolist()
-      ([0.0, 0.5], [1.0, 0.75], [1.75])
-    """
-    layout, xv, channels = _view(tf.stop_gradient(x), axis)
-    _, _, mu_before, var_before, mu_last, var_last = _streamed(
-        layout, to_stats(xv), mean, variance, alpha_fwd)
-    keep = [-1] + [x.shape[a] if a in channels else 1 for a in range(1, x.shape.rank)]
-    return (tf.reshape(mu_before, keep), tf.reshape(var_before, keep),
-            tf.reshape(mu_last, tf.shape(mean)), tf.reshape(var_last, tf.shape(variance)))
 
 
 def _forward_impl(xv, mean, variance, gamma, beta, *, layout, alpha_fwd, epsilon, ecm,
@@ -268,11 +139,12 @@ def _forward_impl(xv, mean, variance, gamma, beta, *, layout, alpha_fwd, epsilon
             tf.reshape(var_last, tf.shape(variance)), mu_before, inv, shift, s2, scale)
 
 
-def _backward_impl(dz, xv, mu_before, inv, shift, s2, scale, gamma, beta, u, v, *, layout,
-                   alpha_bkw, ecm, clamp):
+def _backward_impl(dz, xv, mean, variance, gamma, beta, mean_after, var_after, mu_before, inv,
+                   shift, s2, scale, u, v, *, layout, alpha_bkw, ecm, clamp):
     """Backward kernel: error compensation, then the control process.
 
-    Returns ``dx``, the new ``(u, v)`` and the gradients of ``gamma``/``beta``.
+    Returns the gradients of ``x`` (the streamed statistics have none) and of
+    ``gamma``/``beta``, then the new control state ``(u, v)``.
     With ``o = d * a + b`` the affine output (``d = x - mu_{t-1}``,
     ``a = gamma / sqrt(var_{t-1} + eps)``), ``dL/do`` is ``dz`` (masked where
     the clamp is active), or for layer scaling ``r dz - r**3 o mean(dz o)``; it
@@ -330,7 +202,10 @@ def _backward_impl(dz, xv, mu_before, inv, shift, s2, scale, gamma, beta, u, v, 
     param_grads = tuple(
         tf.cast(tf.reshape(tf.reduce_sum(t, batch_axes), tf.shape(p)), p.dtype)
         for t, p in ((q, gamma), (s1, beta)) if p is not None)
-    return (tf.cast(dx, dz.dtype), u_new, v_new) + param_grads
+    return (tf.cast(dx, dz.dtype), None, None) + param_grads + (u_new, v_new)
+
+
+_ONLINE = FusedOp(_forward_impl, _backward_impl, outputs=3, threshold=False)
 
 
 def online_normalize(
@@ -403,35 +278,19 @@ def online_normalize(
     dt = stats_dtype(x.dtype)
     if ecm not in (None, "ac", "ls"):
         raise ValueError(f"ecm must be 'ac', 'ls' or None, received ecm={ecm!r}")
-    layout, xv, _ = _view(x, axis)
-    static = dict(layout=layout, ecm=ecm, clamp=float(clamp_value))
-    mean = tf.cast(mean, dt)
-    variance = tf.cast(variance, dt)
-    has_scale, has_offset = scale is not None, offset is not None
-    params = [p for p in (scale, offset) if p is not None]
+    layout, view = _view(x, axis)
 
-    @tf.custom_gradient
-    def _online(xv, *params):
-        it = iter(params)
-        gamma = next(it) if has_scale else None
-        beta = next(it) if has_offset else None
-        forward = _kernel(_forward_impl, alpha_fwd=float(alpha_fwd), epsilon=float(epsilon),
-                          ls_epsilon=float(ls_epsilon), **static)
-        z, mean_after, var_after, *saved = forward(tf.stop_gradient(xv), mean, variance,
-                                                    gamma, beta)
+    def read():
+        u, v = control()
+        return tf.cast(u, dt), tf.cast(v, dt)
 
-        def grad(dz, *_):
-            u, v = control()
-            backward = _kernel(_backward_impl, alpha_bkw=float(alpha_bkw), **static)
-            dx, u_new, v_new, *param_grads = backward(
-                dz, xv, *saved, gamma, beta, tf.cast(u, dt), tf.cast(v, dt))
-            if on_backward is not None:
-                on_backward(u_new, v_new)
-            return [dx] + param_grads
+    def write(u_new, v_new):
+        if on_backward is not None:
+            on_backward(u_new, v_new)
 
-        return (z, tf.stop_gradient(mean_after), tf.stop_gradient(var_after)), grad
-
-    z, mean_after, var_after = _online(xv, *params)
-    if xv is not x:
-        z = tf.reshape(z, tf.shape(x))
-    return z, mean_after, var_after
+    z, mean_after, var_after = _ONLINE(
+        x if view is None else view.tensor, tf.cast(mean, dt), tf.cast(variance, dt),
+        scale, offset, state=(read, write), layout=layout, ecm=ecm, clamp=float(clamp_value),
+        alpha_fwd=float(alpha_fwd), epsilon=float(epsilon), ls_epsilon=float(ls_epsilon),
+        alpha_bkw=float(alpha_bkw))
+    return (z if view is None else view.restore(z)), mean_after, var_after

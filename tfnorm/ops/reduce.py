@@ -39,7 +39,7 @@ from tfnorm._compat import graph_in_xla_context as _graph_in_xla  # noqa: E402
 
 def in_xla() -> bool:
     """True while tracing a function compiled with XLA (``jit_compile=True``)."""
-    if _graph_in_xla is None or tf.executing_eagerly():
+    if tf.executing_eagerly():
         return False
     try:
         return bool(_graph_in_xla(tf.compat.v1.get_default_graph()))

@@ -21,18 +21,19 @@ So a training step reads ``x`` twice for the statistics and once to write
 ``y``; the backward reads ``x`` and ``dy`` for ``P`` and ``Q`` and once more
 to write ``dx``, instead of differentiating through the moments. Statistics are
 float32 for half-precision input. The whole forward, and the whole backward
-(autodiff through step 2 only), are each one kernel
-(:func:`tfnorm.ops.kernel.with_backward`).
+(autodiff through step 2 only), are one :class:`tfnorm.ops.kernel.FusedOp`
+on the ``"samples"`` view of :func:`tfnorm.ops.layout.fast_view`; step 1 is
+:func:`tfnorm.ops.moments.grouped_moments` with one group per channel.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from tfnorm.ops.kernel import bound_kernel, with_backward
-from tfnorm.ops.moments import stats_dtype
+from tfnorm.ops.kernel import FusedOp
+from tfnorm.ops.layout import fast_view
+from tfnorm.ops.moments import grouped_moments, stats_dtype
 from tfnorm.ops.reduce import sum_middle, xla_on_cpu
-from tfnorm.ops.views import channels_last_view
 
 __all__ = ["mix_statistics", "switchable_norm"]
 
@@ -86,11 +87,9 @@ def _switchable_forward(x3, mean_weights, variance_weights, gamma, beta, moving_
                         moving_variance, *, epsilon, training):
     """``(y, mean_bn, var_bn, mean_in, var_in, mean, r)``: steps 1 to 3 of the module docstring."""
     dt = stats_dtype(x3.dtype)
-    mode = xla_on_cpu()
     xs = tf.cast(x3, dt)
-    s = tf.cast(tf.shape(xs)[1], dt)
-    mean_in = sum_middle(xs, mode) / s
-    var_in = tf.maximum(sum_middle(tf.square(xs - mean_in), mode) / s, tf.zeros([], dt))
+    inst = grouped_moments(xs, x3.shape[-1], xla_cpu=xla_on_cpu())
+    mean_in, var_in = inst.mean, inst.var
     mean, var, mean_bn, var_bn = _mixture(mean_in, var_in, mean_weights, variance_weights,
                                           moving_mean, moving_variance, training)
     r = tf.math.rsqrt(var + tf.cast(epsilon, dt))
@@ -137,6 +136,9 @@ def _switchable_backward(dy, x3, mean_weights, variance_weights, gamma, beta, mo
     return grads + small_grads[2:]
 
 
+_SWITCHABLE = FusedOp(_switchable_forward, _switchable_backward, outputs=3)
+
+
 def switchable_norm(x: tf.Tensor, mean_weights, variance_weights, gamma=None, beta=None,
                     moving_mean=None, moving_variance=None, *, epsilon: float = 1e-5,
                     training: bool = False):
@@ -154,17 +156,16 @@ def switchable_norm(x: tf.Tensor, mean_weights, variance_weights, gamma=None, be
       >>> tuple(y.shape), m.numpy().tolist()
       ((2, 4, 2), [7.0, 8.0])
     """
-    x3 = channels_last_view(x)
+    view = fast_view(x, [-1], "samples")
+    if view is None:
+        raise ValueError(f"switchable_norm needs a known channel count on the last axis, "
+                         f"received an input of shape {x.shape}")
     if not training:
         moving_mean = tf.convert_to_tensor(moving_mean)
         moving_variance = tf.convert_to_tensor(moving_variance)
-    forward = bound_kernel(_switchable_forward, threshold=True, epsilon=float(epsilon),
-                           training=bool(training))
-    backward = bound_kernel(_switchable_backward, threshold=True, training=bool(training))
-    y3, mean_bn, var_bn = with_backward(
-        forward, backward, x3, tf.convert_to_tensor(mean_weights),
-        tf.convert_to_tensor(variance_weights),
+    y3, mean_bn, var_bn = _SWITCHABLE(
+        view.tensor, tf.convert_to_tensor(mean_weights), tf.convert_to_tensor(variance_weights),
         None if gamma is None else tf.convert_to_tensor(gamma),
         None if beta is None else tf.convert_to_tensor(beta),
-        moving_mean, moving_variance, outputs=3)
-    return tf.reshape(y3, tf.shape(x)), mean_bn, var_bn
+        moving_mean, moving_variance, epsilon=float(epsilon), training=bool(training))
+    return view.restore(y3), mean_bn, var_bn
