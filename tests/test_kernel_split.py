@@ -42,6 +42,9 @@ OPS = {
     "switchable_infer": lambda x: _switchable(x, False),
     "evonorm_b0": lambda x: evonorm_b0(x, -1, _ONES, _ONES, _ONES)[0],
     "evonorm_s0": lambda x: evonorm_s0(x, 2, -1, _ONES, _ONES, _ONES),
+    "dynamic_tanh": lambda x: ops.dynamic_tanh(x, tf.constant(0.5), _ONES, _ONES),
+    "tlu": lambda x: ops.tlu(x, _ONES),
+    "lrn": lambda x: ops.lrn(x, 2, 1.0, 1e-3, 0.75, 3),
 }
 
 
