@@ -541,7 +541,7 @@ def test_bad_input(case):
 
 
 def test_endless_generator_without_steps(monkeypatch):
-    from tfnorm import recompute
+    from tfnorm.recompute import data as recompute
     monkeypatch.setattr(recompute, "_MAX_UNBOUNDED_BATCHES", 50)
     with pytest.raises(ValueError, match=r"without running out, and steps=None.*steps="):
         tfnorm.recompute_batch_statistics(_small_model(), _endless())
