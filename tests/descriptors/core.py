@@ -128,7 +128,8 @@ def gn_reference(groups=32, axis=-1, epsilon=1e-3, center=True, scale=True, **_)
         c = axis % rank
         xm = np.moveaxis(x, c, -1)  # (N, ..., C)
         n, ch = xm.shape[0], xm.shape[-1]
-        xg = xm.reshape(n, -1, groups, ch // groups)
+        g = ch if groups == -1 else groups  # -1: one group per channel
+        xg = xm.reshape(n, -1, g, ch // g)
         mu = xg.mean(axis=(1, 3), keepdims=True)
         var = ((xg - mu) ** 2).mean(axis=(1, 3), keepdims=True)
         y = ((xg - mu) / np.sqrt(var + epsilon)).reshape(xm.shape)
@@ -195,6 +196,8 @@ CASES = [
           epsilon=1e-5),
     _case("group", tfnorm.GroupNormalization, gn_reference, (3, 5, 5, 8), (2, 2, 2, 4), groups=2),
     _case("group-dense", tfnorm.GroupNormalization, gn_reference, (4, 12), (3, 6), groups=3),
+    _case("group-per-channel", tfnorm.GroupNormalization, gn_reference, (3, 5, 5, 4),
+          (2, 2, 2, 4), groups=-1),
     _case("group-channels-first-1d", tfnorm.GroupNormalization, gn_reference, (3, 8, 7),
           (2, 4, 3), groups=2, axis=1, epsilon=1e-5),
     _case("instance-1d", tfnorm.InstanceNormalization, in_reference, (3, 9, 4), (2, 3, 2)),

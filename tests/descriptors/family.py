@@ -254,11 +254,15 @@ def frn_reference(axis=-1, epsilon=1e-6, learned_epsilon=False, center=True, sca
     return ref
 
 
-def tlu_reference(axis=-1, **_):
-    """Singh & Krishnan 2020, eq. 3: z = max(y, tau)."""
+def tlu_reference(axis=-1, affine=False, **_):
+    """Singh & Krishnan 2020, eq. 3: z = max(y, tau); TLU-affine: z = max(y, alpha y + tau)."""
 
     def ref(x, p, training):
-        return np.maximum(x, _bcast(p["tau"], [axis % x.ndim], x.ndim))
+        ax = [axis % x.ndim]
+        tau = _bcast(p["tau"], ax, x.ndim)
+        if affine:
+            return np.maximum(x, _bcast(p["alpha"], ax, x.ndim) * x + tau)
+        return np.maximum(x, tau)
 
     return ref
 
@@ -384,8 +388,12 @@ def _tlu_input(rng, shape):
 
 
 def _tlu_randomize(layer, rng):
-    """Thresholds among the inputs, so both sides of max(x, tau) are exercised."""
+    """Thresholds among the inputs, so both sides of max(x, tau) are exercised; slopes of
+    both signs for TLU-affine."""
     layer.tau.assign(rng.uniform(-0.1, 0.1, size=layer.tau.shape).astype(layer.tau.dtype))
+    if layer.alpha is not None:
+        layer.alpha.assign(rng.uniform(-0.8, 0.8, size=layer.alpha.shape).astype(
+            layer.alpha.dtype))
 
 
 def _case(id, cls, ref_factory, input_shape, grad_shape=None, **kwargs):
@@ -439,6 +447,8 @@ CASES = [
     _case("tlu", tfnorm.TLU, tlu_reference, (3, 4, 4, 3), (2, 2, 2, 3),
           case_input_fn=_tlu_input, case_randomize=_tlu_randomize),
     _case("tlu-channels-first", tfnorm.TLU, tlu_reference, (3, 3, 5), (2, 3, 3), axis=1,
+          case_input_fn=_tlu_input, case_randomize=_tlu_randomize),
+    _case("tlu-affine", tfnorm.TLU, tlu_reference, (3, 4, 4, 3), (2, 2, 2, 3), affine=True,
           case_input_fn=_tlu_input, case_randomize=_tlu_randomize),
     _case("evonorm-b0-2d", tfnorm.EvoNormB0, evonorm_b0_reference, (4, 3, 3, 4), (3, 2, 2, 2),
           case_stateful=True),

@@ -107,10 +107,19 @@ class TLU(NormalizationLayer):
     units dead; TLU learns where to cut). ``tau`` starts at 0 (a ReLU after a
     zero-mean input). One op with a hand-written gradient (:func:`tfnorm.ops.tlu`).
 
+    ``affine=True`` is the TLU-affine variant (as in TF-Addons' ``TLU``): the
+    threshold is a learned line, ``y = max(x, alpha * x + tau)``, with ``alpha``
+    per channel (initialised to 0, where it starts as the plain TLU); ties go
+    to ``x``. Unlike TF-Addons, whose ``tau``/``alpha`` have the shape of a
+    whole sample, both live on the channel axis.
+
     Args:
+      affine: learn the slope ``alpha`` too. Default False.
       axis: channel axis. Default -1.
       tau_initializer, tau_regularizer, tau_constraint: for ``tau``.
         Default ``"zeros"``, None, None.
+      alpha_initializer, alpha_regularizer, alpha_constraint: for ``alpha``
+        (``affine=True``). Default ``"zeros"``, None, None.
 
     Call arguments:
       inputs: float tensor of rank >= 2 with channels on ``axis``.
@@ -125,29 +134,46 @@ class TLU(NormalizationLayer):
       Batch Dependence in the Training of Deep Neural Networks." CVPR 2020.
     """
 
-    def __init__(self, axis=-1, tau_initializer="zeros", tau_regularizer=None,
-                 tau_constraint=None, **kwargs):
+    def __init__(self, affine=False, axis=-1, tau_initializer="zeros", tau_regularizer=None,
+                 tau_constraint=None, alpha_initializer="zeros", alpha_regularizer=None,
+                 alpha_constraint=None, **kwargs):
         super().__init__(**kwargs)
+        self.affine = check_bool("affine", affine)
         self.axis = check_single_axis(type(self).__name__, axis)
         self.tau_initializer = initializer("tau_initializer", tau_initializer)
         self.tau_regularizer = regularizer("tau_regularizer", tau_regularizer)
         self.tau_constraint = constraint("tau_constraint", tau_constraint)
+        self.alpha_initializer = initializer("alpha_initializer", alpha_initializer)
+        self.alpha_regularizer = regularizer("alpha_regularizer", alpha_regularizer)
+        self.alpha_constraint = constraint("alpha_constraint", alpha_constraint)
 
     def build(self, input_shape):
         (c_axis,) = self._resolve_axes(self.axis, input_shape)
         self._axes = (c_axis,)
         self.tau = self._param("tau", (input_shape[c_axis],), self.tau_initializer,
                                self.tau_regularizer, self.tau_constraint)
+        self.alpha = (self._param("alpha", (input_shape[c_axis],), self.alpha_initializer,
+                                  self.alpha_regularizer, self.alpha_constraint)
+                      if self.affine else None)
 
     def call(self, inputs):
-        return ops.tlu(inputs, self._broadcast(self.tau, self._axes, self._built_rank))
+        tau = self._broadcast(self.tau, self._axes, self._built_rank)
+        if self.alpha is None:
+            return ops.tlu(inputs, tau)
+        alpha = self._broadcast(self.alpha, self._axes, self._built_rank)
+        line = inputs * tf.cast(alpha, inputs.dtype) + tf.cast(tau, inputs.dtype)
+        return tf.maximum(inputs, line)  # its gradient goes to inputs on ties
 
     def get_config(self):
         config = super().get_config()
         config.update({
+            "affine": self.affine,
             "axis": self.axis,
             "tau_initializer": serialize(self.tau_initializer),
             "tau_regularizer": serialize(self.tau_regularizer),
             "tau_constraint": serialize(self.tau_constraint),
+            "alpha_initializer": serialize(self.alpha_initializer),
+            "alpha_regularizer": serialize(self.alpha_regularizer),
+            "alpha_constraint": serialize(self.alpha_constraint),
         })
         return config

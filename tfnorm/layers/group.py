@@ -33,7 +33,9 @@ class GroupNormalization(AffineMixin, NormalizationLayer):
     gradient (:func:`tfnorm.ops.group_norm`).
 
     Args:
-      groups: number of groups; must divide the channel count. Default 32.
+      groups: number of groups; must divide the channel count. ``-1`` means one
+        group per channel (instance normalization), as in
+        ``keras.layers.GroupNormalization``; the config keeps ``-1``. Default 32.
       axis: channel axis. Default -1.
       epsilon: added to the variance. Default 1e-3.
       center, scale: learn ``beta``, ``gamma``. Default True.
@@ -59,7 +61,9 @@ class GroupNormalization(AffineMixin, NormalizationLayer):
                  beta_regularizer=None, gamma_regularizer=None,
                  beta_constraint=None, gamma_constraint=None, **kwargs):
         super().__init__(**kwargs)
-        self.groups = check_int("groups", groups, 1)
+        if groups != -1 or isinstance(groups, bool):
+            check_int("groups", groups, 1)
+        self.groups = groups
         self.axis = check_single_axis(type(self).__name__, axis)
         self.epsilon = check_positive("epsilon", epsilon)
         self._init_affine(locals())
@@ -67,12 +71,13 @@ class GroupNormalization(AffineMixin, NormalizationLayer):
     def build(self, input_shape):
         (c_axis,) = self._resolve_axes(self.axis, input_shape)
         channels = input_shape[c_axis]
-        check_groups(self.groups, channels, self.axis)
+        self._groups = channels if self.groups == -1 else self.groups
+        check_groups(self._groups, channels, self.axis)
         self._axes = (c_axis,)
         self._build_affine((channels,))
 
     def call(self, inputs):
-        return ops.group_norm(inputs, self.groups, self._axes[0], self.gamma, self.beta,
+        return ops.group_norm(inputs, self._groups, self._axes[0], self.gamma, self.beta,
                               self.epsilon)
 
     def get_config(self):
