@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from tfnorm import ops
@@ -77,8 +78,8 @@ class BatchNormalization(AffineMixin, NormalizationLayer):
 
     Modes:
 
-    * ``mask`` (call argument, rank = input rank - 1, e.g. ``(N, T)`` for a
-      ``(N, T, C)`` input): masked-out steps take no part in the statistics.
+    * ``mask`` (call argument, see below): masked-out positions take no part in
+      the statistics (training); the output is normalized everywhere.
     * ``synchronized=True``: under ``tf.distribute``, the statistics are those of
       the global batch: each replica's count, sum and sum of squares (shifted by
       the moving mean) go through one all-reduce.
@@ -92,8 +93,17 @@ class BatchNormalization(AffineMixin, NormalizationLayer):
       ``r = clip(sigma_B / sigma, 1/rmax, rmax)`` and
       ``d = clip((mean_B - mu) / sigma, -dmax, dmax)`` treated as constants
       (no gradient), where ``mu``, ``sigma`` are the ``renorm_mean`` and
-      ``renorm_stddev`` moving averages kept with ``renorm_momentum``. Inference
-      uses the moving mean and variance as usual.
+      ``renorm_stddev`` moving averages kept with ``renorm_momentum``. As in the
+      paper's Algorithm 1, the inference statistics are a moving mean and a
+      moving *standard deviation* ``sigma_B = sqrt(var_B + epsilon)``
+      (``moving_stddev``, with ``momentum``); ``moving_variance`` is derived
+      from it, ``max(moving_stddev**2 - epsilon, 0)``, and inference uses the
+      moving mean and variance as usual. The weights are laid out as in
+      ``keras.layers.BatchNormalization(renorm=True)`` (``gamma``, ``beta``,
+      ``moving_mean``, ``moving_variance``, ``moving_stddev``, ``renorm_mean``,
+      ``renorm_stddev``), so ``set_weights`` takes a Keras layer's weights; a
+      layer saved by tfnorm 0.1.0 (no ``moving_stddev``) loads with
+      ``moving_stddev = sqrt(moving_variance + epsilon)`` and its outputs.
 
     Args:
       axis: channel axis (int) or axes (list of ints). Default -1.
@@ -116,7 +126,22 @@ class BatchNormalization(AffineMixin, NormalizationLayer):
       inputs: float tensor of rank >= 2.
       training: use batch statistics and update the moving averages. A layer
         with ``trainable=False`` always runs in inference mode.
-      mask: optional boolean tensor of rank ``rank(inputs) - 1``.
+      mask: optional tensor of rank ``rank(inputs) - 1``, ``True`` (or nonzero)
+        where a position counts in the batch statistics. Two shapes are
+        accepted: the input's shape without the channel axis (tfnorm's reading:
+        ``(N, T)`` for a ``(N, C, T)`` input with ``axis=1``), or the input's
+        leading axes, broadcast over the last one, as
+        ``keras.layers.BatchNormalization`` reads it and as ``Masking`` or
+        ``Embedding(mask_zero=True)`` produce it (``(N, T)`` for a ``(N, T, C)``
+        input, whatever ``axis``). With channels last the two are the same.
+        When a shape fits both (the axes from the channel axis on have equal
+        sizes), tfnorm's reading is used; with sizes unknown until run time,
+        the reading is chosen by the run-time shapes in the same way. Any other
+        shape is a ValueError (raised while tracing when the shapes are known).
+        A numeric mask is read as Keras reads it, nonzero = kept: it is not a
+        weight (``0.5`` or ``-2`` count as ``1``). Needs a single channel axis;
+        cannot be combined with ``virtual_batch_size`` in training. Ignored in
+        inference (its shape is still checked).
 
     Example:
       >>> import numpy as np, tfnorm
@@ -184,15 +209,34 @@ class BatchNormalization(AffineMixin, NormalizationLayer):
                                            self.moving_variance_initializer,
                                            trainable=False, aggregation="mean")
         if self.renorm:
-            self.renorm_mean = self._param("renorm_mean", shape, self.moving_mean_initializer,
-                                           trainable=False, aggregation="mean")
             var_init = self.moving_variance_initializer
 
             def stddev_init(shape, dtype=None):
                 return tf.sqrt(tf.convert_to_tensor(var_init(shape, dtype=dtype)))
 
-            self.renorm_stddev = self._param("renorm_stddev", shape, stddev_init,
-                                             trainable=False, aggregation="mean")
+            state = dict(trainable=False, aggregation="mean")
+            self.moving_stddev = self._param("moving_stddev", shape, stddev_init, **state)
+            self.renorm_mean = self._param("renorm_mean", shape, self.moving_mean_initializer,
+                                           **state)
+            self.renorm_stddev = self._param("renorm_stddev", shape, stddev_init, **state)
+
+    def load_own_variables(self, store):
+        """Loads saved weights; renorm weights saved by tfnorm 0.1.0 are migrated.
+
+        tfnorm 0.1.0 kept a moving variance and no ``moving_stddev``: such a
+        store has one weight less, and ``moving_stddev`` becomes
+        ``sqrt(moving_variance + epsilon)``, the value that reproduces the
+        variance the layer was saved with.
+        """
+        n = len(store.keys())
+        if not (self.renorm and n == len(self.weights) - 1):
+            return super().load_own_variables(store)
+        old = [store[str(i)] for i in range(n)]
+        at = [v.path for v in self.weights].index(self.moving_stddev.path)
+        variance = np.asarray(old[at - 1], np.float64)  # moving_variance precedes it
+        values = old[:at] + [np.sqrt(variance + self.epsilon)] + old[at:]
+        for variable, value in zip(self.weights, values):
+            variable.assign(np.asarray(value, variable.dtype))
 
     # ------------------------------------------------------------------------
     def _bshape(self, v, rank=None):
@@ -215,6 +259,8 @@ class BatchNormalization(AffineMixin, NormalizationLayer):
         gamma = self._bshape(self.gamma)
         beta = self._bshape(self.beta)
         use_batch = bool(training) and self.trainable
+        if mask is not None:
+            mask, readings = self._mask_readings(mask, x)
         if not use_batch:
             y, _, _ = ops.batch_norm(x, self._axes, self.gamma, self.beta, self.epsilon,
                                      mean=self.moving_mean, variance=self.moving_variance)
@@ -226,7 +272,7 @@ class BatchNormalization(AffineMixin, NormalizationLayer):
                     "BatchNormalization: a mask cannot be combined with virtual_batch_size="
                     f"{self.virtual_batch_size}; drop one of them"
                 )
-            mask = self._expand_mask(mask, x)
+            mask = self._mask_weights(mask, x, readings)
 
         v = self.virtual_batch_size
         if v is not None:
@@ -250,11 +296,15 @@ class BatchNormalization(AffineMixin, NormalizationLayer):
         mean_u = tf.stop_gradient(mean_u)
         var_u = tf.stop_gradient(var_u)
         update_moving_average(self.moving_mean, mean_u, self.momentum)
-        update_moving_average(self.moving_variance, var_u, self.momentum)
-        if self.renorm:
-            update_moving_average(self.renorm_mean, mean_u, self.renorm_momentum)
-            update_moving_average(self.renorm_stddev, tf.sqrt(var_u + self.epsilon),
-                                  self.renorm_momentum)
+        if not self.renorm:
+            update_moving_average(self.moving_variance, var_u, self.momentum)
+            return y
+        std_u = tf.sqrt(var_u + self.epsilon)
+        update_moving_average(self.moving_stddev, std_u, self.momentum)
+        stddev = tf.convert_to_tensor(self.moving_stddev)
+        self.moving_variance.assign(tf.maximum(stddev * stddev - self.epsilon, 0.0))
+        update_moving_average(self.renorm_mean, mean_u, self.renorm_momentum)
+        update_moving_average(self.renorm_stddev, std_u, self.renorm_momentum)
         return y
 
     def _train_normalize(self, x, mean_b, var_b, gamma, beta, ghost):
@@ -318,18 +368,85 @@ class BatchNormalization(AffineMixin, NormalizationLayer):
         reduce_axes = [1] + [a + 1 for a in self._reduce if a != 0]
         return xv, reduce_axes
 
-    def _expand_mask(self, mask, x):
+    def _mask_readings(self, mask, x):
+        """Checks ``mask`` against ``x`` from static shapes alone (no TensorFlow op runs).
+
+        Returns the mask as a tensor and the list of ``(shape, axis)`` readings
+        its static shape fits: ``shape`` is the shape the reading expects and
+        ``axis`` where a length-1 axis goes back in to broadcast it over ``x``.
+        tfnorm's reading (the input's shape without the channel axis) comes
+        first, Keras' (the leading axes, all but the last) second; they are
+        one reading when the channel axis is the last one.
+        """
+        mask = tf.convert_to_tensor(mask)
+        if not (mask.dtype.is_bool or mask.dtype.is_integer or mask.dtype.is_floating):
+            raise ValueError(
+                f"BatchNormalization: mask must be boolean or numeric (nonzero means kept), "
+                f"received a mask of dtype {mask.dtype.name}"
+            )
         rank = self._built_rank
-        if mask.shape.rank != rank - 1:
+        x_shape = tuple(x.shape)
+        m_shape = tuple(mask.shape) if mask.shape.rank is not None else None
+        if m_shape is None or len(m_shape) != rank - 1:
             raise ValueError(
                 f"BatchNormalization: mask must have rank {rank - 1} (input rank - 1) for an "
-                f"input of shape {tuple(x.shape)}, received a mask of shape {tuple(mask.shape)}"
+                f"input of shape {x_shape}, received a mask of shape {m_shape}"
             )
         if len(self._axes) != 1:
             raise ValueError(
                 f"BatchNormalization: a mask needs a single channel axis, received axis={self.axis!r}"
             )
-        return tf.expand_dims(tf.cast(mask, ops.stats_dtype(x.dtype)), self._axes[0])
+        c = self._axes[0]
+        readings = [(x_shape[:c] + x_shape[c + 1:], c)]
+        if c != rank - 1:
+            readings.append((x_shape[:-1], rank - 1))
+
+        def fits(expected):
+            return all(m is None or e is None or m == e for m, e in zip(m_shape, expected))
+
+        matching = [r for r in readings if fits(r[0])]
+        if not matching:
+            accepted = " or ".join(str(r[0]) for r in readings)
+            kinds = ("the input's shape without the channel axis" if len(readings) == 1 else
+                     "the input's shape without the channel axis (tfnorm), or its leading "
+                     "axes, broadcast over the last one (Keras)")
+            raise ValueError(
+                f"BatchNormalization: received a mask of shape {m_shape} for an input of shape "
+                f"{x_shape} with axis={self.axis!r}; the mask must have shape {accepted}: "
+                f"{kinds}"
+            )
+        return mask, matching
+
+    def _mask_weights(self, mask, x, readings):
+        """The mask as 0/1 weights in the statistics dtype, broadcastable to ``x``."""
+        keep = mask if mask.dtype.is_bool else tf.not_equal(mask, tf.zeros([], mask.dtype))
+        w = tf.cast(keep, ops.stats_dtype(x.dtype))
+        static = mask.shape.is_fully_defined() and x.shape.is_fully_defined()
+        if static:  # the first matching reading is exact: tfnorm's takes precedence
+            return tf.expand_dims(w, readings[0][1])
+
+        m_dyn = tf.shape(mask)
+        x_dyn = tf.shape(x)
+
+        def exact(axis):
+            expected = tf.concat([x_dyn[:axis], x_dyn[axis + 1:]], 0)
+            return tf.reduce_all(tf.equal(m_dyn, expected))
+
+        oks = [exact(axis) for _, axis in readings]
+        accepted = " or ".join(str(shape) for shape, _ in readings)
+        check = tf.debugging.Assert(
+            tf.reduce_any(tf.stack(oks)),
+            [f"BatchNormalization: the mask must have shape {accepted} for an input of "
+             f"shape {tuple(x.shape)}; received a mask of shape", m_dyn, "for an input of shape",
+             x_dyn])
+        with tf.control_dependencies([check]):
+            w = tf.identity(w)
+        if len(readings) == 1:
+            return tf.expand_dims(w, readings[0][1])
+        (_, first), (_, second) = readings
+        return tf.cond(oks[0],
+                       lambda: tf.broadcast_to(tf.expand_dims(w, first), x_dyn),
+                       lambda: tf.broadcast_to(tf.expand_dims(w, second), x_dyn))
 
     def get_config(self):
         config = super().get_config()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tensorflow as tf
+
 from tfnorm import ops
 from tfnorm.layers.base import (
     AffineMixin,
@@ -12,6 +14,34 @@ from tfnorm.layers.base import (
     check_single_axis,
     register,
 )
+
+
+def _masked_group_norm(layer, x, mask, groups):
+    """Group normalization whose statistics count the kept positions of ``mask`` only.
+
+    ``mask`` has the input's shape without the channel axis (``(N, T)`` for
+    ``(N, T, C)``; nonzero = kept); it is checked here and the statistics are
+    :func:`tfnorm.ops.group_moments` with that mask.
+    """
+    name = type(layer).__name__
+    mask = tf.convert_to_tensor(mask)
+    c = layer._axes[0]
+    x_shape = tuple(x.shape)
+    expected = x_shape[:c] + x_shape[c + 1:]
+    m_shape = tuple(mask.shape) if mask.shape.rank is not None else None
+    if not (mask.dtype.is_bool or mask.dtype.is_integer or mask.dtype.is_floating):
+        raise ValueError(f"{name}: mask must be boolean or numeric (nonzero means kept), "
+                         f"received a mask of dtype {mask.dtype.name}")
+    if m_shape is None or len(m_shape) != len(expected) or not all(
+            m is None or e is None or m == e for m, e in zip(m_shape, expected)):
+        raise ValueError(f"{name}: received a mask of shape {m_shape} for an input of shape "
+                         f"{x_shape} with axis={layer.axis!r}; the mask must have shape "
+                         f"{expected}: the input's shape without the channel axis")
+    rank = len(x_shape)
+    axes = [a for a in range(1, rank) if a != c]
+    mean, var = ops.group_moments(x, groups, c, axes, mask=tf.expand_dims(mask, c))
+    return ops.normalize(x, mean, var, layer._broadcast(layer.gamma, layer._axes, rank),
+                         layer._broadcast(layer.beta, layer._axes, rank), layer.epsilon)
 
 
 @register("group", groups=True)
@@ -44,6 +74,14 @@ class GroupNormalization(AffineMixin, NormalizationLayer):
 
     Call arguments:
       inputs: float tensor of rank >= 2 with channels on ``axis``.
+      mask: optional tensor with the input's shape without the channel axis
+        (``(N, T)`` for ``(N, T, C)``, as ``Masking`` or
+        ``Embedding(mask_zero=True)`` produce it), ``True`` (or nonzero: a
+        numeric mask is not a weight) where a position is kept. Padded
+        positions take no part in their sample's statistics; they are still
+        normalized with them. A sample with nothing kept gets mean 0 and
+        variance 0. Without a mask every position counts. The mask is passed
+        on unchanged to the next layer.
 
     Example:
       >>> import numpy as np, tfnorm
@@ -76,7 +114,9 @@ class GroupNormalization(AffineMixin, NormalizationLayer):
         self._axes = (c_axis,)
         self._build_affine((channels,))
 
-    def call(self, inputs):
+    def call(self, inputs, mask=None):
+        if mask is not None:
+            return _masked_group_norm(self, inputs, mask, self._groups)
         return ops.group_norm(inputs, self._groups, self._axes[0], self.gamma, self.beta,
                               self.epsilon)
 
@@ -106,6 +146,12 @@ class InstanceNormalization(AffineMixin, NormalizationLayer):
 
     Call arguments:
       inputs: float tensor of rank >= 3 with channels on ``axis``.
+      mask: optional tensor with the input's shape without the channel axis
+        (``(N, T)`` for ``(N, T, C)`` or ``(N, C, T)``), ``True`` (or nonzero:
+        a numeric mask is not a weight) where a position is kept. Padded steps
+        take no part in the statistics of their sample and channel; they are
+        still normalized with them. Without a mask every position counts.
+        The mask is passed on unchanged to the next layer.
 
     Example:
       >>> import numpy as np, tfnorm
@@ -134,7 +180,9 @@ class InstanceNormalization(AffineMixin, NormalizationLayer):
         self._axes = (c_axis,)
         self._build_affine((input_shape[c_axis],))
 
-    def call(self, inputs):
+    def call(self, inputs, mask=None):
+        if mask is not None:
+            return _masked_group_norm(self, inputs, mask, inputs.shape[self._axes[0]])
         return ops.instance_norm(inputs, self._axes[0], self.gamma, self.beta, self.epsilon)
 
     def get_config(self):

@@ -38,6 +38,13 @@ class LayerNormalization(AffineMixin, NormalizationLayer):
     Call arguments:
       inputs: float tensor of rank >= 2.
 
+    Masks: a Keras mask (from ``Masking``, ``Embedding(mask_zero=True)``, ...)
+    is passed on unchanged to the next layer and not used here. With the
+    default ``axis=-1`` the statistics are per position (per sample and step,
+    over the channels), so padded steps cannot affect the other steps; they
+    are normalized like any other. With ``axis`` naming a masked axis (the
+    time axis, say), padded steps do count in the statistics.
+
     Example:
       >>> import numpy as np, tfnorm
       >>> y = tfnorm.LayerNormalization()(np.arange(6, dtype="float32").reshape(2, 3))

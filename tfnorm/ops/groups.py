@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import tensorflow as tf
 
@@ -60,7 +60,8 @@ def group_average(t: tf.Tensor, groups: int, axis: int) -> tf.Tensor:
     return merge_groups(m, axis)
 
 
-def group_moments(x: tf.Tensor, groups: int, channel_axis: int, reduce_axes: Sequence[int]):
+def group_moments(x: tf.Tensor, groups: int, channel_axis: int, reduce_axes: Sequence[int],
+                  mask: Optional[tf.Tensor] = None):
     """Mean and variance over ``reduce_axes`` and within each channel group.
 
     Returns float32 (or float64) statistics shaped like ``x`` with
@@ -69,11 +70,36 @@ def group_moments(x: tf.Tensor, groups: int, channel_axis: int, reduce_axes: Seq
 
     Reduces over the spatial axes first to an (N, C)-sized tensor, then within
     groups on that small tensor: no 5-D reshape of the activations.
+
+    ``mask`` (optional, broadcastable to ``x`` and the same for every channel
+    of a position): only positions where it is nonzero count; what the others
+    hold (inf included) does not matter. A slice with nothing kept has mean 0
+    and variance 0.
+
+    Example:
+      >>> x = tf.constant([[[1.0], [3.0], [100.0]]])  # (N=1, T=3, C=1)
+      >>> keep = tf.constant([[[True], [True], [False]]])
+      >>> m, v = group_moments(x, 1, -1, [1], mask=keep)
+      >>> float(m[0, 0, 0]), float(v[0, 0, 0])
+      (2.0, 1.0)
     """
     rank = x.shape.rank
     channel_axis = channel_axis % rank
     reduce_axes = list(reduce_axes)
     xs = to_stats(x)
+    if mask is not None:
+        keep = mask if mask.dtype.is_bool else tf.not_equal(mask, tf.zeros([], mask.dtype))
+        keep = tf.broadcast_to(keep, tf.shape(xs))
+        count = tf.reduce_sum(tf.cast(keep, xs.dtype), reduce_axes, keepdims=True)
+
+        def kept_mean(t):
+            kept = tf.where(keep, t, tf.zeros([], t.dtype))
+            return tf.math.divide_no_nan(tf.reduce_sum(kept, reduce_axes, keepdims=True), count)
+
+        mean = group_average(kept_mean(xs), groups, channel_axis)
+        var = group_average(kept_mean(tf.math.squared_difference(xs, mean)), groups,
+                            channel_axis)
+        return mean, tf.maximum(var, tf.zeros([], var.dtype))
 
     def average(t):
         if not reduce_axes:

@@ -65,16 +65,10 @@ def _keras_axes(layer, rank):
 _MEAN_VAR = (("moving_mean", "mean"), ("moving_variance", "variance"))
 
 
-def _tfnorm_bn_targets(layer):
-    if layer.renorm:
-        return _MEAN_VAR + (("renorm_mean", "mean"), ("renorm_stddev", "stddev"))
-    return _MEAN_VAR
-
-
-def _keras_bn_targets(layer):
+def _bn_targets(layer):
     if getattr(layer, "renorm", False):
-        # Keras keeps moving_stddev next to moving_variance with renorm (and derives the
-        # variance from it in training); both must describe the same statistic.
+        # with renorm, tfnorm and Keras keep moving_stddev next to moving_variance (and
+        # derive the variance from it in training); both must describe the same statistic.
         return _MEAN_VAR + (("moving_stddev", "stddev"), ("renorm_mean", "mean"),
                             ("renorm_stddev", "stddev"))
     return _MEAN_VAR
@@ -83,10 +77,10 @@ def _keras_bn_targets(layer):
 #: The layer classes whose statistics :func:`recompute_batch_statistics` recomputes, in
 #: the order they are matched (subclasses included), with what each keeps.
 STATISTICS_LAYERS: Tuple[Tuple[type, _Kind], ...] = (
-    (BatchNormalization, _Kind(_tfnorm_bn_targets, _built_axes, masked=True)),
+    (BatchNormalization, _Kind(_bn_targets, _built_axes, masked=True)),
     (SwitchableNormalization, _Kind(lambda layer: _MEAN_VAR, _built_axes)),
     (EvoNormB0, _Kind(lambda layer: (("moving_variance", "variance"),), _built_axes)),
-    (keras.layers.BatchNormalization, _Kind(_keras_bn_targets, _keras_axes, masked=True)),
+    (keras.layers.BatchNormalization, _Kind(_bn_targets, _keras_axes, masked=True)),
 )
 
 

@@ -38,6 +38,10 @@ WEIGHT_ROLES: Dict[str, str] = {
     "offset": "offset",
     "moving_mean": "moving_mean",
     "moving_variance": "moving_variance",
+    # batch renormalization (Keras and tfnorm keep the same three)
+    "moving_stddev": "moving_stddev",
+    "renorm_mean": "renorm_mean",
+    "renorm_stddev": "renorm_stddev",
 }
 
 Copies = Iterable[Tuple[keras.layers.Layer, keras.layers.Layer, str]]
