@@ -378,11 +378,11 @@ def test_weight_standardized_conv_swaps_in_for_conv2d():
 
 
 @pytest.mark.parametrize("make, pattern", [
-    (lambda: tfnorm.WeightNormalization(keras.layers.LSTM(3)),
-     r"wraps keras.layers.Dense, Conv1D, Conv2D or Conv3D.*LSTM"),
+    (lambda: tfnorm.WeightNormalization(keras.layers.Embedding(3, 2)),
+     r"wraps keras.layers Dense, Conv1D, Conv2D, Conv3D, SimpleRNN, LSTM, GRU.*Embedding"),
     (lambda: tfnorm.SpectralNormalization(tfnorm.WeightStandardizedConv2D(3, 2)),
      r"received layer=.*WeightStandardizedConv2D"),
-    (lambda: tfnorm.SpectralNormalization(keras.layers.Conv2DTranspose(3, 2)),
+    (lambda: tfnorm.WeightNormalization(keras.layers.Conv2DTranspose(3, 2)),
      r"Conv2DTranspose"),
     (lambda: tfnorm.WeightNormalization(keras.layers.Dense(3), data_init="yes"),
      r"data_init must be True or False, received data_init='yes'"),
