@@ -188,3 +188,26 @@ def single_layer_model(case: Case, layer=None) -> keras.Model:
     layer = layer or case.make()
     inp = keras.Input(case.input_shape[1:], batch_size=None)
     return keras.Model(inp, layer(inp))
+
+
+class NoWrites:
+    """Makes every write into ``variables`` raise while active."""
+
+    _WRITES = ("assign", "assign_add", "assign_sub")
+
+    def __init__(self, variables):
+        self.variables = variables
+
+    def __enter__(self):
+        def refuse(*args, **kwargs):
+            raise AssertionError("a wrapper wrote into the wrapped layer's variable")
+
+        for v in self.variables:
+            for k in self._WRITES:
+                setattr(v, k, refuse)
+        return self
+
+    def __exit__(self, *exc):
+        for v in self.variables:
+            for k in self._WRITES:
+                delattr(v, k)

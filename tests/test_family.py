@@ -17,6 +17,7 @@ import tensorflow as tf
 
 import tfnorm
 from tests.descriptors.family import conv_nd, power_iteration
+from tests.harness import NoWrites
 
 # ---------------------------------------------------------------------------
 # WeightNormalization: data-dependent initialization
@@ -118,29 +119,6 @@ def test_data_init_inside_fit_uses_the_first_batch_only(jit):
 # Wrappers never write into the wrapped layer
 
 
-class _Sentinel:
-    """Makes every write into ``variables`` raise while active."""
-
-    _WRITES = ("assign", "assign_add", "assign_sub")
-
-    def __init__(self, variables):
-        self.variables = variables
-
-    def __enter__(self):
-        def refuse(*args, **kwargs):
-            raise AssertionError("a wrapper wrote into the wrapped layer's variable")
-
-        for v in self.variables:
-            for k in self._WRITES:
-                setattr(v, k, refuse)
-        return self
-
-    def __exit__(self, *exc):
-        for v in self.variables:
-            for k in self._WRITES:
-                delattr(v, k)
-
-
 @pytest.mark.parametrize("wrap", [
     lambda layer: tfnorm.WeightNormalization(layer),
     lambda layer: tfnorm.SpectralNormalization(layer, power_iterations=2),
@@ -152,7 +130,7 @@ def test_wrapped_variables_are_never_written(wrap, policy):
     x = np.random.default_rng(4).normal(size=(4, 5, 5, 2)).astype("float32")
     wrapper.build(x.shape)
     before = [v.numpy().copy() for v in inner.weights]
-    with _Sentinel(inner.weights):
+    with NoWrites(inner.weights):
         with tf.GradientTape() as tape:
             y = wrapper(x, training=True)
             loss = tf.reduce_sum(tf.cast(y, tf.float32) ** 2)
@@ -173,7 +151,7 @@ def test_sentinel_catches_a_write():
     """The check above can fail: a write through the sentinel raises."""
     layer = keras.layers.Dense(2)
     layer.build((1, 3))
-    with _Sentinel(layer.weights):
+    with NoWrites(layer.weights):
         with pytest.raises(AssertionError, match="wrote into"):
             layer.kernel.assign(np.zeros((3, 2), "float32"))
 

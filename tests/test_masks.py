@@ -59,6 +59,22 @@ def _check_layer(layer, y, x, weights, axis, gamma, beta):
                                rtol=1e-4, atol=1e-5)
 
 
+def _channels_first_bn(rng, channels):
+    """A built ``BatchNormalization(axis=1)`` with random gamma and beta: ``(layer, gamma, beta)``."""
+    gamma, beta = _affine(rng, channels)
+    layer = tfnorm.BatchNormalization(axis=1, momentum=MOMENTUM, epsilon=EPS)
+    return layer, gamma, beta
+
+
+def _check_masked_training_call(rng, x, mask, weights):
+    """One training call of a channels-first BN with ``mask`` against NumPy (``weights``)."""
+    layer, gamma, beta = _channels_first_bn(rng, x.shape[1])
+    layer.build(x.shape)
+    _set_affine(layer, gamma, beta)
+    y = layer(x, training=True, mask=mask)
+    _check_layer(layer, y, x, weights, 1, gamma, beta)
+
+
 def _masking_model(layer, shape):
     inp = keras.Input(shape)
     return keras.Model(inp, layer(keras.layers.Masking(0.0)(inp)))
@@ -113,19 +129,13 @@ def test_keras_mask_on_a_4d_input_with_a_middle_channel_axis():
     x = rng.normal(size=(4, 3, 5, 2)).astype("float32")
     mask = rng.random((4, 3, 5)) > 0.3
     mask[0] = True
-    gamma, beta = _affine(rng, 3)
-    layer = tfnorm.BatchNormalization(axis=1, momentum=MOMENTUM, epsilon=EPS)
-    layer.build(x.shape)
-    _set_affine(layer, gamma, beta)
-    y = layer(x, training=True, mask=mask)
-    _check_layer(layer, y, x, _keras_weights(mask), 1, gamma, beta)
+    _check_masked_training_call(rng, x, mask, _keras_weights(mask))
 
 
 def test_keras_mask_with_unknown_sizes_in_a_traced_call():
     rng = np.random.default_rng(3)
     x, mask = _padded_sequences(rng)
-    gamma, beta = _affine(rng, 6)
-    layer = tfnorm.BatchNormalization(axis=1, momentum=MOMENTUM, epsilon=EPS)
+    layer, gamma, beta = _channels_first_bn(rng, 6)
     layer.build(x.shape)
     _set_affine(layer, gamma, beta)
 
@@ -146,12 +156,7 @@ def test_channels_first_mask_without_the_channel_axis_still_works():
     mask[1, 3:] = False
     mask[2, 1:] = False
     x[~np.broadcast_to(mask[:, None, :], x.shape)] = 1e3  # padded garbage must not count
-    gamma, beta = _affine(rng, 4)
-    layer = tfnorm.BatchNormalization(axis=1, momentum=MOMENTUM, epsilon=EPS)
-    layer.build(x.shape)
-    _set_affine(layer, gamma, beta)
-    y = layer(x, training=True, mask=mask)
-    _check_layer(layer, y, x, mask[:, None, :], 1, gamma, beta)
+    _check_masked_training_call(rng, x, mask, mask[:, None, :])
 
 
 def test_a_shape_that_fits_both_readings_is_read_the_tfnorm_way():
@@ -159,12 +164,7 @@ def test_a_shape_that_fits_both_readings_is_read_the_tfnorm_way():
     x = rng.normal(size=(3, 4, 4)).astype("float32")
     mask = rng.random((3, 4)) > 0.4
     mask[0] = True
-    gamma, beta = _affine(rng, 4)
-    layer = tfnorm.BatchNormalization(axis=1, momentum=MOMENTUM, epsilon=EPS)
-    layer.build(x.shape)
-    _set_affine(layer, gamma, beta)
-    y = layer(x, training=True, mask=mask)
-    _check_layer(layer, y, x, mask[:, None, :], 1, gamma, beta)
+    _check_masked_training_call(rng, x, mask, mask[:, None, :])
 
 
 def test_unknown_sizes_pick_the_reading_the_run_time_shapes_fit():

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 import tfnorm
 from tests.descriptors.family import conv_nd, power_iteration
+from tests.harness import NoWrites
 
 L = keras.layers
 
@@ -146,18 +147,13 @@ def test_spectral_matches_numpy(case_id, make, shape, op):
     _randomize(sn.layer, rng)
     x = rng.normal(size=shape)
     p = _np_weights(sn)
-    y = sn(x.astype("float32"), training=True).numpy()
-    ref = _sn_reference(case_id, op, x, p, 2, True)
-    if getattr(sn.layer, "activation", None) is keras.activations.relu:
-        ref = np.maximum(ref, 0)
-    np.testing.assert_allclose(y, ref, rtol=2e-5, atol=2e-5)
-    # training stored the new u; inference uses it as is (sigma = ||W u||)
-    p = _np_weights(sn)
-    y = sn(x.astype("float32"), training=False).numpy()
-    ref = _sn_reference(case_id, op, x, p, 2, False)
-    if getattr(sn.layer, "activation", None) is keras.activations.relu:
-        ref = np.maximum(ref, 0)
-    np.testing.assert_allclose(y, ref, rtol=2e-5, atol=2e-5)
+    relu = getattr(sn.layer, "activation", None) is keras.activations.relu
+    for training in (True, False):
+        if not training:  # training stored the new u; inference uses it as is (||W u||)
+            p = _np_weights(sn)
+        y = sn(x.astype("float32"), training=training).numpy()
+        ref = _sn_reference(case_id, op, x, p, 2, training)
+        np.testing.assert_allclose(y, np.maximum(ref, 0) if relu else ref, rtol=2e-5, atol=2e-5)
 
 
 @pytest.mark.parametrize("make, shape", [
@@ -317,26 +313,6 @@ def _input(wrapper, shape, rng):
     return rng.normal(size=shape).astype("float32")
 
 
-class _Sentinel:
-    """Makes every write into ``variables`` raise while active."""
-
-    def __init__(self, variables):
-        self.variables = variables
-
-    def __enter__(self):
-        def refuse(*args, **kwargs):
-            raise AssertionError("a wrapper wrote into the wrapped layer's variable")
-
-        for v in self.variables:
-            for k in ("assign", "assign_add", "assign_sub"):
-                setattr(v, k, refuse)
-
-    def __exit__(self, *exc):
-        for v in self.variables:
-            for k in ("assign", "assign_add", "assign_sub"):
-                delattr(v, k)
-
-
 @pytest.mark.parametrize("case_id, make, shape", _ALL, ids=[c[0] for c in _ALL])
 def test_gradients_reach_the_stored_kernels_and_nothing_is_written(case_id, make, shape):
     rng = np.random.default_rng(7)
@@ -346,7 +322,7 @@ def test_gradients_reach_the_stored_kernels_and_nothing_is_written(case_id, make
     inner = wrapper.layer
     _randomize(inner, rng)
     before = [v.numpy().copy() for v in inner.weights]
-    with _Sentinel(inner.weights):
+    with NoWrites(inner.weights):
         with tf.GradientTape() as tape:
             y = wrapper(x, training=True)
             loss = tf.reduce_sum(tf.cast(y, tf.float32) * rng.normal(size=y.shape))
@@ -435,7 +411,7 @@ def test_remove_gives_a_plain_layer_with_the_inference_function(case_id, make, s
     if hasattr(wrapper, "g"):
         wrapper.g.assign(rng.uniform(0.5, 2.0, size=wrapper.g.shape).astype("float32"))
     before = [v.numpy().copy() for v in wrapper.weights]
-    with _Sentinel(wrapper.weights):
+    with NoWrites(wrapper.weights):
         plain = wrapper.remove()
     for b, v in zip(before, wrapper.weights):  # neither the wrapper nor the wrapped changed
         np.testing.assert_array_equal(v.numpy(), b)

@@ -10,6 +10,7 @@ from tfnorm.layers.frn import TLU, FilterResponseNormalization
 from tfnorm.layers.group import GroupNormalization, InstanceNormalization
 from tfnorm.layers.layer_norm import LayerNormalization, RMSNormalization
 from tfnorm.layers.online import OnlineNormalization
+from tfnorm.layers.spectral import SpectralNormalization
 from tfnorm.layers.standardized import (
     WeightStandardizedConv1D,
     WeightStandardizedConv2D,
@@ -17,7 +18,7 @@ from tfnorm.layers.standardized import (
 )
 from tfnorm.layers.switchable import SwitchableNormalization
 from tfnorm.layers.transformer import DynamicTanh, ScaleNormalization
-from tfnorm.layers.weight import SpectralNormalization, WeightNormalization
+from tfnorm.layers.weight import WeightNormalization
 
 __all__ = [
     "AdaNorm",

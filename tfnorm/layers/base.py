@@ -85,6 +85,18 @@ class ArgumentTypeError(TypeError, ValueError):
     """An argument of the wrong type; catchable as either TypeError or ValueError."""
 
 
+def check_mask(layer_name: str, mask) -> tf.Tensor:
+    """A call's ``mask`` as a tensor; a ValueError unless it is boolean or numeric.
+
+    A numeric mask means "kept" where it is nonzero (as in Keras); it is never a weight.
+    """
+    mask = tf.convert_to_tensor(mask)
+    if not (mask.dtype.is_bool or mask.dtype.is_integer or mask.dtype.is_floating):
+        raise ValueError(f"{layer_name}: mask must be boolean or numeric (nonzero means kept), "
+                         f"received a mask of dtype {mask.dtype.name}")
+    return mask
+
+
 def check_bool(name: str, value) -> bool:
     """For flags (``center``, ``scale``, ``renorm``, ...): ``True`` or ``False`` only.
 
@@ -191,9 +203,9 @@ class AffineMixin:
         if "scale" in arguments:
             self.scale = check_bool("scale", arguments["scale"])
         for p in self._affine_params:
-            for k, get in (("initializer", initializer), ("regularizer", regularizer),
-                           ("constraint", constraint)):
-                setattr(self, f"{p}_{k}", get(f"{p}_{k}", arguments.get(f"{p}_{k}")))
+            set_weight_arguments(self, p, arguments[f"{p}_initializer"],
+                                 arguments.get(f"{p}_regularizer"),
+                                 arguments.get(f"{p}_constraint"))
 
     def _affine_on(self, param) -> bool:
         if param not in self._affine_params:
@@ -212,9 +224,7 @@ class AffineMixin:
 
     def _affine_config(self):
         config = {k: getattr(self, k) for k in ("center", "scale") if hasattr(self, k)}
-        for p in self._affine_params:
-            for k in ("initializer", "regularizer", "constraint"):
-                config[f"{p}_{k}"] = serialize(getattr(self, f"{p}_{k}"))
+        config.update(weight_arguments_config(self, *self._affine_params))
         return config
 
 
@@ -238,6 +248,24 @@ def regularizer(name: str, value):
 def constraint(name: str, value):
     """``keras.constraints.get(value)``, naming ``name`` when it fails."""
     return _keras_object(keras.constraints, "constraint", name, value)
+
+
+_WEIGHT_ARGUMENTS = (("initializer", initializer), ("regularizer", regularizer),
+                     ("constraint", constraint))
+
+
+def set_weight_arguments(layer, weight: str, initializer_value, regularizer_value=None,
+                         constraint_value=None) -> None:
+    """Sets ``layer.<weight>_initializer``, ``_regularizer`` and ``_constraint``, each checked."""
+    values = (initializer_value, regularizer_value, constraint_value)
+    for (kind, get), value in zip(_WEIGHT_ARGUMENTS, values):
+        setattr(layer, f"{weight}_{kind}", get(f"{weight}_{kind}", value))
+
+
+def weight_arguments_config(layer, *weights: str) -> dict:
+    """The config entries :func:`set_weight_arguments` set, for each of ``weights``."""
+    return {f"{w}_{kind}": serialize(getattr(layer, f"{w}_{kind}"))
+            for w in weights for kind, _ in _WEIGHT_ARGUMENTS}
 
 
 def _shape_of(x):

@@ -11,6 +11,7 @@ from tfnorm.layers.base import (
     NormalizationLayer,
     check_axis,
     check_bool,
+    check_mask,
     check_fraction,
     check_int,
     check_positive,
@@ -378,12 +379,7 @@ class BatchNormalization(AffineMixin, NormalizationLayer):
         first, Keras' (the leading axes, all but the last) second; they are
         one reading when the channel axis is the last one.
         """
-        mask = tf.convert_to_tensor(mask)
-        if not (mask.dtype.is_bool or mask.dtype.is_integer or mask.dtype.is_floating):
-            raise ValueError(
-                f"BatchNormalization: mask must be boolean or numeric (nonzero means kept), "
-                f"received a mask of dtype {mask.dtype.name}"
-            )
+        mask = check_mask("BatchNormalization", mask)
         rank = self._built_rank
         x_shape = tuple(x.shape)
         m_shape = tuple(mask.shape) if mask.shape.rank is not None else None
@@ -419,8 +415,7 @@ class BatchNormalization(AffineMixin, NormalizationLayer):
 
     def _mask_weights(self, mask, x, readings):
         """The mask as 0/1 weights in the statistics dtype, broadcastable to ``x``."""
-        keep = mask if mask.dtype.is_bool else tf.not_equal(mask, tf.zeros([], mask.dtype))
-        w = tf.cast(keep, ops.stats_dtype(x.dtype))
+        w = tf.cast(ops.kept(mask), ops.stats_dtype(x.dtype))
         static = mask.shape.is_fully_defined() and x.shape.is_fully_defined()
         if static:  # the first matching reading is exact: tfnorm's takes precedence
             return tf.expand_dims(w, readings[0][1])

@@ -12,11 +12,9 @@ from tfnorm.layers.base import (
     check_config_keys,
     check_int,
     check_positive,
-    constraint,
-    initializer,
     register,
-    regularizer,
-    serialize,
+    set_weight_arguments,
+    weight_arguments_config,
 )
 
 _BIAS_DOC = """
@@ -41,12 +39,9 @@ class _CosineBase(CheckedCall, keras.layers.Layer):
         self.use_bias = check_bool("use_bias", use_bias)
         self.epsilon = check_positive("epsilon", epsilon)
         self.activation = keras.activations.get(activation)
-        self.kernel_initializer = initializer("kernel_initializer", kernel_initializer)
-        self.bias_initializer = initializer("bias_initializer", bias_initializer)
-        self.kernel_regularizer = regularizer("kernel_regularizer", kernel_regularizer)
-        self.bias_regularizer = regularizer("bias_regularizer", bias_regularizer)
-        self.kernel_constraint = constraint("kernel_constraint", kernel_constraint)
-        self.bias_constraint = constraint("bias_constraint", bias_constraint)
+        set_weight_arguments(self, "kernel", kernel_initializer, kernel_regularizer,
+                             kernel_constraint)
+        set_weight_arguments(self, "bias", bias_initializer, bias_regularizer, bias_constraint)
 
     @classmethod
     def from_config(cls, config):
@@ -76,12 +71,7 @@ class _CosineBase(CheckedCall, keras.layers.Layer):
             "use_bias": self.use_bias,
             "epsilon": self.epsilon,
             "activation": keras.activations.serialize(self.activation),
-            "kernel_initializer": serialize(self.kernel_initializer),
-            "bias_initializer": serialize(self.bias_initializer),
-            "kernel_regularizer": serialize(self.kernel_regularizer),
-            "bias_regularizer": serialize(self.bias_regularizer),
-            "kernel_constraint": serialize(self.kernel_constraint),
-            "bias_constraint": serialize(self.bias_constraint),
+            **weight_arguments_config(self, "kernel", "bias"),
         }
 
 

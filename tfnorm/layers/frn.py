@@ -12,11 +12,9 @@ from tfnorm.layers.base import (
     check_bool,
     check_positive,
     check_single_axis,
-    constraint,
-    initializer,
     register,
-    regularizer,
-    serialize,
+    set_weight_arguments,
+    weight_arguments_config,
 )
 
 # Starting value of the learned part of epsilon (nonzero: |e| has no gradient at 0).
@@ -140,12 +138,9 @@ class TLU(NormalizationLayer):
         super().__init__(**kwargs)
         self.affine = check_bool("affine", affine)
         self.axis = check_single_axis(type(self).__name__, axis)
-        self.tau_initializer = initializer("tau_initializer", tau_initializer)
-        self.tau_regularizer = regularizer("tau_regularizer", tau_regularizer)
-        self.tau_constraint = constraint("tau_constraint", tau_constraint)
-        self.alpha_initializer = initializer("alpha_initializer", alpha_initializer)
-        self.alpha_regularizer = regularizer("alpha_regularizer", alpha_regularizer)
-        self.alpha_constraint = constraint("alpha_constraint", alpha_constraint)
+        set_weight_arguments(self, "tau", tau_initializer, tau_regularizer, tau_constraint)
+        set_weight_arguments(self, "alpha", alpha_initializer, alpha_regularizer,
+                             alpha_constraint)
 
     def build(self, input_shape):
         (c_axis,) = self._resolve_axes(self.axis, input_shape)
@@ -169,11 +164,6 @@ class TLU(NormalizationLayer):
         config.update({
             "affine": self.affine,
             "axis": self.axis,
-            "tau_initializer": serialize(self.tau_initializer),
-            "tau_regularizer": serialize(self.tau_regularizer),
-            "tau_constraint": serialize(self.tau_constraint),
-            "alpha_initializer": serialize(self.alpha_initializer),
-            "alpha_regularizer": serialize(self.alpha_regularizer),
-            "alpha_constraint": serialize(self.alpha_constraint),
+            **weight_arguments_config(self, "tau", "alpha"),
         })
         return config

@@ -9,6 +9,7 @@ from tfnorm.layers.base import (
     AffineMixin,
     NormalizationLayer,
     check_groups,
+    check_mask,
     check_int,
     check_positive,
     check_single_axis,
@@ -24,14 +25,11 @@ def _masked_group_norm(layer, x, mask, groups):
     :func:`tfnorm.ops.group_moments` with that mask.
     """
     name = type(layer).__name__
-    mask = tf.convert_to_tensor(mask)
+    mask = check_mask(name, mask)
     c = layer._axes[0]
     x_shape = tuple(x.shape)
     expected = x_shape[:c] + x_shape[c + 1:]
     m_shape = tuple(mask.shape) if mask.shape.rank is not None else None
-    if not (mask.dtype.is_bool or mask.dtype.is_integer or mask.dtype.is_floating):
-        raise ValueError(f"{name}: mask must be boolean or numeric (nonzero means kept), "
-                         f"received a mask of dtype {mask.dtype.name}")
     if m_shape is None or len(m_shape) != len(expected) or not all(
             m is None or e is None or m == e for m, e in zip(m_shape, expected)):
         raise ValueError(f"{name}: received a mask of shape {m_shape} for an input of shape "

@@ -18,6 +18,7 @@ from tfnorm.ops.groups import divisors, group_average, group_moments, merge_grou
 from tfnorm.ops.lrn import lrn, window_sum
 from tfnorm.ops.moments import (
     grouped_moments,
+    kept,
     mean_square,
     moments,
     moments_from_sums,
@@ -52,6 +53,7 @@ __all__ = [
     "grouped_moments",
     "instance_norm",
     "inverse_norm",
+    "kept",
     "layer_norm",
     "linear_recurrence",
     "lrn",

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
-from tfnorm.ops.moments import to_stats
+from tfnorm.ops.moments import kept, to_stats
 from tfnorm.ops.reduce import sum_over, xla_on_cpu
 
 __all__ = ["split_groups", "merge_groups", "group_average", "group_moments", "divisors"]
@@ -88,8 +88,7 @@ def group_moments(x: tf.Tensor, groups: int, channel_axis: int, reduce_axes: Seq
     reduce_axes = list(reduce_axes)
     xs = to_stats(x)
     if mask is not None:
-        keep = mask if mask.dtype.is_bool else tf.not_equal(mask, tf.zeros([], mask.dtype))
-        keep = tf.broadcast_to(keep, tf.shape(xs))
+        keep = tf.broadcast_to(kept(mask), tf.shape(xs))
         count = tf.reduce_sum(tf.cast(keep, xs.dtype), reduce_axes, keepdims=True)
 
         def kept_mean(t):

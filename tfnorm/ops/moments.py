@@ -22,6 +22,7 @@ import tensorflow as tf
 from tfnorm.ops.reduce import sum_middle, sum_over, sum_rows, xla_on_cpu
 
 __all__ = [
+    "kept",
     "stats_dtype",
     "to_stats",
     "moments",
@@ -57,6 +58,17 @@ def to_stats(x: tf.Tensor) -> tf.Tensor:
     """Casts ``x`` to its statistics dtype (a no-op for float32/float64)."""
     dt = stats_dtype(x.dtype)
     return x if x.dtype == dt else tf.cast(x, dt)
+
+
+def kept(mask) -> tf.Tensor:
+    """A boolean mask: ``mask`` itself, or where a numeric ``mask`` is nonzero (as in Keras).
+
+    Example:
+      >>> kept(tf.constant([0.0, 0.5, -2.0])).numpy().tolist()
+      [False, True, True]
+    """
+    mask = tf.convert_to_tensor(mask)
+    return mask if mask.dtype.is_bool else tf.not_equal(mask, tf.zeros([], mask.dtype))
 
 
 def _mask_weights(mask, x) -> tf.Tensor:
