@@ -258,7 +258,7 @@ def tlu_reference(axis=-1, affine=False, **_):
     """Singh & Krishnan 2020, eq. 3: z = max(y, tau); TLU-affine: z = max(y, alpha y + tau)."""
 
     def ref(x, p, training):
-        ax = [axis % x.ndim]
+        ax = sorted(a % x.ndim for a in (axis if isinstance(axis, (list, tuple)) else [axis]))
         tau = _bcast(p["tau"], ax, x.ndim)
         if affine:
             return np.maximum(x, _bcast(p["alpha"], ax, x.ndim) * x + tau)
@@ -450,6 +450,9 @@ CASES = [
           case_input_fn=_tlu_input, case_randomize=_tlu_randomize),
     _case("tlu-affine", tfnorm.TLU, tlu_reference, (3, 4, 4, 3), (2, 2, 2, 3), affine=True,
           case_input_fn=_tlu_input, case_randomize=_tlu_randomize),
+    # TF-Addons' layout: one tau and alpha per position and channel
+    _case("tlu-affine-per-position", tfnorm.TLU, tlu_reference, (3, 4, 2, 3), (2, 4, 2, 3),
+          affine=True, axis=[1, 2, 3], case_input_fn=_tlu_input, case_randomize=_tlu_randomize),
     _case("evonorm-b0-2d", tfnorm.EvoNormB0, evonorm_b0_reference, (4, 3, 3, 4), (3, 2, 2, 2),
           case_stateful=True),
     _case("evonorm-b0-channels-first-1d", tfnorm.EvoNormB0, evonorm_b0_reference, (4, 3, 5),

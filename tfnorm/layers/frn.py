@@ -9,6 +9,7 @@ from tfnorm import ops
 from tfnorm.layers.base import (
     AffineMixin,
     NormalizationLayer,
+    check_axis,
     check_bool,
     check_positive,
     check_single_axis,
@@ -108,19 +109,23 @@ class TLU(NormalizationLayer):
     ``affine=True`` is the TLU-affine variant (as in TF-Addons' ``TLU``): the
     threshold is a learned line, ``y = max(x, alpha * x + tau)``, with ``alpha``
     per channel (initialised to 0, where it starts as the plain TLU); ties go
-    to ``x``. Unlike TF-Addons, whose ``tau``/``alpha`` have the shape of a
-    whole sample, both live on the channel axis.
+    to ``x``. By default both live on the channel axis; TF-Addons' ``TLU``
+    learned one per position and channel, which is ``axis=(1, ..., rank - 1)``
+    here (a model saved with TF-Addons loads that way,
+    :func:`tfnorm.compat.tfa_objects`).
 
     Args:
       affine: learn the slope ``alpha`` too. Default False.
-      axis: channel axis. Default -1.
+      axis: the axis, or list of axes, that ``tau`` and ``alpha`` vary along
+        (their shape is the input's sizes there; they are shared along every
+        other axis). Default -1, the channel axis.
       tau_initializer, tau_regularizer, tau_constraint: for ``tau``.
         Default ``"zeros"``, None, None.
       alpha_initializer, alpha_regularizer, alpha_constraint: for ``alpha``
         (``affine=True``). Default ``"zeros"``, None, None.
 
     Call arguments:
-      inputs: float tensor of rank >= 2 with channels on ``axis``.
+      inputs: float tensor of rank >= 2.
 
     Example:
       >>> import numpy as np, tfnorm
@@ -137,17 +142,17 @@ class TLU(NormalizationLayer):
                  alpha_constraint=None, **kwargs):
         super().__init__(**kwargs)
         self.affine = check_bool("affine", affine)
-        self.axis = check_single_axis(type(self).__name__, axis)
+        self.axis = check_axis(axis)
         set_weight_arguments(self, "tau", tau_initializer, tau_regularizer, tau_constraint)
         set_weight_arguments(self, "alpha", alpha_initializer, alpha_regularizer,
                              alpha_constraint)
 
     def build(self, input_shape):
-        (c_axis,) = self._resolve_axes(self.axis, input_shape)
-        self._axes = (c_axis,)
-        self.tau = self._param("tau", (input_shape[c_axis],), self.tau_initializer,
+        self._axes = self._resolve_axes(self.axis, input_shape)
+        shape = tuple(input_shape[a] for a in self._axes)
+        self.tau = self._param("tau", shape, self.tau_initializer,
                                self.tau_regularizer, self.tau_constraint)
-        self.alpha = (self._param("alpha", (input_shape[c_axis],), self.alpha_initializer,
+        self.alpha = (self._param("alpha", shape, self.alpha_initializer,
                                   self.alpha_regularizer, self.alpha_constraint)
                       if self.affine else None)
 
