@@ -332,6 +332,26 @@ def test_masked_positions_are_left_out():
     assert [rec.positions for rec in report] == [int(valid.sum())] * 2
 
 
+def test_keras_style_mask_with_channels_not_last():
+    """A (batch, time) mask from Masking, read by BatchNormalization(axis=1) as the layer reads
+    it in training: the leading axes, broadcast over the last (not over the channel axis)."""
+    r = rng(12)
+    x = f32(r.normal(1.0, 2.0, size=(30, 6, 4)))  # (N, T, C); axis=1 normalizes per step
+    lengths = r.integers(1, 7, size=30)
+    valid = np.arange(6)[None, :] < lengths[:, None]  # (N, T)
+    x[~valid] = 0.0
+    inp = keras.Input((6, 4))
+    bn = tfnorm.BatchNormalization(axis=1)
+    model = keras.Model(inp, bn(keras.layers.Masking(0.0)(inp)))
+
+    tfnorm.recompute_batch_statistics(model, x, batch_size=8)
+
+    want_m = np.array([x[valid[:, t], t].mean() for t in range(6)])
+    want_v = np.array([x[valid[:, t], t].var() for t in range(6)])
+    np.testing.assert_allclose(bn.moving_mean.numpy(), want_m, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), want_v, rtol=1e-5, atol=1e-6)
+
+
 # --------------------------------------------------------------------------------------
 # What must not change
 # --------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import keras
 import tensorflow as tf
 
-from tfnorm import _compat
+from tfnorm import _compat, ops
 from tfnorm.layers.batch import BatchNormalization
 from tfnorm.layers.evonorm import EvoNormB0
 from tfnorm.layers.switchable import SwitchableNormalization
@@ -43,13 +43,19 @@ class _Kind:
         ``"stddev"`` (``sqrt(variance + layer.epsilon)``).
       kept_axes: ``(layer, input rank) -> sorted non-negative axes`` that keep their own
         statistic (the channels); every other axis is averaged over.
-      masked: whether the layer's ``mask`` call argument removes positions from its
-        training statistics (and so from the recomputed ones).
+      kept_mask: for a layer whose ``mask`` call argument removes positions from its
+        training statistics (and so from the recomputed ones): ``(layer, mask, x) ->``
+        boolean tensor broadcastable to ``x``, True where a position is kept, read as the
+        layer reads the mask; None for a layer that ignores masks.
     """
 
     targets: Callable[[keras.layers.Layer], Tuple[Tuple[str, str], ...]]
     kept_axes: Callable[[keras.layers.Layer, int], Tuple[int, ...]]
-    masked: bool = False
+    kept_mask: Optional[Callable[[keras.layers.Layer, tf.Tensor, tf.Tensor], tf.Tensor]] = None
+
+    @property
+    def masked(self) -> bool:
+        return self.kept_mask is not None
 
 
 def _built_axes(layer, rank):
@@ -74,13 +80,32 @@ def _bn_targets(layer):
     return _MEAN_VAR
 
 
+def _bn_kept_mask(layer, mask, x):
+    # both of BatchNormalization's readings: tfnorm's (all but the channel axis) and Keras'
+    mask, readings = layer._mask_readings(mask, x)
+    return layer._mask_weights(mask, x, readings) > 0
+
+
+def _keras_kept_mask(layer, mask, x):
+    # Keras' BatchNormalization broadcasts a mask of the leading axes over the last one
+    mask = tf.convert_to_tensor(mask)
+    rank = x.shape.rank
+    if mask.shape.rank != rank - 1 or len(_keras_axes(layer, rank)) != 1:
+        raise ValueError(
+            f"recompute_batch_statistics: layer {layer.name!r} received a mask of shape "
+            f"{tuple(mask.shape)} for an input of shape {tuple(x.shape)}; keras' "
+            "BatchNormalization takes a mask of the input's leading axes (rank - 1) and a "
+            "single channel axis")
+    return tf.expand_dims(ops.kept(mask), -1)
+
+
 #: The layer classes whose statistics :func:`recompute_batch_statistics` recomputes, in
 #: the order they are matched (subclasses included), with what each keeps.
 STATISTICS_LAYERS: Tuple[Tuple[type, _Kind], ...] = (
-    (BatchNormalization, _Kind(_bn_targets, _built_axes, masked=True)),
+    (BatchNormalization, _Kind(_bn_targets, _built_axes, _bn_kept_mask)),
     (SwitchableNormalization, _Kind(lambda layer: _MEAN_VAR, _built_axes)),
     (EvoNormB0, _Kind(lambda layer: (("moving_variance", "variance"),), _built_axes)),
-    (keras.layers.BatchNormalization, _Kind(_bn_targets, _keras_axes, masked=True)),
+    (keras.layers.BatchNormalization, _Kind(_bn_targets, _keras_axes, _keras_kept_mask)),
 )
 
 
@@ -182,12 +207,7 @@ class Capture:
         rank = x.shape.rank
         kept = entry.kind.kept_axes(entry.layer, rank)
         if mask is not None:
-            mask = tf.convert_to_tensor(mask)
-            if mask.shape.rank != rank - 1 or len(kept) != 1:
-                raise ValueError(
-                    f"recompute_batch_statistics: layer {entry.path!r} received a mask of "
-                    f"shape {tuple(mask.shape)} for an input of shape {tuple(x.shape)}; a mask "
-                    "must have rank = input rank - 1 and the layer a single channel axis")
+            mask = entry.kind.kept_mask(entry.layer, mask, x)
         if self.graph:
             shape = [4] + [x.shape[a] for a in kept]
             out = tf.cond(tf.equal(self.active, entry.index),

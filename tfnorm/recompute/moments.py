@@ -48,7 +48,7 @@ def _moments64(x, kept, mask):
         m2 = tf.reduce_sum(tf.square(xs - mean), reduce)
         count = tf.fill(tf.shape(m2), n)
         return rows, count, tf.reshape(mean, tf.shape(m2)), m2
-    w = tf.broadcast_to(tf.expand_dims(tf.cast(mask, tf.bool), kept[0]), tf.shape(xs))
+    w = tf.broadcast_to(mask, tf.shape(xs))
     zero = tf.zeros_like(xs)
     count = tf.reduce_sum(tf.cast(w, tf.float64), reduce, keepdims=True)
     mean = tf.math.divide_no_nan(tf.reduce_sum(tf.where(w, xs, zero), reduce, keepdims=True),
