@@ -319,6 +319,42 @@ class CheckedCall:
         return len(self._built_input_shape)
 
 
+_HALF = (tf.float16, tf.bfloat16)
+
+
+def _statistics_input(layer, x):
+    """``x`` in the dtype the layer computes on: Keras' rule (the compute dtype), except that
+    under a half-precision policy a float32 input stays float32 (a float64 one becomes
+    float32), so no input is rounded to half precision before its statistics."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None or not tf.as_dtype(dtype).is_floating:
+        return x
+    dtype, compute = tf.as_dtype(dtype), tf.as_dtype(layer.compute_dtype)
+    if dtype == compute:
+        return x
+    if compute in _HALF and dtype not in _HALF:
+        return x if dtype == tf.float32 else tf.cast(x, tf.float32)
+    return tf.cast(x, compute)
+
+
+def _in_statistics_precision(call):
+    """Wraps a layer's ``call``: the input as :func:`_statistics_input` gives it, the outputs
+    in the compute dtype (the policy's, as for any Keras layer)."""
+
+    def wrapped(self, inputs, *args, **kwargs):
+        outputs = call(self, _statistics_input(self, inputs), *args, **kwargs)
+        compute = tf.as_dtype(self.compute_dtype)
+        return tf.nest.map_structure(
+            lambda t: tf.cast(t, compute) if getattr(t, "dtype", compute) != compute
+            and tf.as_dtype(t.dtype).is_floating else t, outputs)
+
+    wrapped.__wrapped__ = call  # Keras reads the call signature through it
+    for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
+        setattr(wrapped, attr, getattr(call, attr, None))
+    wrapped._tfnorm_statistics_precision = True
+    return wrapped
+
+
 class NormalizationLayer(CheckedCall, keras.layers.Layer):
     """Base class of tfnorm's shape-preserving normalization layers.
 
@@ -333,9 +369,18 @@ class NormalizationLayer(CheckedCall, keras.layers.Layer):
     #: Smallest input rank the layer accepts (batch axis included).
     min_rank = 2
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        call = cls.__dict__.get("call")
+        if call is not None and not getattr(call, "_tfnorm_statistics_precision", False):
+            cls.call = _in_statistics_precision(call)
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.supports_masking = True
+        # Inputs are cast by the layer itself (see _statistics_input), not by Keras: a float32
+        # input under mixed_float16 is not rounded to float16 before its statistics.
+        self.autocast = False
 
     @classmethod
     def from_config(cls, config):
@@ -375,10 +420,12 @@ class NormalizationLayer(CheckedCall, keras.layers.Layer):
 
     def _param(self, name, shape, initializer, regularizer=None, constraint=None,
                trainable=True, aggregation="none"):
-        """A float32 weight (never autocast: it takes part in statistics)."""
+        """A float32 weight (float64 in a float64 layer) whatever the dtype policy, never
+        autocast: it takes part in statistics, which are float32 under half precision."""
         return self.add_weight(
             name=name,
             shape=tuple(shape),
+            dtype=ops.stats_dtype(self.variable_dtype),
             initializer=initializer,
             regularizer=regularizer,
             constraint=constraint,

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfnorm import ops
 from tfnorm.layers import kernels
 from tfnorm.layers.base import CheckedCall, check_config_keys
 
@@ -115,7 +116,9 @@ class KernelWrapper(CheckedCall, keras.layers.Wrapper):
         return None
 
     def _param(self, name, shape, initializer, trainable=True):
+        # float32 whatever the policy (float64 in a float64 layer), as the layers' own weights
         return self.add_weight(name=name, shape=tuple(shape), initializer=initializer,
+                               dtype=ops.stats_dtype(self.variable_dtype),
                                trainable=trainable, autocast=False)
 
     def _kernel(self, dtype, name=None):

@@ -25,7 +25,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from tfnorm.ops.kernel import FusedOp
-from tfnorm.ops.layout import fast_view, sorted_axes
+from tfnorm.ops.layout import fast_view, scalar, sorted_axes
 from tfnorm.ops.moments import moments, row_moments, stats_dtype, to_stats
 from tfnorm.ops.reduce import sum_rows, xla_on_cpu
 
@@ -41,7 +41,7 @@ def _safe_std(var):
 
 def _rows_forward(x2, *, k, c, epsilon):
     """AdaNorm of each row of a 2-D ``x2``: ``(z, mean, sigma, inv)``, statistics ``(R, 1)``."""
-    eps = tf.cast(epsilon, stats_dtype(x2.dtype))
+    eps = scalar(float(epsilon), stats_dtype(x2.dtype))
     stats = row_moments(x2, correction=1, xla_cpu=xla_on_cpu())
     sigma = tf.sqrt(stats.var)
     inv = 1.0 / (sigma + eps)
@@ -66,11 +66,15 @@ def _rows_backward(dz, x2, mean, sigma, inv, *, k, c):
 
 
 def _adanorm_plain(x, axes, k, c, epsilon):
-    mean, var = moments(x, sorted_axes(axes, x.shape.rank), correction=1)
-    inv = 1.0 / (_safe_std(var) + tf.cast(epsilon, var.dtype))
-    # centred in the statistics dtype: x * inv overflows float16 for a constant sample
-    y = tf.cast((to_stats(x) - mean) * inv, x.dtype)
-    return tf.stop_gradient(c * (1.0 - k * y)) * y
+    # All of it in the statistics dtype from one cast of x: the gradients of the centring,
+    # mean and variance branches then meet in float32, where they cancel, instead of each
+    # being rounded to float16 first (they overflow it for a slice of tiny spread), and
+    # x * inv cannot overflow float16 for a constant sample.
+    xs = to_stats(x)
+    mean, var = moments(xs, sorted_axes(axes, x.shape.rank), correction=1)
+    inv = 1.0 / (_safe_std(var) + scalar(float(epsilon), var.dtype))
+    y = (xs - mean) * inv
+    return tf.cast(tf.stop_gradient(c * (1.0 - k * y)) * y, x.dtype)
 
 
 _ADANORM = FusedOp(_rows_forward, _rows_backward, threshold=False, fallback=_adanorm_plain)

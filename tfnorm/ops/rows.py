@@ -126,9 +126,13 @@ def _scale_norm_plain(x, axes, gain, epsilon):
     ms = mean_square(x, axes)
     dims = [x.shape[a] for a in axes]
     size = tf.size(x) // tf.size(ms) if None in dims else int(np.prod(dims, dtype=np.int64))
-    norm = tf.sqrt(ms * tf.cast(size, ms.dtype))
-    factor = tf.cast(gain, ms.dtype) / tf.maximum(norm, tf.constant(epsilon, ms.dtype))
-    return x * tf.cast(factor, x.dtype)
+    sdt = ms.dtype
+    # max(||x||, eps) as sqrt(max(||x||^2, eps^2)): the same value, and below eps the gradient
+    # is exactly 0 (never 0 * d sqrt(0) = 0 * inf, which XLA and eager would round differently)
+    norm = tf.sqrt(tf.maximum(ms * tf.cast(size, sdt), scalar(float(epsilon) ** 2, sdt)))
+    # the factor reaches gain / eps (1e5 by default): applied in the statistics dtype, as
+    # float16 could not hold it
+    return tf.cast(tf.cast(x, sdt) * (tf.cast(gain, sdt) / norm), x.dtype)
 
 
 _LAYER_NORM = FusedOp(_row_forward, _row_backward, fallback=_layer_norm_plain)
