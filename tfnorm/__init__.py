@@ -18,15 +18,19 @@ _require_tf()
 from tfnorm import ops  # noqa: E402
 from tfnorm import layers  # noqa: E402
 from tfnorm.layers import *  # noqa: E402,F401,F403  (the layer list lives in tfnorm.layers)
+from tfnorm import compat  # noqa: E402
 from tfnorm.recompute import recompute_batch_statistics  # noqa: E402
 from tfnorm.registry import available, get, register, traits  # noqa: E402
 from tfnorm.swap import swap_normalization  # noqa: E402
+from tfnorm.fold import fold_normalization  # noqa: E402
 
 from tfnorm.__about__ import __version__  # noqa: E402
 
 __all__ = sorted(layers.__all__ + [
     "__version__",
     "available",
+    "compat",
+    "fold_normalization",
     "get",
     "ops",
     "recompute_batch_statistics",

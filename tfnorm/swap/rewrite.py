@@ -60,8 +60,11 @@ from tfnorm import _compat
 __all__ = ["Rewriter", "check_model"]
 
 
-def check_model(model, where: str) -> None:
-    """Refuses what cannot be rewritten: non-models, unbuilt Sequentials, subclassed models."""
+def check_model(model, where: str, tool: str = "swap_normalization") -> None:
+    """Refuses what cannot be rewritten: non-models, unbuilt Sequentials, subclassed models.
+
+    ``tool`` is the function named in the messages (the caller of the rewrite).
+    """
     label = f"the nested model {where!r}" if where else "model"
     if not isinstance(model, keras.Model):
         if isinstance(model, keras.layers.Layer):
@@ -87,12 +90,12 @@ def check_model(model, where: str) -> None:
         raise ValueError(
             f"{label} is an instance of {cls}, a subclass of keras.Model/Sequential; the "
             f"rewritten model would be a plain keras.Model and silently lose what {cls} adds. "
-            "To swap the layers of its graph anyway, pass "
+            "To rewrite its graph anyway, pass "
             "keras.Model(model.inputs, model.outputs) (a plain model over the same graph; "
             "making it changes nothing), and re-wrap the result yourself")
     raise ValueError(
         f"{label} is a subclassed keras.Model ({cls}): its layers are connected by the Python "
-        f"code of {cls}.call(), which swap_normalization cannot see or rewrite. Build the "
+        f"code of {cls}.call(), which {tool} cannot see or rewrite. Build the "
         "model with keras.Sequential or the functional API (keras.Model(inputs, outputs)), "
         f"or give {cls}.__init__ the normalization as an argument (e.g. a name passed to "
         "tfnorm.get) and construct a new model with it")
