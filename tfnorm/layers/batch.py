@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfnorm import ops
+from tfnorm.ops.layout import scalar
 from tfnorm.layers.base import (
     AffineMixin,
     NormalizationLayer,
@@ -312,7 +313,7 @@ class BatchNormalization(AffineMixin, NormalizationLayer):
         if not self.renorm:
             return ops.normalize(x, mean_b, var_b, gamma, beta, self.epsilon)
         dt = mean_b.dtype
-        std_b = tf.sqrt(var_b + tf.cast(self.epsilon, dt))
+        std_b = tf.sqrt(var_b + scalar(self.epsilon, dt))
         rank = x.shape.rank
         if ghost:
             shape = self._ghost_param_shape(rank)
@@ -321,7 +322,7 @@ class BatchNormalization(AffineMixin, NormalizationLayer):
         else:
             r_mean = self._bshape(tf.cast(self.renorm_mean, dt))
             r_std = self._bshape(tf.cast(self.renorm_stddev, dt))
-        r_std = tf.maximum(r_std, tf.sqrt(tf.cast(self.epsilon, dt)))
+        r_std = tf.maximum(r_std, tf.sqrt(scalar(self.epsilon, dt)))
         r = std_b / r_std
         d = (mean_b - r_mean) / r_std
         clip = self.renorm_clipping or {}

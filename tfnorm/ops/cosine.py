@@ -25,6 +25,7 @@ from typing import Sequence, Union
 import tensorflow as tf
 
 from tfnorm.ops.moments import moments, stats_dtype, to_stats
+from tfnorm.ops.layout import scalar
 
 __all__ = ["normalized_kernel", "cosine_matmul", "cosine_conv"]
 
@@ -53,7 +54,7 @@ def normalized_kernel(kernel, bias=None, centered: bool = False, epsilon: float 
     sq = tf.reduce_sum(tf.square(kernel), axes)
     if bias is not None:
         sq += tf.square(bias)
-    inv = tf.math.rsqrt(sq + tf.cast(epsilon, sq.dtype))
+    inv = tf.math.rsqrt(sq + scalar(epsilon, sq.dtype))
     return kernel * inv, (None if bias is None else bias * inv)
 
 
@@ -61,7 +62,7 @@ def _finish(dot, bias_hat, sq, epsilon, dtype):
     """``(dot + bias_hat) / sqrt(sq + epsilon)`` in ``dtype``."""
     if bias_hat is not None:
         dot = dot + tf.cast(bias_hat, dot.dtype)
-    inv = tf.math.rsqrt(tf.maximum(sq, tf.zeros([], sq.dtype)) + tf.cast(epsilon, sq.dtype))
+    inv = tf.math.rsqrt(tf.maximum(sq, tf.zeros([], sq.dtype)) + scalar(epsilon, sq.dtype))
     return dot * tf.cast(inv, dtype)
 
 

@@ -50,7 +50,7 @@ import tensorflow as tf
 from tfnorm.ops.axes import complement
 from tfnorm.ops.groups import group_moments
 from tfnorm.ops.kernel import FusedOp
-from tfnorm.ops.layout import fast_view, flat, param_for
+from tfnorm.ops.layout import fast_view, flat, param_for, scalar
 from tfnorm.ops.moments import (
     group_size, group_sum, grouped_moments, moments, stats_dtype, to_stats,
 )
@@ -74,7 +74,7 @@ def _b0_forward(x3, v1, gamma, beta, variance, *, epsilon):
     given, replaces the batch variance and ``mean_b`` is None.
     """
     dt = stats_dtype(x3.dtype)
-    eps = tf.cast(epsilon, dt)
+    eps = scalar(epsilon, dt)
     xs = tf.cast(x3, dt)
     inst = grouped_moments(xs, x3.shape[-1], xla_cpu=xla_on_cpu())   # per (n, channel)
     m, s_n = inst.mean, inst.count                              # (N, 1, C), S
@@ -168,7 +168,7 @@ def _b0_plain(x, channel_axis, v1, gamma, beta, epsilon, variance):
     rank = x.shape.rank
     xs = to_stats(x)
     dt = xs.dtype
-    eps = tf.constant(epsilon, dt)
+    eps = scalar(epsilon, dt)
     c_shape = [x.shape[channel_axis]]
 
     def b(p):
@@ -199,7 +199,7 @@ def _s0_forward(x3, v1, gamma, beta, *, groups, epsilon):
     dt = stats_dtype(x3.dtype)
     xs = tf.cast(x3, dt)
     stats = grouped_moments(xs, groups, xla_cpu=xla_on_cpu())
-    mean, r = stats.mean, tf.math.rsqrt(stats.var + tf.cast(epsilon, dt))
+    mean, r = stats.mean, tf.math.rsqrt(stats.var + scalar(epsilon, dt))
     y = xs * tf.sigmoid(v1 * xs) * (r * gamma if gamma is not None else r)
     if beta is not None:
         y = y + beta
@@ -268,7 +268,7 @@ def _s0_plain(x, groups, channel_axis, v1, gamma, beta, epsilon):
 
     _, var = group_moments(xs, groups, channel_axis,
                            complement((channel_axis,), rank, skip_batch=True))
-    y = xs * tf.sigmoid(b(v1) * xs) * tf.math.rsqrt(var + tf.constant(epsilon, dt))
+    y = xs * tf.sigmoid(b(v1) * xs) * tf.math.rsqrt(var + scalar(epsilon, dt))
     if gamma is not None:
         y = y * b(gamma)
     if beta is not None:

@@ -13,6 +13,7 @@ import tensorflow as tf
 from tfnorm.ops.kernel import FusedOp
 from tfnorm.ops.moments import stats_dtype
 from tfnorm.ops.reduce import sum_over
+from tfnorm.ops.layout import scalar
 
 __all__ = ["fold", "inverse_norm", "normalize", "rms_normalize"]
 
@@ -24,7 +25,7 @@ def fold(mean, var, scale=None, offset=None, epsilon: float = 1e-3, dtype=tf.flo
     ``offset`` (or ``None``). Everything is computed in ``dtype``.
     """
     var = tf.cast(var, dtype)
-    a = tf.math.rsqrt(var + tf.cast(epsilon, dtype))
+    a = tf.math.rsqrt(var + scalar(epsilon, dtype))
     if scale is not None:
         a = a * tf.cast(scale, dtype)
     b = None

@@ -37,7 +37,7 @@ import tensorflow as tf
 
 from tfnorm.ops.axes import complement, resolve_axes
 from tfnorm.ops.kernel import FusedOp
-from tfnorm.ops.layout import fast_view
+from tfnorm.ops.layout import fast_view, scalar
 from tfnorm.ops.moments import stats_dtype, to_stats
 from tfnorm.ops.reduce import sum_middle
 from tfnorm.ops.scan import linear_recurrence
@@ -113,7 +113,7 @@ def _forward_impl(xv, mean, variance, gamma, beta, *, layout, alpha_fwd, epsilon
     dt = xs.dtype
     m, s2, mu_before, var_before, mu_last, var_last = _streamed(
         layout, xs, mean, variance, alpha_fwd)
-    inv = tf.math.rsqrt(var_before + tf.cast(epsilon, dt))    # 1 / sqrt(var_{t-1} + eps)
+    inv = tf.math.rsqrt(var_before + scalar(epsilon, dt))    # 1 / sqrt(var_{t-1} + eps)
     a = inv if gamma is None else inv * layout.param(gamma, dt)
     b = None if beta is None else layout.param(beta, dt)
     shift = m - mu_before

@@ -31,7 +31,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfnorm.ops.kernel import FusedOp
-from tfnorm.ops.layout import fast_view
+from tfnorm.ops.layout import fast_view, scalar
 from tfnorm.ops.moments import grouped_moments, stats_dtype
 from tfnorm.ops.reduce import sum_middle, xla_on_cpu
 
@@ -92,7 +92,7 @@ def _switchable_forward(x3, mean_weights, variance_weights, gamma, beta, moving_
     mean_in, var_in = inst.mean, inst.var
     mean, var, mean_bn, var_bn = _mixture(mean_in, var_in, mean_weights, variance_weights,
                                           moving_mean, moving_variance, training)
-    r = tf.math.rsqrt(var + tf.cast(epsilon, dt))
+    r = tf.math.rsqrt(var + scalar(epsilon, dt))
     a = r * tf.cast(gamma, dt) if gamma is not None else r
     y = (xs - mean) * a
     if beta is not None:
