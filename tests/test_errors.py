@@ -29,12 +29,12 @@ def test_build_errors(make, shape, pattern):
     (lambda: tfnorm.GroupNormalization(groups=0), r"groups must be an integer >= 1, received groups=0"),
     (lambda: tfnorm.GroupNormalization(groups=2.5), r"received groups=2.5"),
     (lambda: tfnorm.BatchNormalization(momentum=1.5), r"momentum must be a number in \[0, 1\].*1.5"),
-    (lambda: tfnorm.BatchNormalization(epsilon=-1), r"epsilon must be a positive number.*-1"),
+    (lambda: tfnorm.BatchNormalization(epsilon=-1), r"epsilon must be a finite positive number.*-1"),
     (lambda: tfnorm.BatchNormalization(virtual_batch_size=0), r"virtual_batch_size.*received.*0"),
     (lambda: tfnorm.BatchNormalization(renorm=True, renorm_clipping={"rmx": 3}),
      r"unknown key\(s\) \['rmx'\]"),
     (lambda: tfnorm.BatchNormalization(renorm=True, renorm_clipping={"rmax": 0.5}), r"rmax.*>= 1"),
-    (lambda: tfnorm.LayerNormalization(epsilon=0), r"epsilon must be a positive number"),
+    (lambda: tfnorm.LayerNormalization(epsilon=0), r"epsilon must be a finite positive number"),
     (lambda: tfnorm.InstanceNormalization(axis=[1, 2]), r"single channel axis, received axis=\[1, 2\]"),
 ])
 def test_construction_errors(make, pattern):

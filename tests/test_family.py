@@ -365,7 +365,7 @@ def test_weight_standardized_conv_swaps_in_for_conv2d():
     (lambda: tfnorm.WeightNormalization(keras.layers.Dense(3), data_init="yes"),
      r"data_init must be True or False, received data_init='yes'"),
     (lambda: tfnorm.SpectralNormalization(keras.layers.Dense(3), power_iterations=0),
-     r"power_iterations must be an integer >= 1, received power_iterations=0"),
+     r"power_iterations must be an integer in \[1, 1000\], received power_iterations=0"),
     (lambda: tfnorm.WeightStandardizedConv2D(3, 2, epsilon=0), r"epsilon must be a positive"),
     (lambda: tfnorm.FilterResponseNormalization(epsilon=0), r"epsilon must be a positive"),
     (lambda: tfnorm.FilterResponseNormalization(axis=[1, 2]), r"single channel axis"),

@@ -116,12 +116,13 @@ def check_number(name: str, value, allow_zero: bool = True) -> float:
 
 
 def check_positive(name: str, value, allow_zero: bool = False):
+    """A finite number > 0 (>= 0 with ``allow_zero``); inf and NaN are refused."""
     try:
-        ok = value >= 0 if allow_zero else value > 0
+        ok = (value >= 0 if allow_zero else value > 0) and bool(np.isfinite(value))
     except TypeError:
         ok = False
     if isinstance(value, bool) or not ok:
-        need = "a non-negative number" if allow_zero else "a positive number"
+        need = "a finite non-negative number" if allow_zero else "a finite positive number"
         raise ValueError(f"{name} must be {need}, received {name}={value!r}")
     return value
 
@@ -133,10 +134,13 @@ def check_fraction(name: str, value):
     return float(value)
 
 
-def check_int(name: str, value, minimum: int = 1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, received {name}={value!r}")
-    return value
+def check_int(name: str, value, minimum: int = 1, maximum=None):
+    """A Python/NumPy integer in ``[minimum, maximum]`` (no upper bound when None)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an integer {bound}, received {name}={value!r}")
+    return int(value)
 
 
 def check_groups(groups: int, channels: int, axis) -> None:

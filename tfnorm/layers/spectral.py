@@ -58,7 +58,7 @@ class SpectralNormalization(KernelWrapper):
       layer: a ``keras.layers.Dense``, ``Conv1D/2D/3D``,
         ``Conv1D/2D/3DTranspose``, ``DepthwiseConv1D/2D``,
         ``SeparableConv1D/2D`` or ``Embedding``.
-      power_iterations: power-iteration steps per training call (>= 1).
+      power_iterations: power-iteration steps per training call, 1 to 1000.
         Default 1.
 
     Call arguments:
@@ -84,7 +84,9 @@ class SpectralNormalization(KernelWrapper):
 
     def __init__(self, layer, power_iterations=1, **kwargs):
         super().__init__(layer, **kwargs)
-        self.power_iterations = check_int("power_iterations", power_iterations, 1)
+        # each step reads the kernel twice per training call: beyond 1000 is a mistake, not a
+        # better estimate (a few steps per call converge over training, Miyato et al.)
+        self.power_iterations = check_int("power_iterations", power_iterations, 1, 1000)
 
     def build(self, input_shape):
         super().build(input_shape)

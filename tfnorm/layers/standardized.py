@@ -13,7 +13,10 @@ from tfnorm.layers.base import (
     check_config_keys,
     check_int,
     check_positive,
+    constraint,
+    initializer,
     register,
+    regularizer,
 )
 
 
@@ -31,7 +34,19 @@ class _WeightStandardized(CheckedCall):
                  kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
                  kernel_constraint=None, bias_constraint=None, epsilon=1e-5, **kwargs):
         check_int("filters", filters, 1)
+        check_int("groups", groups, 1)
         use_bias = check_bool("use_bias", use_bias)
+        if not isinstance(padding, str) or padding.lower() not in ("valid", "same", "causal"):
+            raise ValueError(f"padding must be 'valid', 'same' or 'causal', received "
+                             f"padding={padding!r}")
+        # named errors for the Keras objects (Keras' own do not name the argument)
+        kernel_initializer = initializer("kernel_initializer", kernel_initializer)
+        bias_initializer = initializer("bias_initializer", bias_initializer)
+        kernel_regularizer = regularizer("kernel_regularizer", kernel_regularizer)
+        bias_regularizer = regularizer("bias_regularizer", bias_regularizer)
+        activity_regularizer = regularizer("activity_regularizer", activity_regularizer)
+        kernel_constraint = constraint("kernel_constraint", kernel_constraint)
+        bias_constraint = constraint("bias_constraint", bias_constraint)
         super().__init__(
             filters=filters, kernel_size=kernel_size, strides=strides, padding=padding,
             data_format=data_format, dilation_rate=dilation_rate, groups=groups,

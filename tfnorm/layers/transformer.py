@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 
 from tfnorm import ops
 from tfnorm.layers.base import AffineMixin, NormalizationLayer, check_axis, check_positive, register
@@ -100,8 +101,10 @@ class DynamicTanh(AffineMixin, NormalizationLayer):
                  gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None,
                  beta_constraint=None, gamma_constraint=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(alpha_init, bool) or not isinstance(alpha_init, (int, float)):
-            raise ValueError(f"alpha_init must be a number, received alpha_init={alpha_init!r}")
+        if isinstance(alpha_init, (bool, np.bool_)) or not isinstance(
+                alpha_init, (int, float, np.number)) or not np.isfinite(alpha_init):
+            raise ValueError(f"alpha_init must be a finite number, received "
+                             f"alpha_init={alpha_init!r}")
         self.alpha_init = float(alpha_init)
         self.axis = check_axis(axis)
         self._init_affine(locals())
