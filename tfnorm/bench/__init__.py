@@ -8,6 +8,12 @@ and with ``x * 2`` on the same tensor under the same compile setting: the
 cheapest thing that reads and writes it. The three are run round-robin so
 that machine noise hits them alike; medians after warm-up are reported.
 
+``--peers torch,jax`` adds the same operations in PyTorch and in Keras 3 on
+JAX, each in its own process and interpreter (:mod:`tfnorm.bench.peers`),
+sampled in the same rounds; ``--models`` times whole models (ResNet50,
+MobileNetV2, a transformer encoder) with Keras' and tfnorm's normalization
+(:mod:`tfnorm.bench.models`).
+
 Run ``tfnorm bench`` (about ten minutes on two cores), ``tfnorm bench --quick``
 (about one), ``--json`` for machine-readable output.
 """
@@ -23,13 +29,36 @@ _CHOICES = {
     "dtypes": ("float32", "bfloat16"),
     "compile": ("graph", "xla"),
     "modes": ("forward", "train"),
+    "peers": ("torch", "jax"),
+    "models": ("resnet50", "mobilenetv2", "transformer"),
 }
+# Flags that choose layer rows, meaningless with --models.
+_LAYER_ONLY = ("layers", "shapes", "all_shapes", "peers")
+
+EPILOG = """\
+peers (--peers torch,jax): each peer runs in its own process, from the first of
+  1. the interpreter named by TFNORM_BENCH_TORCH_PYTHON or TFNORM_BENCH_JAX_PYTHON
+     (e.g. /path/to/venv/bin/python), when that variable is set;
+  2. this Python, when it can import torch (for torch) or jax and keras (for jax);
+and is reported as "skipped (not installed: ...)" otherwise. The workers import
+neither TensorFlow nor tfnorm: a peer's environment needs only its framework
+(torch; or jax, jaxlib and keras), e.g.
+  TFNORM_BENCH_TORCH_PYTHON=/tmp/peer-torch/bin/python \\
+  TFNORM_BENCH_JAX_PYTHON=/tmp/peer-jax/bin/python tfnorm bench --peers torch,jax
+torch: torch.nn.functional ops, eager, batch/group/instance norm in NCHW (NCL for
+sequences), layer/RMS norm channels-last, bfloat16 weights for bf16. jax: the Keras
+layers on the JAX backend under jax.jit, channels-last, mixed_bfloat16 for bf16.
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--quick", action="store_true",
                         help="about one minute: the layers with a Keras twin or a goal "
-                             "(unless --layers), fp32, each layer's first shape, fewer repeats")
+                             "(unless --layers), fp32, each layer's first shape, fewer repeats; "
+                             "too few to judge goals: they are listed without ok/MISS, "
+                             "under a warning")
     parser.add_argument("--json", action="store_true",
                         help="print JSON (machine description, settings, rows, skipped) "
                              "instead of the table")
@@ -57,6 +86,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed rounds per configuration (default 15; --quick: 5)")
     parser.add_argument("--warmup", type=int, default=None,
                         help="untimed calls per callable first (default 3; --quick: 2)")
+    parser.add_argument("--peers", metavar="NAMES",
+                        help="comma-separated among torch, jax: also time each layer's "
+                             "operation in PyTorch and in Keras on JAX, each in its own process, "
+                             "in the same rounds; adds their columns, the fastest peer and "
+                             "tfnorm / fastest peer (unless --layers, only the layers a peer "
+                             "has: batch, layer, rms, group, instance; see below for where "
+                             "each peer's Python is found)")
+    parser.add_argument("--models", metavar="NAMES", nargs="?", const=",".join(_CHOICES["models"]),
+                        help="time whole models instead of layers: inference and training step "
+                             "of ResNet50 (Keras BN, tfnorm BN, Keras GN, tfnorm GN, folded), "
+                             "MobileNetV2 (Keras BN, tfnorm BN, folded) and a transformer "
+                             "encoder (Keras LN, tfnorm LN, Keras RMS, tfnorm RMS); NAMES: "
+                             "comma-separated among resnet50, mobilenetv2, transformer (default "
+                             "all); float32, no XLA and 7 repeats unless told (a few minutes "
+                             "on two cores)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress lines on stderr")
     # Shrinks every shape to a few KiB: exercises the whole command in seconds.
@@ -82,6 +126,23 @@ def _command_line() -> str:
     return "tfnorm " + " ".join(args) if args else "tfnorm bench"
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _emit(args, document: dict, text: str, warning) -> None:
+    if args.save:
+        with open(args.save, "w") as fh:
+            json.dump(document, fh, indent=1)
+    if args.json:
+        if warning:
+            print(warning, file=sys.stderr)
+        json.dump(document, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(text)
+
+
 def run(args) -> int:
     from tfnorm.cli import UsageError
 
@@ -89,10 +150,18 @@ def run(args) -> int:
     dtypes = _list(args.dtypes, "dtypes")
     compiles = _list(args.compile, "compile")
     modes = _list(args.modes, "modes")
+    peer_names = _list(args.peers, "peers")
+    model_names = _list(args.models, "models")
     for name in ("repeats", "warmup"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name} must be >= 1, received --{name} {value}")
+    if model_names is not None:
+        given = [_flag(n) for n in _LAYER_ONLY if getattr(args, n)]
+        if given:
+            raise UsageError(f"--models times whole models; {', '.join(given)} "
+                             "choose layer rows and do not apply to it")
+        return _run_models(args, model_names, dtypes, compiles, modes)
 
     from tfnorm.bench import plan, report, runner
 
@@ -112,6 +181,8 @@ def run(args) -> int:
         subjects, skipped = plan.subjects(args.layers.split(",") if args.layers else None)
     except KeyError as err:
         raise UsageError(err.args[0]) from None
+    if peer_names and not args.layers:
+        subjects = [s for s in subjects if s.spec.peer]
     if not subjects:
         raise UsageError("no layer to benchmark")
 
@@ -125,15 +196,53 @@ def run(args) -> int:
                    (plan.TINY_SHAPES if args.tiny else plan.SHAPES).items()},
         "train_floor_passes": runner.TRAIN_FLOOR_PASSES,
     }
-    rows, failed = runner.run(subjects, settings, progress=not args.no_progress)
+    running = []
+    if peer_names:
+        from tfnorm.bench import peers
+
+        say = None if args.no_progress else (lambda m: print(m, file=sys.stderr, flush=True))
+        running, meta["peers"] = peers.start(peer_names, progress=say)
+    try:
+        rows, failed = runner.run(subjects, settings, progress=not args.no_progress,
+                                  peers=running)
+    finally:
+        if running:
+            peers.stop(running, meta["peers"])
     skipped = skipped + failed
-    document = {"machine": meta, "command": _command_line(), "rows": rows, "skipped": skipped}
-    if args.save:
-        with open(args.save, "w") as fh:
-            json.dump(document, fh, indent=1)
-    if args.json:
-        json.dump(document, sys.stdout, indent=1)
-        sys.stdout.write("\n")
-    else:
-        print(report.text(meta, rows, skipped, document["command"]))
+    meta["load_end"] = report.load_average()
+    warning = report.quick_warning(meta)
+    document = {"machine": meta, "command": _command_line(), "rows": rows, "skipped": skipped,
+                "warnings": [warning] if warning else []}
+    _emit(args, document, report.text(meta, rows, skipped, document["command"]), warning)
+    return 0
+
+
+def _run_models(args, names, dtypes, compiles, modes) -> int:
+    from tfnorm.bench import models, report
+    from tfnorm.bench.runner import Settings
+
+    settings = Settings(
+        dtypes=dtypes or ["float32"],
+        compiles=compiles or ["graph"],
+        modes=modes or ["forward", "train"],
+        repeats=args.repeats or (3 if args.quick else 7),
+        warmup=args.warmup or (1 if args.quick else 2),
+        tiny=args.tiny,
+    )
+    meta = report.machine()
+    sizes = models.TINY_SIZES if args.tiny else models.SIZES
+    meta["settings"] = {
+        "models": list(names), "quick": args.quick, "tiny": args.tiny,
+        "repeats": settings.repeats, "warmup": settings.warmup,
+        "dtypes": list(settings.dtypes), "compile": list(settings.compiles),
+        "modes": list(settings.modes),
+        "sizes": {n: {"batch": sizes[n].batch, "input": list(sizes[n].input_shape),
+                      **dict(sizes[n].options)} for n in names},
+    }
+    rows, skipped = models.run(names, settings, progress=not args.no_progress)
+    meta["load_end"] = report.load_average()
+    warning = models.model_warning(meta)
+    document = {"machine": meta, "command": _command_line(), "rows": rows, "skipped": skipped,
+                "warnings": [warning] if warning else []}
+    _emit(args, document, models.text(meta, rows, skipped, document["command"]), warning)
     return 0

@@ -16,7 +16,8 @@ import inspect
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 # Realistic activations: an NHWC conv map, a (B, T, C) sequence, a (B, C) batch
-# of dense features; smaller ones for layers that also do a matmul/convolution.
+# of dense features; smaller ones for layers that also do a matmul/convolution,
+# and a (B, T, C) sequence with small C for the layers a small transformer uses.
 SHAPES: Dict[str, Tuple[int, ...]] = {
     "conv": (32, 56, 56, 64),
     "seq": (16, 256, 1024),
@@ -53,6 +54,8 @@ class Spec:
       goal_modes: the modes (``forward``/``train``) the goal applies to.
       floor_goal: the layer is elementwise apart from its statistics, so the
         ``x * 2`` floor is a fair target (not for layers with a matmul/conv).
+      peer: the same operation for ``--peers``: a peer op name (see
+        :data:`tfnorm.bench.peers.PEER_OPS`) and its arguments; None for none.
     """
 
     shapes: Tuple[str, ...] = BASE_SHAPES
@@ -63,6 +66,7 @@ class Spec:
     goal: Optional[float] = None
     goal_modes: Tuple[str, ...] = ("forward", "train")
     floor_goal: bool = True
+    peer: Optional[Tuple[str, Dict[str, object]]] = None
 
 
 @dataclasses.dataclass
@@ -96,6 +100,10 @@ def _specs() -> Dict[str, Spec]:
     unknown = sorted(set(specs) - set(registry.available(None)))
     if unknown:
         raise ValueError(f"bench specs for unregistered short names {unknown}")
+    from tfnorm.bench.peers import PEER_OPS
+    bad = sorted(k for k, s in specs.items() if s.peer and s.peer[0] not in PEER_OPS)
+    if bad:
+        raise ValueError(f"bench specs {bad} name a peer op outside {PEER_OPS}")
     return specs
 
 
@@ -124,21 +132,28 @@ def _spec_table() -> Dict[str, Spec]:
 
     return {
         # -- layers with a Keras twin ------------------------------------------------
-        "batch": Spec(("conv", "seq", "dense"),
-                                   baseline=keras_twin(L.BatchNormalization),
-                                   baseline_label="keras", twin=True, goal=1.0),
-        "layer": Spec(("seq", "dense", "conv"),
-                                   baseline=keras_twin(L.LayerNormalization),
-                                   baseline_label="keras", twin=True, goal=0.8),
-        "rms": Spec(("seq", "dense"),
-                                 baseline=keras_twin(L.RMSNormalization),
-                                 baseline_label="keras", twin=True, goal=0.8),
+        # (the last shape, a (B, T, C) sequence with small C, is the one a small
+        # transformer or a 1-D conv net has)
+        "batch": Spec(("conv", "seq", "dense", "seq-small"),
+                      baseline=keras_twin(L.BatchNormalization),
+                      baseline_label="keras", twin=True, goal=1.0,
+                      peer=("batch_norm", {"epsilon": 1e-3})),
+        "layer": Spec(("seq", "dense", "conv", "seq-small"),
+                      baseline=keras_twin(L.LayerNormalization),
+                      baseline_label="keras", twin=True, goal=0.8,
+                      peer=("layer_norm", {"epsilon": 1e-3})),
+        "rms": Spec(("seq", "dense", "seq-small"),
+                    baseline=keras_twin(L.RMSNormalization),
+                    baseline_label="keras", twin=True, goal=0.8,
+                    peer=("rms_norm", {"epsilon": 1e-6})),
         "group": Spec(("conv",), make=tfnorm_layer("GroupNormalization", groups=32),
-                                   baseline=keras_twin(L.GroupNormalization, groups=32),
-                                   baseline_label="keras", twin=True, goal=0.5),
+                      baseline=keras_twin(L.GroupNormalization, groups=32),
+                      baseline_label="keras", twin=True, goal=0.5,
+                      peer=("group_norm", {"groups": 32, "epsilon": 1e-3})),
         "instance": Spec(("conv",),
-                                      baseline=keras_twin(L.GroupNormalization, groups=-1),
-                                      baseline_label="keras GN(-1)", twin=True, goal=0.5),
+                         baseline=keras_twin(L.GroupNormalization, groups=-1),
+                         baseline_label="keras GN(-1)", twin=True, goal=0.5,
+                         peer=("instance_norm", {"epsilon": 1e-3})),
         "spectral": Spec(
             ("dense",),
             make=lambda c, dt: [cls_of("SpectralNormalization")(dense(c, dt), **_kw(dt))],

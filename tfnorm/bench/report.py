@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-from typing import List, Optional
+import statistics
+from typing import List, Optional, Sequence
 
 
 def cpu_model() -> str:
@@ -46,7 +47,16 @@ def machine() -> dict:
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "tfnorm": tfnorm.__version__,
+        "load": load_average(),
     }
+
+
+def load_average() -> Optional[float]:
+    """The 1-minute load average (None where the platform has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # pragma: no cover - not on Unix
+        return None
 
 
 def _fmt(v, spec=".2f", none="-"):
@@ -59,75 +69,206 @@ def _shape(row) -> str:
 
 COLUMNS = ("layer", "vs", "shape", "dtype", "compile", "mode",
            "tfnorm ms", "base ms", "ratio", "goal", "floor ms", "of floor", "GB/s")
+# Fewer repeats than this (or --quick) and a goal's ok/MISS would judge noise.
+MIN_JUDGED_REPEATS = 10
+DTYPE_SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
-def table(rows: List[dict]) -> str:
-    """A fixed-width table, one row per configuration."""
-    body = []
-    for r in rows:
-        goal = "-"
-        if r["goal_ratio"] is not None:
-            goal = f"<={r['goal_ratio']:g} " + ("ok" if r["goal_met"] else "MISS")
-        body.append((
-            r["layer"], r["baseline"] or "-", _shape(r),
-            {"float32": "fp32", "bfloat16": "bf16"}.get(r["dtype"], r["dtype"]),
-            "XLA" if r["xla"] else "no XLA", r["mode"],
-            _fmt(r["tfnorm_ms"]), _fmt(r["baseline_ms"]), _fmt(r["ratio"]), goal,
-            _fmt(r["floor_ms"]), _fmt(r["floor_fraction"]), _fmt(r["gbps"], ".1f"),
-        ))
+def render(columns, body, left=()) -> str:
+    """A fixed-width table; columns whose index is in ``left`` are left-aligned, the rest right."""
     widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c)
-              for i, c in enumerate(COLUMNS)]
-    numeric = set(range(6, len(COLUMNS))) - {9}
+              for i, c in enumerate(columns)]
 
     def line(cells):
-        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
-    out = [line(COLUMNS), line(["-" * w for w in widths])]
+    out = [line(columns), line(["-" * w for w in widths])]
     out.extend(line(b) for b in body)
     return "\n".join(out)
 
 
-def goals(rows: List[dict]) -> List[str]:
-    """One line per goal: how many rows meet it."""
+def judged(settings: dict, min_repeats: int = MIN_JUDGED_REPEATS) -> bool:
+    """Whether goals get an ok/MISS verdict: not under ``--quick``, not with few repeats."""
+    return not settings.get("quick") and settings.get("repeats", 0) >= min_repeats
+
+
+GOALS_NOT_JUDGED = "goals are listed but not judged (no ok/MISS)"
+FULL_RUN = "`tfnorm bench --dtypes float32 --repeats 11`"
+
+
+def quick_warning(meta: dict, min_repeats: int = MIN_JUDGED_REPEATS,
+                  consequence: str = GOALS_NOT_JUDGED, remedy: str = FULL_RUN) -> Optional[str]:
+    """The warning printed instead of ok/MISS marks; None when the run is long enough to judge.
+
+    >>> meta = {"cores": 2, "load": 1.5, "settings": {"quick": True, "repeats": 5}}
+    >>> print(quick_warning(meta))  # doctest: +NORMALIZE_WHITESPACE
+    warning: --quick: 5 repeats per configuration on a machine with load 1.5 on 2 cores
+    measure the machine's noise as much as the layers, so goals are listed but not judged
+    (no ok/MISS). For figures to rely on: at least 10 repeats without --quick, e.g.
+    `tfnorm bench --dtypes float32 --repeats 11`, on an idle machine.
+    >>> quick_warning({"cores": 2, "settings": {"quick": False, "repeats": 15}}) is None
+    True
+    """
+    s = meta["settings"]
+    if judged(s, min_repeats):
+        return None
+    load = meta.get("load")
+    where = (f"a machine with load {load:.1f} on {meta['cores']} cores" if load is not None
+             else f"{meta['cores']} cores")
+    why = "--quick" if s.get("quick") else f"--repeats {s['repeats']}"
+    return (f"warning: {why}: {s['repeats']} repeats per configuration on {where} measure "
+            f"the machine's noise as much as the layers, so {consequence}. For figures to "
+            f"rely on: at least {min_repeats} repeats without --quick, e.g. {remedy}, on an "
+            "idle machine.")
+
+
+def _goal_cell(r, judge: bool) -> str:
+    if r["goal_ratio"] is None:
+        return "-"
+    if not judge:
+        return f"<={r['goal_ratio']:g}"
+    return f"<={r['goal_ratio']:g} " + ("ok" if r["goal_met"] else "MISS")
+
+
+def table(rows: List[dict], peers: Sequence[str] = (), judge: bool = True) -> str:
+    """A fixed-width table, one row per configuration; with ``peers``, their columns too."""
+    columns = list(COLUMNS)
+    if peers:
+        columns += [f"{p} ms" for p in peers] + ["fastest", "/fastest"]
+    body = []
+    for r in rows:
+        cells = [
+            r["layer"], r["baseline"] or "-", _shape(r), DTYPE_SHORT.get(r["dtype"], r["dtype"]),
+            "XLA" if r["xla"] else "no XLA", r["mode"],
+            _fmt(r["tfnorm_ms"]), _fmt(r["baseline_ms"]), _fmt(r["ratio"]), _goal_cell(r, judge),
+            _fmt(r["floor_ms"]), _fmt(r["floor_fraction"]), _fmt(r["gbps"], ".1f"),
+        ]
+        if peers:
+            results = r.get("peers", {})
+            for p in peers:
+                res = results.get(p)
+                cells.append("-" if res is None else "n/a" if "error" in res else _fmt(res["ms"]))
+            cells += [r.get("fastest_peer") or "-", _fmt(r.get("peer_ratio"))]
+        body.append(cells)
+    return render(columns, body, left={0, 1, 2, 3, 4, 5, 9, len(COLUMNS) + len(peers)})
+
+
+def floors(rows: List[dict], peers: Sequence[str]) -> str:
+    """``x * 2`` per framework on each (shape, dtype): medians over the forward rows."""
+    groups: dict = {}
+    for r in rows:
+        if r["mode"] != "forward" or not r.get("peers"):
+            continue
+        g = groups.setdefault((_shape(r), r["dtype"]), {})
+        g.setdefault("tf XLA" if r["xla"] else "tf no XLA", []).append(r["floor_ms"])
+        for p, res in r["peers"].items():
+            if res.get("floor_ms") is not None:
+                g.setdefault(p, []).append(res["floor_ms"])
+    columns = ["shape", "dtype", "tf no XLA", "tf XLA"] + list(peers)
+    body = []
+    for (shape, dtype), g in groups.items():
+        body.append([shape, DTYPE_SHORT.get(dtype, dtype)]
+                    + [_fmt(statistics.median(g[c]) if g.get(c) else None) for c in columns[2:]])
+    return render(columns, body, left={0, 1})
+
+
+def goals(rows: List[dict], judge: bool = True) -> List[str]:
+    """One line per goal: how many rows meet it (``judge=False``: the ratios only)."""
     lines = []
     with_goal = [r for r in rows if r["goal_ratio"] is not None]
     by_layer = {}
     for r in with_goal:
         by_layer.setdefault((r["layer"], r["baseline"], r["goal_ratio"]), []).append(r)
     for (layer, base, goal), rs in by_layer.items():
-        met = sum(1 for r in rs if r["goal_met"])
         worst = max(rs, key=lambda r: r["ratio"])
-        lines.append(f"{layer} <= {goal:g}x {base}: {met}/{len(rs)} rows "
-                     f"(worst {worst['ratio']:.2f}: {_shape(worst)} {worst['dtype']} "
-                     f"{'XLA' if worst['xla'] else 'no XLA'} {worst['mode']})")
+        where = (f"{_shape(worst)} {worst['dtype']} {'XLA' if worst['xla'] else 'no XLA'} "
+                 f"{worst['mode']}")
+        if judge:
+            met = sum(1 for r in rs if r["goal_met"])
+            lines.append(f"{layer} <= {goal:g}x {base}: {met}/{len(rs)} rows "
+                         f"(worst {worst['ratio']:.2f}: {where})")
+        else:
+            best = min(r["ratio"] for r in rs)
+            lines.append(f"{layer} <= {goal:g}x {base}: ratios {best:.2f}-{worst['ratio']:.2f} "
+                         f"over {len(rs)} rows (highest: {where}); not judged")
     for mode, need in (("forward", 0.8), ("train", 0.5)):
         rs = [r for r in rows if r["mode"] == mode and r.get("floor_goal", True)]
-        if rs:
+        if not rs:
+            continue
+        if judge:
             met = sum(1 for r in rs if r["floor_fraction"] >= need)
             lines.append(f"{mode} >= {need:g} of the floor: {met}/{len(rs)} rows "
                          "(layers without a matmul or convolution)")
+        else:
+            lo = min(r["floor_fraction"] for r in rs)
+            hi = max(r["floor_fraction"] for r in rs)
+            lines.append(f"{mode} >= {need:g} of the floor: {lo:.2f}-{hi:.2f} over {len(rs)} rows "
+                         "(layers without a matmul or convolution); not judged")
     return lines
 
 
-def text(meta: dict, rows: List[dict], skipped: List[dict], command: Optional[str] = None) -> str:
+def peer_lines(described: dict) -> List[str]:
+    """One line per requested peer: what ran where, or ``skipped (reason)``."""
+    out = []
+    for name, d in described.items():
+        if d.get("status") != "ok":
+            out.append(f"{name}: skipped ({d.get('reason', 'unavailable')})")
+            continue
+        versions = ", ".join(f"{k} {v}" for k, v in d.get("versions", {}).items()
+                             if k != "python")
+        line = (f"{name}: {versions} on {d.get('device')}, {d.get('threads')} threads; "
+                f"{d.get('label')}; {d.get('python')} ({d.get('source')})")
+        if d.get("failed"):
+            line += f"; failed: {d['failed']}"
+        out.append(line)
+        out += [f"  {n}" for n in d.get("notes", [])]
+    return out
+
+
+def header(meta: dict, title: str, command: Optional[str] = None) -> List[str]:
+    """Title and date, machine and versions (and the load: at the start, and at the end), command."""
+    load = ""
+    if meta.get("load") is not None:
+        load = f"; load {meta['load']:.1f}"
+        if meta.get("load_end") is not None:
+            load += f" at the start, {meta['load_end']:.1f} at the end"
     head = [
-        f"tfnorm bench  {meta['date']}",
+        f"{title}  {meta['date']}",
         f"machine: {meta['cpu']}, {meta['cores']} cores; device: {meta['device']}; "
-        f"TensorFlow {meta['tensorflow']}, Keras {meta['keras']}, tfnorm {meta['tfnorm']}",
+        f"TensorFlow {meta['tensorflow']}, Keras {meta['keras']}, tfnorm {meta['tfnorm']}{load}",
     ]
     if command:
         head.append(f"command: {command}")
+    return head
+
+
+def text(meta: dict, rows: List[dict], skipped: List[dict], command: Optional[str] = None) -> str:
     s = meta["settings"]
+    judge = judged(s)
+    peers = list(meta.get("peers", {}))
+    head = header(meta, "tfnorm bench", command)
     head.append(
         f"median of {s['repeats']} interleaved runs after {s['warmup']} warm-up; "
         "ratio = tfnorm / baseline (same run); floor = x*2 under the same compile setting "
         f"(train: x{s['train_floor_passes']}); of floor = floor / tfnorm; "
         "GB/s counts x and y (train: also dy and dx) once")
-    parts = ["\n".join(head), "", table(rows)]
-    g = goals(rows)
+    if peers:
+        head.append("peers (each in its own process, sampled in the same rounds as tfnorm; "
+                    "/fastest = tfnorm ms / fastest peer ms):")
+        head += [f"  {line}" for line in peer_lines(meta["peers"])]
+    warning = quick_warning(meta)
+    parts = ["\n".join(head)]
+    if warning:
+        parts += ["", warning]
+    parts += ["", table(rows, peers, judge)]
+    if peers and any(r.get("peers") for r in rows):
+        parts += ["", "x*2 floor per framework, ms (forward rows, median):",
+                  floors(rows, peers)]
+    g = goals(rows, judge)
     if g:
-        parts += ["", "goals:"] + [f"  {x}" for x in g]
+        parts += ["", "goals:" if judge else "goals (not judged, see the warning):"]
+        parts += [f"  {x}" for x in g]
     if skipped:
         parts += ["", "skipped:"]
         for s_ in skipped:

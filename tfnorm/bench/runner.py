@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from typing import Callable, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from tfnorm.bench import plan
+from tfnorm.bench.peers import RemoteTimer, compare_peers, peer_result
+from tfnorm.bench.peers import case as peer_case
 from tfnorm.bench.timing import interleaved
 
 COMPILES = ("graph", "xla")  # tf.function without / with jit_compile
@@ -120,6 +122,15 @@ class Progress:
             self.stream.write(line + "\n")
         self.stream.flush()
 
+    def note(self, text: str):
+        """A line that is not a step (e.g. what is being built before the next one)."""
+        if self.enabled:
+            elapsed = time.perf_counter() - self.t0
+            self.stream.write(("\r\033[K" if self.tty else "")
+                              + f"[{self.done:>3}/{self.total}] {elapsed:6.1f}s  {text}"
+                              + ("" if self.tty else "\n"))
+            self.stream.flush()
+
     def close(self):
         if self.enabled and self.tty:
             self.stream.write("\n")
@@ -127,8 +138,14 @@ class Progress:
 
 
 def run(subjects: List[plan.Subject], settings: Settings, progress: bool = True,
-        seed: int = 0):
-    """Runs every configuration; returns ``(rows, skipped)``."""
+        seed: int = 0, peers: Sequence[object] = ()):
+    """Runs every configuration; returns ``(rows, skipped)``.
+
+    ``peers``: running :class:`~tfnorm.bench.peers.PeerProcess` workers; for a
+    layer whose spec names a peer op, each one's op and its ``x * 2`` join the
+    configuration's interleaved group, and the row gets ``peers``,
+    ``fastest_peer`` and ``peer_ratio``.
+    """
     shapes_table = plan.TINY_SHAPES if settings.tiny else plan.SHAPES
     pairs = plan_configs(subjects, settings)
     per_pair = len(settings.dtypes) * len(settings.compiles) * len(settings.modes)
@@ -163,19 +180,40 @@ def run(subjects: List[plan.Subject], settings: Settings, progress: bool = True,
                     bar.step(f"{label} {compile_} {mode}")
                     try:
                         row = _measure(subject, key, shape, dtype, compile_, mode, mine, base,
-                                       x, dy, xla, settings)
+                                       x, dy, xla, settings, peers)
                     except Exception as err:
                         skipped.append({"layer": subject.name, "shape": key, "dtype": dtype,
                                         "compile": compile_, "mode": mode,
                                         "reason": _first_line(err)})
                         continue
+                    for name, result in row["peers"].items():
+                        if "error" in result:
+                            skipped.append({"layer": f"{subject.name} [{name}]", "shape": key,
+                                            "dtype": dtype, "compile": compile_, "mode": mode,
+                                            "reason": result["error"]})
                     rows.append(row)
+            for peer in peers:
+                peer.drop_all()
     bar.close()
     return rows, skipped
 
 
-def _measure(subject, key, shape, dtype, compile_, mode, mine, base, x, dy, xla, settings):
-    fns: List[Callable[[], object]] = []
+def _peer_timers(subject, shape, dtype, mode, peers):
+    """(peer name, timer for the op, timer for its ``x * 2``) for each running peer."""
+    if not subject.spec.peer:
+        return []
+    op, kwargs = subject.spec.peer
+    out = []
+    for peer in peers:
+        out.append((peer.name,
+                    RemoteTimer(peer, peer_case(op, shape, dtype, mode, **kwargs)),
+                    RemoteTimer(peer, peer_case("floor", shape, dtype, "forward"))))
+    return out
+
+
+def _measure(subject, key, shape, dtype, compile_, mode, mine, base, x, dy, xla, settings,
+             peers=()):
+    fns: List[object] = []
     if mode == "forward":
         f_mine = _forward(mine, xla)
         fns.append(lambda: f_mine(x))
@@ -190,10 +228,18 @@ def _measure(subject, key, shape, dtype, compile_, mode, mine, base, x, dy, xla,
             fns.append(lambda: f_base(x, dy))
     f_floor = _floor(xla)
     fns.append(lambda: f_floor(x))
+    n_local = len(fns)
+    remote = _peer_timers(subject, shape, dtype, mode, peers)
+    for _, op_timer, floor_timer in remote:
+        fns += [op_timer, floor_timer]
     res = interleaved(fns, repeats=settings.repeats, warmup=settings.warmup)
     t_mine = res[0]["median_s"]
     t_base = res[1]["median_s"] if base is not None else None
-    t_floor = res[-1]["median_s"]
+    t_floor = res[n_local - 1]["median_s"]
+    peer_rows = {}
+    for j, (name, op_timer, floor_timer) in enumerate(remote):
+        r_op, r_floor = res[n_local + 2 * j], res[n_local + 2 * j + 1]
+        peer_rows[name] = peer_result(r_op, r_floor, op_timer.info)
     floor = t_floor * (TRAIN_FLOOR_PASSES if mode == "train" else 1)
     nbytes = int(np.prod(shape)) * tf.as_dtype(dtype).size
     moved = TENSORS_MOVED[mode] * nbytes
@@ -224,4 +270,6 @@ def _measure(subject, key, shape, dtype, compile_, mode, mine, base, x, dy, xla,
         "goal_met": None if goal is None or ratio is None else bool(ratio <= goal),
         "floor_goal": spec.floor_goal,
         "repeats": settings.repeats,
+        "peers": peer_rows,
+        **compare_peers(t_mine * 1e3, peer_rows),
     }
