@@ -49,12 +49,14 @@ class _CosineBase(CheckedCall, keras.layers.Layer):
         return super().from_config(config)
 
     def _build_weights(self, kernel_shape, units):
-        # float32 weights that are never autocast: their norms are statistics
-        self.kernel = self.add_weight(name="kernel", shape=tuple(kernel_shape),
+        # float32 weights whatever the policy (float64 in a float64 layer), never autocast:
+        # their norms are statistics
+        dtype = ops.stats_dtype(self.variable_dtype)
+        self.kernel = self.add_weight(name="kernel", shape=tuple(kernel_shape), dtype=dtype,
                                       initializer=self.kernel_initializer,
                                       regularizer=self.kernel_regularizer,
                                       constraint=self.kernel_constraint, autocast=False)
-        self.bias = (self.add_weight(name="bias", shape=(units,),
+        self.bias = (self.add_weight(name="bias", shape=(units,), dtype=dtype,
                                      initializer=self.bias_initializer,
                                      regularizer=self.bias_regularizer,
                                      constraint=self.bias_constraint, autocast=False)

@@ -61,6 +61,13 @@ class _WeightStandardized(CheckedCall):
         check_config_keys(cls, config)
         return super().from_config(config)
 
+    def add_weight(self, *args, **kwargs):
+        # The kernel takes part in statistics (its standardization): float32 whatever the
+        # policy (float64 in a float64 layer), as the normalization layers' own weights.
+        if kwargs.get("name") == "kernel":
+            kwargs["dtype"] = ops.stats_dtype(self.variable_dtype)
+        return super().add_weight(*args, **kwargs)
+
     def build(self, input_shape):
         super().build(input_shape)
         self._record_built_shape(input_shape)
