@@ -562,7 +562,7 @@ def test_nested_models_are_folded_inside():
     head = keras.Model(inner_in, keras.layers.Dense(2, name="d")(inner_bn(inner_in)),
                        name="head")
     inputs = keras.Input((6, 6, 3))
-    h = keras.layers.Flatten()(block(inputs))
+    h = keras.layers.Flatten(name="flat")(block(inputs))
     outer_bn = keras.layers.BatchNormalization(name="outer_bn")  # follows a nested model
     model = keras.Model(inputs, head(outer_bn(h)))
     randomize_all_bn(model)
@@ -570,7 +570,7 @@ def test_nested_models_are_folded_inside():
     new = fold_checked(model, x)
     assert [(r.path, r.action) for r in new.fold_report] == [
         ("block/bn", "folded"), ("outer_bn", "kept"), ("head/bn2", "folded")]
-    assert "follows Flatten 'flatten'" in record(new, "outer_bn").note
+    assert "follows Flatten 'flat'" in record(new, "outer_bn").note
     assert "feeds 'head', not a Dense" in record(new, "outer_bn").note
     assert [type(layer) for layer in new.get_layer("block").layers] == [keras.layers.Conv2D]
     assert isinstance(new.get_layer("block"), keras.Sequential)

@@ -60,10 +60,13 @@ def normalized_kernel(kernel, bias=None, centered: bool = False, epsilon: float 
 
 def _finish(dot, bias_hat, sq, epsilon, dtype):
     """``(dot + bias_hat) / sqrt(sq + epsilon)`` in ``dtype``."""
+    # in the statistics dtype: the gradient of dot * inv with respect to inv is a sum of
+    # dot * dy, which float16 cannot hold for inputs of large magnitude
+    dot = tf.cast(dot, sq.dtype)
     if bias_hat is not None:
         dot = dot + tf.cast(bias_hat, dot.dtype)
     inv = tf.math.rsqrt(tf.maximum(sq, tf.zeros([], sq.dtype)) + scalar(epsilon, sq.dtype))
-    return dot * tf.cast(inv, dtype)
+    return tf.cast(dot * inv, dtype)
 
 
 def cosine_matmul(x: tf.Tensor, kernel, bias=None, centered: bool = False,

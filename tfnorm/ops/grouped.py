@@ -36,6 +36,7 @@ from tfnorm.ops.kernel import FusedOp
 from tfnorm.ops.layout import fast_view, flat, param_for, scalar, sorted_axes
 from tfnorm.ops.moments import (
     group_size, group_sum, grouped_moments, mean_square, moments, stats_dtype,
+    to_stats,
 )
 from tfnorm.ops.normalize import normalize, rms_normalize
 from tfnorm.ops.reduce import in_xla, sum_middle, xla_on_cpu
@@ -103,12 +104,18 @@ def _grouped(op, view, groups, scale, offset, epsilon, center=True):
               epsilon=0.0 if learned else float(epsilon), center=bool(center))
 
 
+# The fallbacks run in the statistics dtype from one cast of x and cast the output once: the
+# gradients of the centring, mean and variance branches then meet in float32 (each rounded
+# to float16 on its own, they overflow it for inputs of large magnitude).
+
 def _batch_norm_plain(x, axes, scale, offset, epsilon):
     rank = x.shape.rank
     axes = sorted_axes(axes, rank)
-    mean, var = moments(x, [a for a in range(rank) if a not in axes])
-    y = normalize(x, mean, var, param_for(scale, axes, rank), param_for(offset, axes, rank),
-                  epsilon)
+    xs = to_stats(x)
+    mean, var = moments(xs, [a for a in range(rank) if a not in axes])
+    y = normalize(xs, mean, var, param_for(scale, axes, rank), param_for(offset, axes, rank),
+                  epsilon, centred=xs.dtype != x.dtype)
+    y = tf.cast(y, x.dtype)
     shape = [x.shape[a] for a in axes]
     return (y, tf.stop_gradient(tf.reshape(mean, shape)),
             tf.stop_gradient(tf.reshape(var, shape)))
@@ -118,11 +125,14 @@ def _per_sample_plain(x, channel_axis, scale, offset, epsilon, statistics):
     """Normalizes with ``statistics(x, axes)``: ``(mean, var)`` or ``(None, mean_square)``."""
     rank = x.shape.rank
     channel_axis = channel_axis % rank
-    mean, var = statistics(x, [a for a in range(1, rank) if a != channel_axis])
+    xs = to_stats(x)
+    mean, var = statistics(xs, [a for a in range(1, rank) if a != channel_axis])
     scale, offset = (param_for(p, [channel_axis], rank) for p in (scale, offset))
     if mean is None:
-        return rms_normalize(x, var, scale, offset, epsilon)
-    return normalize(x, mean, var, scale, offset, epsilon)
+        y = rms_normalize(xs, var, scale, offset, epsilon)
+    else:
+        y = normalize(xs, mean, var, scale, offset, epsilon, centred=xs.dtype != x.dtype)
+    return tf.cast(y, x.dtype)
 
 
 def _group_norm_plain(x, groups, channel_axis, scale, offset, epsilon):

@@ -44,7 +44,7 @@ def _apply(x, a, b):
 
 
 def normalize(x: tf.Tensor, mean, var, scale=None, offset=None,
-              epsilon: float = 1e-3) -> tf.Tensor:
+              epsilon: float = 1e-3, centred: bool = False) -> tf.Tensor:
     """Normalizes ``x`` with given statistics; the result has ``x``'s dtype.
 
     Args:
@@ -52,6 +52,8 @@ def normalize(x: tf.Tensor, mean, var, scale=None, offset=None,
       mean, var: statistics broadcastable to ``x`` (any float dtype).
       scale, offset: optional learned gamma and beta, broadcastable to ``x``.
       epsilon: added to the variance.
+      centred: subtract the mean before scaling, as is always done for half precision
+        (for an ``x`` that was cast up from half precision).
 
     Example:
       >>> x = tf.constant([[1.0, 3.0]])
@@ -59,7 +61,7 @@ def normalize(x: tf.Tensor, mean, var, scale=None, offset=None,
       [[-1.0, 1.0]]
     """
     dtype = stats_dtype(x.dtype)
-    if dtype != x.dtype and mean is not None:
+    if (dtype != x.dtype or centred) and mean is not None:
         # Half precision: centre first, in float32. The folded x*a + b overflows float16 and
         # cancels (even in float32) when |x| >> sigma, e.g. for a constant input of 1e4.
         a, b = fold(None, var, scale, offset, epsilon, dtype)

@@ -129,7 +129,7 @@ def _forward_impl(xv, mean, variance, gamma, beta, *, layout, alpha_fwd, epsilon
         zm = a * shift if b is None else a * shift + b
         ms = tf.reduce_mean(tf.square(a) * s2 + tf.square(zm), list(layout.param_axes),
                             keepdims=True)
-        scale = tf.math.rsqrt(ms + tf.cast(ls_epsilon, dt))
+        scale = tf.math.rsqrt(ms + scalar(ls_epsilon, dt))
         z = z * scale
     # a non-finite input reaches the outputs but leaves the channel's streamed state
     ok = tf.math.logical_and(tf.math.is_finite(mu_last), tf.math.is_finite(var_last))
