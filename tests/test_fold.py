@@ -23,6 +23,7 @@ import pytest
 
 import tfnorm
 from tfnorm.fold import FoldReport
+from tests.test_swap import Subclassed
 from tests.test_tflite import BUILTIN, _convert, _interpret
 
 RNG = np.random.default_rng(11)
@@ -628,15 +629,6 @@ def test_verbose_prints_the_report_table(capsys):
     assert out.startswith("fold_normalization: 1 folded, 0 replaced, 1 kept")
     assert "into d" in out and "(kept)" in out
     assert new.fold_report.folded == (record(new, "bn"),)
-
-
-class Subclassed(keras.Model):
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.bn = keras.layers.BatchNormalization()
-
-    def call(self, x):
-        return self.bn(x)
 
 
 @pytest.mark.parametrize("args, kwargs, error, pattern", [

@@ -137,7 +137,17 @@ def _assign_affine(layer, values) -> None:
             _assign(getattr(layer, name), values[name])
 
 
-class _TFAGroupNormalization(_FromTFA, GroupNormalization):
+class _AffineFromTFA(_FromTFA):
+    """TF-Addons' group and instance normalization: ``gamma``, ``beta`` of shape (C,)."""
+
+    def _tfa_layout(self, input_shape):
+        return _affine_slots(self, (input_shape[self.axis % len(input_shape)],))
+
+    def _tfa_assign(self, values):
+        _assign_affine(self, values)
+
+
+class _TFAGroupNormalization(_AffineFromTFA, GroupNormalization):
     _tfa_name = "GroupNormalization"
 
     @classmethod
@@ -145,14 +155,8 @@ class _TFAGroupNormalization(_FromTFA, GroupNormalization):
         own, base = _split(config, ("groups", "axis", "epsilon") + _AFFINE_KEYS, cls._tfa_name)
         return {**own, **base}
 
-    def _tfa_layout(self, input_shape):
-        return _affine_slots(self, (input_shape[self.axis % len(input_shape)],))
 
-    def _tfa_assign(self, values):
-        _assign_affine(self, values)
-
-
-class _TFAInstanceNormalization(_FromTFA, InstanceNormalization):
+class _TFAInstanceNormalization(_AffineFromTFA, InstanceNormalization):
     _tfa_name = "InstanceNormalization"
 
     @classmethod
@@ -160,12 +164,6 @@ class _TFAInstanceNormalization(_FromTFA, InstanceNormalization):
         own, base = _split(config, ("groups", "axis", "epsilon") + _AFFINE_KEYS, cls._tfa_name)
         own.pop("groups", None)  # always -1 (one group per channel)
         return {**own, **base}
-
-    def _tfa_layout(self, input_shape):
-        return _affine_slots(self, (input_shape[self.axis % len(input_shape)],))
-
-    def _tfa_assign(self, values):
-        _assign_affine(self, values)
 
 
 class _TFAFilterResponseNormalization(_FromTFA, FilterResponseNormalization):

@@ -31,12 +31,11 @@ import keras
 import numpy as np
 
 import tfnorm.layers as tfnorm_layers
-from tfnorm import _compat
 from tfnorm.fold import maths
 from tfnorm.fold.graph import OUTPUT, Graph
 from tfnorm.layers import kernels
 from tfnorm.swap.match import default_match
-from tfnorm.swap.rewrite import check_model
+from tfnorm.swap.rewrite import check_model, hidden_layers
 
 __all__ = ["BATCH_NORMS", "REMOVED", "Planner", "Rebuild"]
 
@@ -388,12 +387,8 @@ class Planner:
         return dst, ""
 
     def _note_hidden(self, layer, path):
-        try:
-            inner = _compat.flatten_layers(layer, include_self=False, recursive=True)
-        except (AttributeError, TypeError):
-            return
-        for sub in inner:
-            if isinstance(sub, keras.Model) or not _is_normalization(sub):
+        for sub in hidden_layers(layer):
+            if not _is_normalization(sub):
                 continue
             self._keep(sub, f"{path}/{sub.name}",
                        f"inside {type(layer).__name__} {path!r}, which is copied whole; "

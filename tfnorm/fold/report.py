@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from tfnorm.swap.report import SwapRecord, SwapReport, _class_label
+from tfnorm.swap.report import SwapRecord, SwapReport, _class_label, render_table
 
 __all__ = ["FoldReport"]
 
@@ -54,9 +54,4 @@ class FoldReport(SwapReport):
             else:
                 now = "(kept)"
             rows.append((str(i), r.path, _class_label(r.old_class), now, r.note))
-        widths = [max(len(row[c]) for row in rows) for c in range(4)]
-        lines = [head]
-        for row in rows:
-            cells = [row[c].ljust(widths[c]) for c in range(4)] + [row[4]]
-            lines.append("  " + "  ".join(cells).rstrip())
-        return "\n".join(lines)
+        return render_table(head, rows)

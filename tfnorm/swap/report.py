@@ -66,6 +66,16 @@ class SwapRecord:
     note: str = ""
 
 
+def render_table(head: str, rows) -> str:
+    """``head``, then ``rows`` of five cells with the first four columns aligned."""
+    widths = [max(len(row[c]) for row in rows) for c in range(4)]
+    lines = [head]
+    for row in rows:
+        cells = [row[c].ljust(widths[c]) for c in range(4)] + [row[4]]
+        lines.append("  " + "  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
 class SwapReport(tuple):
     """The :class:`SwapRecord` of every matched layer, in topological order.
 
@@ -110,12 +120,7 @@ class SwapReport(tuple):
             if r.note:
                 weights += f" [{r.note}]"
             rows.append((str(i), r.path, _class_label(r.old_class), now, weights))
-        widths = [max(len(row[c]) for row in rows) for c in range(4)]
-        lines = [head]
-        for row in rows:
-            cells = [row[c].ljust(widths[c]) for c in range(4)] + [row[4]]
-            lines.append("  " + "  ".join(cells).rstrip())
-        return "\n".join(lines)
+        return render_table(head, rows)
 
     def __str__(self) -> str:
         return self.table()

@@ -57,7 +57,7 @@ import keras
 
 from tfnorm import _compat
 
-__all__ = ["Rewriter", "check_model"]
+__all__ = ["Rewriter", "check_model", "hidden_layers"]
 
 
 def check_model(model, where: str, tool: str = "swap_normalization") -> None:
@@ -99,6 +99,16 @@ def check_model(model, where: str, tool: str = "swap_normalization") -> None:
         "model with keras.Sequential or the functional API (keras.Model(inputs, outputs)), "
         f"or give {cls}.__init__ the normalization as an argument (e.g. a name passed to "
         "tfnorm.get) and construct a new model with it")
+
+
+def hidden_layers(layer):
+    """The layers inside a (non-model) layer, which a rewrite copies whole with it; nested
+    models excluded (they are rewritten themselves)."""
+    try:
+        inner = _compat.flatten_layers(layer, include_self=False, recursive=True)
+    except (AttributeError, TypeError):
+        return []
+    return [sub for sub in inner if not isinstance(sub, keras.Model)]
 
 
 def _identity(*args, **kwargs):
@@ -283,12 +293,8 @@ class Rewriter:
         return new
 
     def _note_hidden_matches(self, layer, path):
-        try:
-            inner = _compat.flatten_layers(layer, include_self=False, recursive=True)
-        except (AttributeError, TypeError):
-            return
-        for sub in inner:
-            if isinstance(sub, keras.Model) or not self.matcher(sub):
+        for sub in hidden_layers(layer):
+            if not self.matcher(sub):
                 continue
             note = (f"inside {type(layer).__name__} {path!r}, which is copied whole; "
                     "layers inside custom layers cannot be rewritten")
