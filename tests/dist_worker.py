@@ -69,10 +69,16 @@ def distributed_cases(strategy="mirrored"):
     out = []
     for case in CASES:
         out.append(case)
-        if (case.factory is None and "synchronized" in init_arguments(case.cls)
-                and not case.kwargs.get("synchronized")):
-            out.append(dataclasses.replace(case, id=f"{case.id}+sync",
-                                           kwargs={**case.kwargs, "synchronized": True}))
+        if (
+            case.factory is None
+            and "synchronized" in init_arguments(case.cls)
+            and not case.kwargs.get("synchronized")
+        ):
+            out.append(
+                dataclasses.replace(
+                    case, id=f"{case.id}+sync", kwargs={**case.kwargs, "synchronized": True}
+                )
+            )
     if strategy == "multiworker":
         seen, subset = set(), []
         for case in out:
@@ -99,7 +105,7 @@ def check_case(case, strategy, seed=0):
     per = batch // replicas
     rng = np.random.default_rng(seed)
     x = case.input_fn(rng, (batch,) + tuple(case.input_shape[1:])).astype("float32")
-    slices = [x[k * per:(k + 1) * per] for k in range(replicas)]
+    slices = [x[k * per : (k + 1) * per] for k in range(replicas)]
 
     def fwd_bwd(layer, xv, dy):
         xv = tf.constant(xv)
@@ -109,16 +115,23 @@ def check_case(case, strategy, seed=0):
             y = call(layer, xv, True, case)
             loss = tf.reduce_sum(tf.cast(y, tf.float32) * dy)
         grads = tape.gradient(loss, [xv] + list(layer.trainable_weights))
-        grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
-                 for g, v in zip(grads, [xv] + list(layer.trainable_weights))]
-        return (y_inf.numpy(), y.numpy(), grads[0].numpy(), [g.numpy() for g in grads[1:]],
-                [v.numpy() for v in layer.weights])
+        grads = [
+            tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+            for g, v in zip(grads, [xv] + list(layer.trainable_weights))
+        ]
+        return (
+            y_inf.numpy(),
+            y.numpy(),
+            grads[0].numpy(),
+            [g.numpy() for g in grads[1:]],
+            [v.numpy() for v in layer.weights],
+        )
 
     # single-device runs: the whole batch, and each replica's slice alone
     probe = built(case, seed=seed + 1)
     out_shape = tuple(call(probe, tf.constant(x[:1]), False, case).shape[1:])
     dy = rng.normal(size=(batch,) + out_shape).astype("float32")
-    dys = [dy[k * per:(k + 1) * per] for k in range(replicas)]
+    dys = [dy[k * per : (k + 1) * per] for k in range(replicas)]
     full = fwd_bwd(built(case, seed=seed + 1), x, dy)
     alone = [fwd_bwd(built(case, seed=seed + 1), slices[k], dys[k]) for k in range(replicas)]
 
@@ -127,12 +140,15 @@ def check_case(case, strategy, seed=0):
     # statistics of the global batch: synchronized layers, and the data-dependent
     # initialization of weight normalization
     sync = bool(getattr(layer, "synchronized", False)) or (
-        isinstance(layer, tfnorm.WeightNormalization) and layer.data_init)
+        isinstance(layer, tfnorm.WeightNormalization) and layer.data_init
+    )
     aggregations = [str(getattr(v, "aggregation", "none")) for v in layer.weights]
     xs = strategy.experimental_distribute_values_from_function(
-        lambda ctx: tf.constant(slices[ctx.replica_id_in_sync_group]))
+        lambda ctx: tf.constant(slices[ctx.replica_id_in_sync_group])
+    )
     dys_d = strategy.experimental_distribute_values_from_function(
-        lambda ctx: tf.constant(dys[ctx.replica_id_in_sync_group]))
+        lambda ctx: tf.constant(dys[ctx.replica_id_in_sync_group])
+    )
 
     def replica_fn(xr, dyr):
         ctx = tf.distribute.get_replica_context()
@@ -143,8 +159,10 @@ def check_case(case, strategy, seed=0):
             loss = tf.reduce_sum(tf.cast(y, tf.float32) * dyr)
         variables = list(layer.trainable_weights)
         grads = tape.gradient(loss, [xr] + variables)
-        grads = [tf.zeros(v.shape, tf.float32) if g is None else tf.convert_to_tensor(g)
-                 for g, v in zip(grads, [xr] + variables)]
+        grads = [
+            tf.zeros(v.shape, tf.float32) if g is None else tf.convert_to_tensor(g)
+            for g, v in zip(grads, [xr] + variables)
+        ]
         return ctx.replica_id_in_sync_group, y_inf, y, grads[0], grads[1:]
 
     def step(xs, dys_d):
@@ -164,10 +182,12 @@ def check_case(case, strategy, seed=0):
         k = int(r)
         rows = slice(k * per, (k + 1) * per)
         errors.append(_close(yi, alone[k][0], f"replica {k} inference output"))
-        errors.append(_close(yt, full[1][rows] if sync else alone[k][1],
-                             f"replica {k} training output"))
-        errors.append(_close(g, full[2][rows] if sync else alone[k][2],
-                             f"replica {k} input gradient"))
+        errors.append(
+            _close(yt, full[1][rows] if sync else alone[k][1], f"replica {k} training output")
+        )
+        errors.append(
+            _close(g, full[2][rows] if sync else alone[k][2], f"replica {k} input gradient")
+        )
     for i, (v, g) in enumerate(zip(layer.trainable_weights, gp)):
         expected = full[3][i] if sync else sum(a[3][i] for a in alone)
         errors.append(_close(np.asarray(g), expected, f"gradient of {v.path} summed over replicas"))
@@ -186,14 +206,20 @@ def check_case(case, strategy, seed=0):
             else:
                 expected = states[0]
                 if any(not np.allclose(s, states[0], atol=1e-6, rtol=1e-6) for s in states):
-                    errors.append(f"{v.path}: aggregation {aggregations[i]!r} but the replicas' "
-                                  "updates differ")
+                    errors.append(
+                        f"{v.path}: aggregation {aggregations[i]!r} but the replicas' "
+                        "updates differ"
+                    )
         components = strategy.experimental_local_results(getattr(v, "value", v))
         for j, c in enumerate(components):
             errors.append(_close(np.asarray(c), expected, f"{v.path} on local replica {j}"))
     errors = [e for e in errors if e]
-    return {"ok": not errors, "error": "; ".join(errors) or None, "synchronized": sync,
-            "aggregations": aggregations}
+    return {
+        "ok": not errors,
+        "error": "; ".join(errors) or None,
+        "synchronized": sync,
+        "aggregations": aggregations,
+    }
 
 
 def check_training(strategy):
@@ -212,39 +238,87 @@ def check_training(strategy):
 
     def build():
         keras.utils.set_random_seed(3)
-        return keras.Sequential([
-            keras.Input((6,)),
-            tfnorm.BatchNormalization(synchronized=True, momentum=0.0, center=False, scale=False,
-                                      name="probe"),
-            keras.layers.Dense(8),
-            tfnorm.BatchNormalization(synchronized=True, momentum=0.5),
-            keras.layers.ReLU(),
-            keras.layers.Dense(3),
-        ])
+        return keras.Sequential(
+            [
+                keras.Input((6,)),
+                tfnorm.BatchNormalization(
+                    synchronized=True, momentum=0.0, center=False, scale=False, name="probe"
+                ),
+                keras.layers.Dense(8),
+                tfnorm.BatchNormalization(synchronized=True, momentum=0.5),
+                keras.layers.ReLU(),
+                keras.layers.Dense(3),
+            ]
+        )
 
     with strategy.scope():
         model = build()
     reference = build()
     out = {"replicas": strategy.num_replicas_in_sync}
     # one step on the first global batch: the probe's moving statistics are that batch's
-    distribute.train(model, x, y, loss=loss, optimizer="sgd", strategy=strategy,
-                     batch_size=batch, epochs=1, steps_per_epoch=1, shuffle=False, verbose=0)
+    distribute.train(
+        model,
+        x,
+        y,
+        loss=loss,
+        optimizer="sgd",
+        strategy=strategy,
+        batch_size=batch,
+        epochs=1,
+        steps_per_epoch=1,
+        shuffle=False,
+        verbose=0,
+    )
     probe = model.get_layer("probe")
     out["probe_mean_error"] = float(np.abs(probe.moving_mean.numpy() - x[:batch].mean(0)).max())
     out["probe_variance_error"] = float(
-        np.abs(probe.moving_variance.numpy() - x[:batch].var(0)).max())
+        np.abs(probe.moving_variance.numpy() - x[:batch].var(0)).max()
+    )
     out["local_batch_mean_distance"] = float(
-        np.abs(x[:batch // strategy.num_replicas_in_sync].mean(0) - x[:batch].mean(0)).max())
+        np.abs(x[: batch // strategy.num_replicas_in_sync].mean(0) - x[:batch].mean(0)).max()
+    )
     # then shuffled epochs; the reference takes the same steps on one device
-    distribute.train(reference, x, y, loss=loss, optimizer="sgd", batch_size=batch, epochs=1,
-                     steps_per_epoch=1, shuffle=False, verbose=0)
-    h = distribute.train(model, x, y, loss=loss, optimizer="sgd", strategy=strategy,
-                         batch_size=batch, epochs=2, shuffle=True, seed=7, verbose=0)
-    h_ref = distribute.train(reference, x, y, loss=loss, optimizer="sgd", batch_size=batch,
-                             epochs=2, shuffle=True, seed=7, verbose=0)
+    distribute.train(
+        reference,
+        x,
+        y,
+        loss=loss,
+        optimizer="sgd",
+        batch_size=batch,
+        epochs=1,
+        steps_per_epoch=1,
+        shuffle=False,
+        verbose=0,
+    )
+    h = distribute.train(
+        model,
+        x,
+        y,
+        loss=loss,
+        optimizer="sgd",
+        strategy=strategy,
+        batch_size=batch,
+        epochs=2,
+        shuffle=True,
+        seed=7,
+        verbose=0,
+    )
+    h_ref = distribute.train(
+        reference,
+        x,
+        y,
+        loss=loss,
+        optimizer="sgd",
+        batch_size=batch,
+        epochs=2,
+        shuffle=True,
+        seed=7,
+        verbose=0,
+    )
     out["weight_errors"] = {
         v.path: float(np.abs(v.numpy() - r.numpy()).max())
-        for v, r in zip(model.weights, reference.weights)}
+        for v, r in zip(model.weights, reference.weights)
+    }
     out["loss"] = h["loss"]
     out["reference_loss"] = h_ref["loss"]
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -258,12 +332,16 @@ def check_training(strategy):
         h_fit_ref = fitted_ref.fit(x, y, batch_size=batch, epochs=2, shuffle=False, verbose=0)
         out["fit_weight_errors"] = {
             v.path: float(np.abs(v.numpy() - r.numpy()).max())
-            for v, r in zip(fitted.weights, fitted_ref.weights)}
+            for v, r in zip(fitted.weights, fitted_ref.weights)
+        }
         out["fit_loss"] = h_fit.history["loss"]
         out["fit_reference_loss"] = h_fit_ref.history["loss"]
-    out["weights_moved"] = float(max(
-        np.abs(v.numpy() - w).max() for v, w in zip(build().weights, [
-            r.numpy() for r in reference.weights])))
+    out["weights_moved"] = float(
+        max(
+            np.abs(v.numpy() - w).max()
+            for v, w in zip(build().weights, [r.numpy() for r in reference.weights])
+        )
+    )
     return out
 
 
@@ -274,8 +352,9 @@ def main(argv=None):
     parser.add_argument("--cases", default="", help="comma-separated case ids (default all)")
     args = parser.parse_args(argv)
     t0 = time.time()
-    strategy = distribute.make_strategy(args.strategy,
-                                        cpu_replicas=2 if args.strategy == "mirrored" else None)
+    strategy = distribute.make_strategy(
+        args.strategy, cpu_replicas=2 if args.strategy == "mirrored" else None
+    )
     wanted = {c for c in args.cases.split(",") if c}
     report = {"strategy": args.strategy, "replicas": strategy.num_replicas_in_sync, "cases": {}}
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -287,13 +366,17 @@ def main(argv=None):
             report["cases"][case.id] = check_case(case, strategy)
         except Exception as err:  # reported per case, the run goes on
             report["cases"][case.id] = {
-                "ok": False, "error": f"{type(err).__name__}: {err}"[:2000],
-                "traceback": traceback.format_exc()[-3000:]}
+                "ok": False,
+                "error": f"{type(err).__name__}: {err}"[:2000],
+                "traceback": traceback.format_exc()[-3000:],
+            }
     try:
         report["training"] = check_training(strategy)
     except Exception as err:
-        report["training"] = {"error": f"{type(err).__name__}: {err}"[:2000],
-                              "traceback": traceback.format_exc()[-3000:]}
+        report["training"] = {
+            "error": f"{type(err).__name__}: {err}"[:2000],
+            "traceback": traceback.format_exc()[-3000:],
+        }
     report["seconds"] = time.time() - t0
     path = args.out if args.strategy == "mirrored" else f"{args.out}.{report['task']}"
     with open(path + ".tmp", "w") as f:

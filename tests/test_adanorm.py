@@ -31,7 +31,7 @@ def _finite_difference(fn, x, dz, eps=1e-6):
 def _full_adanorm(x, k, c, eps):
     """z = C (1 - k y) y with nothing detached (what AdaNorm must NOT differentiate)."""
     xc = x - x.mean(-1, keepdims=True)
-    y = xc / (np.sqrt((xc ** 2).sum(-1, keepdims=True) / (x.shape[-1] - 1)) + eps)
+    y = xc / (np.sqrt((xc**2).sum(-1, keepdims=True) / (x.shape[-1] - 1)) + eps)
     return c * (1 - k * y) * y
 
 
@@ -41,8 +41,9 @@ def test_adanorm_gradient_is_the_detached_formula_not_autodiff_of_the_forward():
     dz = rng.normal(size=x.shape)
     k, c, eps = 0.3, 1.5, 1e-5
     dx = _grad(tfnorm.AdaNorm(k=k, c=c, epsilon=eps, dtype="float64"), x, dz)
-    np.testing.assert_allclose(dx, adanorm_grad_reference(k=k, c=c, epsilon=eps)(x, {}, True, dz),
-                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        dx, adanorm_grad_reference(k=k, c=c, epsilon=eps)(x, {}, True, dz), rtol=1e-9, atol=1e-12
+    )
     full = _finite_difference(lambda t: _full_adanorm(t, k, c, eps), x, dz)
     assert np.abs(dx - full).max() > 0.05  # detaching phi changes the gradient
 
@@ -53,8 +54,12 @@ def test_adanorm_with_k_zero_differentiates_mean_and_std_exactly():
     x = rng.normal(size=(2, 5)) + 0.5
     dz = rng.normal(size=x.shape)
     dx = _grad(tfnorm.AdaNorm(k=0.0, c=2.0, dtype="float64"), x, dz)
-    np.testing.assert_allclose(dx, _finite_difference(lambda t: _full_adanorm(t, 0.0, 2.0, 1e-5),
-                                                      x, dz), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        dx,
+        _finite_difference(lambda t: _full_adanorm(t, 0.0, 2.0, 1e-5), x, dz),
+        rtol=1e-5,
+        atol=1e-7,
+    )
 
 
 def test_adanorm_constant_sample_has_finite_gradient():
@@ -84,18 +89,22 @@ def test_detach_forward_is_layernorm_simple_and_gradient_is_detached():
     simple = tfnorm.LayerNormalization(center=False, scale=False, epsilon=1e-5, dtype="float64")
     np.testing.assert_allclose(detach(x).numpy(), simple(x).numpy(), rtol=1e-12, atol=1e-12)
     dx = _grad(detach, x, dz)
-    np.testing.assert_allclose(dx, detach_grad_reference(epsilon=1e-5)(x, {}, True, dz),
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        dx, detach_grad_reference(epsilon=1e-5)(x, {}, True, dz), rtol=1e-12, atol=1e-12
+    )
     assert np.abs(dx - _grad(simple, x, dz)).max() > 0.05
 
 
-@pytest.mark.parametrize("cls, kwargs, argname", [
-    (tfnorm.AdaNorm, dict(k=-0.1), "k"),
-    (tfnorm.AdaNorm, dict(c=0.0), "c"),
-    (tfnorm.AdaNorm, dict(epsilon=0.0), "epsilon"),
-    (tfnorm.AdaNorm, dict(axis="x"), "axis"),
-    (tfnorm.DetachNormalization, dict(epsilon=-1.0), "epsilon"),
-])
+@pytest.mark.parametrize(
+    "cls, kwargs, argname",
+    [
+        (tfnorm.AdaNorm, dict(k=-0.1), "k"),
+        (tfnorm.AdaNorm, dict(c=0.0), "c"),
+        (tfnorm.AdaNorm, dict(epsilon=0.0), "epsilon"),
+        (tfnorm.AdaNorm, dict(axis="x"), "axis"),
+        (tfnorm.DetachNormalization, dict(epsilon=-1.0), "epsilon"),
+    ],
+)
 def test_bad_arguments_are_named(cls, kwargs, argname):
     with pytest.raises((ValueError, TypeError), match=argname):
         cls(**kwargs)

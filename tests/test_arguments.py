@@ -22,8 +22,20 @@ from tfnorm.layers.base import init_arguments
 #: argument name -> kind (what it accepts)
 ARGUMENTS = {
     # flags: True or False only
-    **{k: "flag" for k in ("center", "scale", "renorm", "synchronized", "centered", "use_bias",
-                           "affine", "data_init", "learned_epsilon")},
+    **{
+        k: "flag"
+        for k in (
+            "center",
+            "scale",
+            "renorm",
+            "synchronized",
+            "centered",
+            "use_bias",
+            "affine",
+            "data_init",
+            "learned_epsilon",
+        )
+    },
     # finite numbers > 0 (or >= 0 where zero has a meaning)
     **{k: "positive" for k in ("epsilon", "c", "ls_epsilon", "clamp_value")},
     **{k: "non_negative" for k in ("k", "bias", "alpha", "beta")},
@@ -35,9 +47,20 @@ ARGUMENTS = {
     "groups": "groups",
     "axis": "axis",
     # Keras objects
-    **{f"{p}_{k}": k for p in ("beta", "gamma", "tau", "alpha", "kernel", "bias",
-                               "moving_mean", "moving_variance")
-       for k in ("initializer", "regularizer", "constraint")},
+    **{
+        f"{p}_{k}": k
+        for p in (
+            "beta",
+            "gamma",
+            "tau",
+            "alpha",
+            "kernel",
+            "bias",
+            "moving_mean",
+            "moving_variance",
+        )
+        for k in ("initializer", "regularizer", "constraint")
+    },
     "activity_regularizer": "regularizer",
     "activation": "activation",
     "layer": "layer",
@@ -57,7 +80,7 @@ BAD = {
     "unit_interval": [-0.1, 1.5] + _NUMBER_JUNK,
     "finite": ["abc", None, True, math.nan, math.inf, -math.inf],
     "count": [-1, 1.5, "abc", True, math.inf],
-    "bounded_count": [0, 1.5, "abc", True, 10 ** 30],
+    "bounded_count": [0, 1.5, "abc", True, 10**30],
     "groups": [0, -2, 1.5, "abc", True],
     "axis": ["abc", 1.5, [1.5], True],
     "initializer": [-1, "no_such_initializer", 3.5],
@@ -77,14 +100,20 @@ _REQUIRED = {
     "CosineDense": lambda: {"units": 3},
 }
 _CONV = {"filters": 2, "kernel_size": 2}
-_INPUTS = {"CosineDense": (2, 4), "WeightNormalization": (2, 4), "SpectralNormalization": (2, 4),
-           "CosineConv1D": (2, 6, 4), "WeightStandardizedConv1D": (2, 6, 4),
-           "WeightStandardizedConv3D": (1, 4, 4, 4, 4)}
+_INPUTS = {
+    "CosineDense": (2, 4),
+    "WeightNormalization": (2, 4),
+    "SpectralNormalization": (2, 4),
+    "CosineConv1D": (2, 6, 4),
+    "WeightStandardizedConv1D": (2, 6, 4),
+    "WeightStandardizedConv3D": (1, 4, 4, 4, 4),
+}
 
 
 def _classes():
-    return [getattr(tfnorm, n) for n in tfnorm.layers.__all__
-            if isinstance(getattr(tfnorm, n), type)]
+    return [
+        getattr(tfnorm, n) for n in tfnorm.layers.__all__ if isinstance(getattr(tfnorm, n), type)
+    ]
 
 
 def _cases():
@@ -98,24 +127,32 @@ def _cases():
 
 
 def test_every_argument_is_in_the_table():
-    missing = sorted({f"{cls.__name__}({arg})" for cls in _classes()
-                      for arg in init_arguments(cls) if arg not in ARGUMENTS})
+    missing = sorted(
+        {
+            f"{cls.__name__}({arg})"
+            for cls in _classes()
+            for arg in init_arguments(cls)
+            if arg not in ARGUMENTS
+        }
+    )
     assert not missing, f"classify these arguments in ARGUMENTS: {missing}"
 
 
 @pytest.mark.parametrize("cls,arg,value", _cases())
 def test_bad_value_is_refused_naming_the_argument(cls, arg, value):
     name = cls.__name__
-    kwargs = _REQUIRED[name]() if name in _REQUIRED else (
-        dict(_CONV) if "kernel_size" in init_arguments(cls) else {})
+    kwargs = (
+        _REQUIRED[name]()
+        if name in _REQUIRED
+        else (dict(_CONV) if "kernel_size" in init_arguments(cls) else {})
+    )
     if arg == "renorm_clipping":
         kwargs["renorm"] = True
     kwargs[arg] = value
     shape = _INPUTS.get(name, (2, 4, 4, 4))
     with pytest.raises((ValueError, TypeError)) as err:
         layer = cls(**kwargs)
-        out = layer(np.random.default_rng(0).normal(size=shape).astype("float32"),
-                    training=True)
+        out = layer(np.random.default_rng(0).normal(size=shape).astype("float32"), training=True)
         if not np.all(np.isfinite(np.asarray(out))):  # a bad value must not mean NaN output
             raise AssertionError(f"{name}({arg}={value!r}) accepted, gives non-finite output")
     assert arg in str(err.value), f"the error does not name {arg!r}: {err.value}"

@@ -105,7 +105,8 @@ def groups_not_dividing(case):
         layer = case.cls(**{**case.kwargs, "groups": bad})
         layer(np.zeros(case.input_shape, "float32"))
     assert f"groups={bad}" in str(info.value) or (
-        "groups" in str(info.value) and str(bad) in str(info.value)), str(info.value)
+        "groups" in str(info.value) and str(bad) in str(info.value)
+    ), str(info.value)
 
 
 def unknown_channels(case):
@@ -144,8 +145,9 @@ def nan_inf_input(case):
         y = call(layer, x, training, case).numpy()
         assert not np.isfinite(y).all(), f"NaN/inf were hidden, training={training}"
         for v in layer.weights:
-            assert np.isfinite(v.numpy()).all(), \
+            assert np.isfinite(v.numpy()).all(), (
                 f"{v.path} was poisoned by a non-finite input, training={training}"
+            )
         clean = call(layer, _input(case, seed=1), False, case).numpy()
         assert np.isfinite(clean).all(), "the layer is unusable after a non-finite batch"
 
@@ -182,8 +184,12 @@ ROWS = {
     "unknown_config_key": (unknown_config_key, lambda c: True),
 }
 
-TABLE = [pytest.param(row, case, id=f"{row}-{case.id}")
-         for row, (_, applies) in ROWS.items() for case in CASES if applies(case)]
+TABLE = [
+    pytest.param(row, case, id=f"{row}-{case.id}")
+    for row, (_, applies) in ROWS.items()
+    for case in CASES
+    if applies(case)
+]
 
 
 @pytest.mark.parametrize("row, case", TABLE)

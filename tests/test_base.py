@@ -27,9 +27,13 @@ from tfnorm.layers.base import ArgumentTypeError, check_bool
 
 
 def _public_classes():
-    return [obj for obj in (getattr(tfnorm, n) for n in tfnorm.__all__)
-            if inspect.isclass(obj) and issubclass(obj, keras.layers.Layer)
-            and obj is not tfnorm.NormalizationLayer]
+    return [
+        obj
+        for obj in (getattr(tfnorm, n) for n in tfnorm.__all__)
+        if inspect.isclass(obj)
+        and issubclass(obj, keras.layers.Layer)
+        and obj is not tfnorm.NormalizationLayer
+    ]
 
 
 def _required(cls):
@@ -55,15 +59,22 @@ FLAG_CASES = [(cls, flag) for cls in _public_classes() for flag in _flags(cls)]
 
 
 def test_every_public_class_with_flags_is_covered():
-    assert {c for c, _ in FLAG_CASES} >= {tfnorm.BatchNormalization, tfnorm.LayerNormalization,
-                                          tfnorm.CosineDense, tfnorm.WeightNormalization}
+    assert {c for c, _ in FLAG_CASES} >= {
+        tfnorm.BatchNormalization,
+        tfnorm.LayerNormalization,
+        tfnorm.CosineDense,
+        tfnorm.WeightNormalization,
+    }
 
 
 @pytest.mark.parametrize("cls, flag", FLAG_CASES, ids=[f"{c.__name__}-{f}" for c, f in FLAG_CASES])
 @pytest.mark.parametrize("bad", ["false", None, 1, 0.0, [1, 2]], ids=repr)
 def test_flags_take_only_booleans(cls, flag, bad):
-    with pytest.raises(ArgumentTypeError, match=rf"{flag} must be True or False, received "
-                                                rf"{flag}={bad!r}".replace("[", r"\[")):
+    with pytest.raises(
+        ArgumentTypeError,
+        match=rf"{flag} must be True or False, received "
+        rf"{flag}={bad!r}".replace("[", r"\["),
+    ):
         cls(**_required(cls), **{flag: bad})
 
 
@@ -88,6 +99,7 @@ def test_check_bool_error_is_both_type_and_value_error():
 
 # ---------------------------------------------------------------------------
 # Checks on every call
+
 
 def _other_rank_shape(case):
     """The case's input shape with one more axis of size 2 before the last."""
@@ -122,8 +134,11 @@ def test_a_built_layer_refuses_an_input_of_another_rank(case):
 def test_an_integer_input_is_refused_before_anything_runs(case):
     layer = built(case)
     x = np.ones(case.input_shape, np.int32)
-    with pytest.raises(ValueError, match=r"received an input of dtype int32; normalization needs "
-                                         r"a float input"):
+    with pytest.raises(
+        ValueError,
+        match=r"received an input of dtype int32; normalization needs "
+        r"a float input",
+    ):
         call(layer, x, False, case)
 
 
@@ -137,8 +152,11 @@ def test_the_rank_check_also_runs_in_a_graph():
     def f(x):
         return ln(x)
 
-    with pytest.raises(ValueError, match=r"built for inputs of rank 3 \(shape \(2, 4, 4\)\) with "
-                                         r"axis=-1, received an input of shape \(2, 3, 4, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"built for inputs of rank 3 \(shape \(2, 4, 4\)\) with "
+        r"axis=-1, received an input of shape \(2, 3, 4, 4\)",
+    ):
         f(tf.zeros([2, 3, 4, 4]))
 
 
@@ -151,14 +169,18 @@ def test_cosine_dense_runs_at_any_rank_like_dense():
 # ---------------------------------------------------------------------------
 # Keras objects name their argument
 
-@pytest.mark.parametrize("cls, argument", [
-    (tfnorm.LayerNormalization, "gamma_initializer"),
-    (tfnorm.BatchNormalization, "moving_variance_initializer"),
-    (tfnorm.RMSNormalization, "gamma_regularizer"),
-    (tfnorm.OnlineNormalization, "beta_constraint"),
-    (tfnorm.TLU, "tau_initializer"),
-    (tfnorm.CosineDense, "kernel_constraint"),
-])
+
+@pytest.mark.parametrize(
+    "cls, argument",
+    [
+        (tfnorm.LayerNormalization, "gamma_initializer"),
+        (tfnorm.BatchNormalization, "moving_variance_initializer"),
+        (tfnorm.RMSNormalization, "gamma_regularizer"),
+        (tfnorm.OnlineNormalization, "beta_constraint"),
+        (tfnorm.TLU, "tau_initializer"),
+        (tfnorm.CosineDense, "kernel_constraint"),
+    ],
+)
 def test_uninterpretable_keras_objects_name_the_argument(cls, argument):
     need = {"units": 2} if cls is tfnorm.CosineDense else {}
     with pytest.raises(ValueError, match=rf"{argument}=-1 is not a valid "):
@@ -168,12 +190,15 @@ def test_uninterpretable_keras_objects_name_the_argument(cls, argument):
 # ---------------------------------------------------------------------------
 # OnlineNormalization's affine arguments
 
+
 def test_online_normalization_gamma_beta_initializers_regularizers_and_constraints():
     layer = tfnorm.OnlineNormalization(
         gamma_initializer=keras.initializers.Constant(2.0),
         beta_initializer=keras.initializers.Constant(0.5),
         gamma_regularizer=keras.regularizers.L2(0.1),
-        beta_constraint=keras.constraints.NonNeg(), ecm=None)
+        beta_constraint=keras.constraints.NonNeg(),
+        ecm=None,
+    )
     x = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
     y = np.asarray(layer(x))  # inference: (x - 0) / sqrt(1 + eps) * 2 + 0.5
     np.testing.assert_allclose(y, x / np.sqrt(1 + 1e-5) * 2.0 + 0.5, rtol=1e-6)
@@ -189,13 +214,19 @@ def test_online_normalization_gamma_beta_initializers_regularizers_and_constrain
 # ---------------------------------------------------------------------------
 # One constructor for the weight-standardized convolutions
 
+
 def test_weight_standardized_convolutions_share_one_constructor():
-    inits = {tfnorm.WeightStandardizedConv1D.__init__, tfnorm.WeightStandardizedConv2D.__init__,
-             tfnorm.WeightStandardizedConv3D.__init__}
+    inits = {
+        tfnorm.WeightStandardizedConv1D.__init__,
+        tfnorm.WeightStandardizedConv2D.__init__,
+        tfnorm.WeightStandardizedConv3D.__init__,
+    }
     assert len(inits) == 1
-    for cls, keras_cls, rank in ((tfnorm.WeightStandardizedConv1D, keras.layers.Conv1D, 1),
-                                 (tfnorm.WeightStandardizedConv2D, keras.layers.Conv2D, 2),
-                                 (tfnorm.WeightStandardizedConv3D, keras.layers.Conv3D, 3)):
+    for cls, keras_cls, rank in (
+        (tfnorm.WeightStandardizedConv1D, keras.layers.Conv1D, 1),
+        (tfnorm.WeightStandardizedConv2D, keras.layers.Conv2D, 2),
+        (tfnorm.WeightStandardizedConv3D, keras.layers.Conv3D, 3),
+    ):
         ours = cls(4, 3, name="c").get_config()
         theirs = keras_cls(4, 3, name="c").get_config()
         assert ours.pop("epsilon") == 1e-5

@@ -60,10 +60,12 @@ def test_ghost_batches_update_moving_stats_with_mean_of_sub_batch_statistics():
     layer = tfnorm.BatchNormalization(virtual_batch_size=4, momentum=0.0)
     layer(x.astype("float32"), training=True)
     parts = np.split(x, 2)
-    np.testing.assert_allclose(layer.moving_mean.numpy(), np.mean([p.mean(0) for p in parts], 0),
-                               rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(layer.moving_variance.numpy(),
-                               np.mean([p.var(0) for p in parts], 0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        layer.moving_mean.numpy(), np.mean([p.mean(0) for p in parts], 0), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        layer.moving_variance.numpy(), np.mean([p.var(0) for p in parts], 0), rtol=1e-5, atol=1e-6
+    )
     # inference ignores virtual batches
     y = layer(x.astype("float32"), training=False).numpy()
     expect = (x - layer.moving_mean.numpy()) / np.sqrt(layer.moving_variance.numpy() + 1e-3)
@@ -96,10 +98,12 @@ def test_matches_keras_batch_normalization_as_a_second_check():
     x = (rng.normal(size=(8, 4, 4, 3)) * 2 + 1).astype("float32")
     ours, theirs = tfnorm.BatchNormalization(), keras.layers.BatchNormalization()
     for training in (True, False):
-        np.testing.assert_allclose(ours(x, training=training), theirs(x, training=training),
-                                   atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(ours.moving_variance.numpy(), theirs.moving_variance.numpy(),
-                               rtol=1e-6)
+        np.testing.assert_allclose(
+            ours(x, training=training), theirs(x, training=training), atol=1e-5, rtol=1e-5
+        )
+    np.testing.assert_allclose(
+        ours.moving_variance.numpy(), theirs.moving_variance.numpy(), rtol=1e-6
+    )
 
 
 def test_large_mean_input_keeps_precision():

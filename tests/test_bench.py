@@ -18,20 +18,57 @@ from tfnorm import cli
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ROW_FIELDS = {
-    "layer": str, "short_name": str, "shape_name": str, "shape": list, "dtype": str,
-    "compile": str, "xla": bool, "mode": str, "tfnorm_ms": float, "floor_ms": float,
-    "floor_fraction": float, "gbps": float, "repeats": int,
+    "layer": str,
+    "short_name": str,
+    "shape_name": str,
+    "shape": list,
+    "dtype": str,
+    "compile": str,
+    "xla": bool,
+    "mode": str,
+    "tfnorm_ms": float,
+    "floor_ms": float,
+    "floor_fraction": float,
+    "gbps": float,
+    "repeats": int,
 }
-OPTIONAL_FIELDS = ("baseline", "baseline_ms", "ratio", "goal_ratio", "goal_met",
-                   "baseline_floor_fraction", "baseline_gbps", "twin",
-                   "peers", "fastest_peer", "peer_ratio")
+OPTIONAL_FIELDS = (
+    "baseline",
+    "baseline_ms",
+    "ratio",
+    "goal_ratio",
+    "goal_met",
+    "baseline_floor_fraction",
+    "baseline_gbps",
+    "twin",
+    "peers",
+    "fastest_peer",
+    "peer_ratio",
+)
 
 
 def _bench(*args, timeout=240):
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "tfnorm", "bench", "--quick", "--tiny",
-                           "--repeats", "2", "--warmup", "1", *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tfnorm",
+            "bench",
+            "--quick",
+            "--tiny",
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +89,7 @@ def test_table_is_well_formed(table_run):
         assert column in lines[header]
     assert set(lines[header + 1].replace(" ", "")) == {"-"}
     rows = []
-    for line in lines[header + 2:]:
+    for line in lines[header + 2 :]:
         if not line.strip():
             break
         rows.append(line.split())
@@ -101,11 +138,14 @@ def test_json_output(tmp_path):
     assert row["ratio"] == pytest.approx(row["tfnorm_ms"] / row["baseline_ms"])
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["bench", "--shapes", "huge"], "--shapes"),
-    (["bench", "--dtypes", "int8"], "--dtypes"),
-    (["bench", "--repeats", "0"], "--repeats"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["bench", "--shapes", "huge"], "--shapes"),
+        (["bench", "--dtypes", "int8"], "--dtypes"),
+        (["bench", "--repeats", "0"], "--repeats"),
+    ],
+)
 def test_bad_options_are_one_line_errors(argv, needle, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -119,23 +159,48 @@ def test_unknown_layer_is_a_usage_error(capsys):
 
 
 def _meta(quick, repeats):
-    return {"date": "2026-01-01", "cpu": "test CPU", "cores": 2, "device": "CPU", "load": 3.0,
-            "tensorflow": "2.21", "keras": "3", "tfnorm": "0",
-            "settings": {"quick": quick, "repeats": repeats, "warmup": 1,
-                         "train_floor_passes": 3}}
+    return {
+        "date": "2026-01-01",
+        "cpu": "test CPU",
+        "cores": 2,
+        "device": "CPU",
+        "load": 3.0,
+        "tensorflow": "2.21",
+        "keras": "3",
+        "tfnorm": "0",
+        "settings": {"quick": quick, "repeats": repeats, "warmup": 1, "train_floor_passes": 3},
+    }
 
 
 def _goal_row(ratio, goal=0.8):
-    return {"layer": "LayerNormalization", "baseline": "keras", "shape": [16, 256, 1024],
-            "dtype": "float32", "xla": False, "mode": "forward", "tfnorm_ms": 4.0 * ratio,
-            "baseline_ms": 4.0, "ratio": ratio, "goal_ratio": goal, "goal_met": ratio <= goal,
-            "floor_ms": 1.0, "floor_fraction": 1.0 / (4.0 * ratio), "gbps": 1.0,
-            "floor_goal": True}
+    return {
+        "layer": "LayerNormalization",
+        "baseline": "keras",
+        "shape": [16, 256, 1024],
+        "dtype": "float32",
+        "xla": False,
+        "mode": "forward",
+        "tfnorm_ms": 4.0 * ratio,
+        "baseline_ms": 4.0,
+        "ratio": ratio,
+        "goal_ratio": goal,
+        "goal_met": ratio <= goal,
+        "floor_ms": 1.0,
+        "floor_fraction": 1.0 / (4.0 * ratio),
+        "gbps": 1.0,
+        "floor_goal": True,
+    }
 
 
-@pytest.mark.parametrize("quick, repeats, judged", [
-    (False, 15, True), (True, 5, False), (True, 15, False), (False, 5, False),
-])
+@pytest.mark.parametrize(
+    "quick, repeats, judged",
+    [
+        (False, 15, True),
+        (True, 5, False),
+        (True, 15, False),
+        (False, 5, False),
+    ],
+)
 def test_goals_are_judged_only_by_full_runs(quick, repeats, judged):
     from tfnorm.bench import report
 
@@ -151,6 +216,6 @@ def test_goals_are_judged_only_by_full_runs(quick, repeats, judged):
         verdicts = [line for line in out.splitlines() if not line.startswith("warning: ")]
         assert not any("MISS" in line or " ok" in line for line in verdicts)
         warning = next(line for line in out.splitlines() if line.startswith("warning: "))
-        assert (f"{'--quick' if quick else f'--repeats {repeats}'}: {repeats} repeats" in warning)
+        assert f"{'--quick' if quick else f'--repeats {repeats}'}: {repeats} repeats" in warning
         assert "load 3.0 on 2 cores" in warning and "noise" in warning
         assert "LayerNormalization <= 0.8x keras: ratios 0.50-0.95 over 2 rows" in out

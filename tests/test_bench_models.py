@@ -25,8 +25,9 @@ HAS_FOLD = getattr(tfnorm, "fold_normalization", None) is not None
 
 
 def _run(capsys, *args):
-    code = cli.main(["bench", "--models", *args, "--tiny", "--repeats", "1", "--warmup", "1",
-                     "--no-progress"])
+    code = cli.main(
+        ["bench", "--models", *args, "--tiny", "--repeats", "1", "--warmup", "1", "--no-progress"]
+    )
     out = capsys.readouterr()
     assert code == 0, out.err[-3000:]
     return out
@@ -45,8 +46,7 @@ def _check_rows(rows, names, modes):
             assert r["original_ratio"] is not None
     for name in names:
         for mode in modes:
-            want = [v for v in EXPECTED[name]
-                    if v != "folded" or (HAS_FOLD and mode == "forward")]
+            want = [v for v in EXPECTED[name] if v != "folded" or (HAS_FOLD and mode == "forward")]
             assert seen[(name, mode)] == want, (name, mode)
     return {(r["model"], r["variant"], r["mode"]): r for r in rows}
 
@@ -61,12 +61,16 @@ def test_resnet50_variants_forward(capsys):
     else:
         assert "fold_normalization" in skipped["resnet50 folded"]
     # the swaps replaced every normalization layer, and nothing else
-    counts = {v: by[("resnet50", v, "forward")]["norm_layers"]
-              for v in ("keras BN", "tfnorm BN", "keras GN(32)", "tfnorm GN(32)")}
-    assert counts == {"keras BN": {"keras.BatchNormalization": 53},
-                      "tfnorm BN": {"tfnorm.BatchNormalization": 53},
-                      "keras GN(32)": {"keras.GroupNormalization": 53},
-                      "tfnorm GN(32)": {"tfnorm.GroupNormalization": 53}}
+    counts = {
+        v: by[("resnet50", v, "forward")]["norm_layers"]
+        for v in ("keras BN", "tfnorm BN", "keras GN(32)", "tfnorm GN(32)")
+    }
+    assert counts == {
+        "keras BN": {"keras.BatchNormalization": 53},
+        "tfnorm BN": {"tfnorm.BatchNormalization": 53},
+        "keras GN(32)": {"keras.GroupNormalization": 53},
+        "tfnorm GN(32)": {"tfnorm.GroupNormalization": 53},
+    }
     assert len({r["params"] for k, r in by.items() if "BN" in k[1]}) == 1
 
 
@@ -77,10 +81,21 @@ def test_mobilenet_and_transformer_forward_and_training_step(capsys, tmp_path):
     assert lines[0].startswith("tfnorm bench --models")
     assert "warning: --repeats 1" in out and "read the ratios as rough" in out
     header = next(i for i, line in enumerate(lines) if line.startswith("model "))
-    assert lines[header].split() == ["model", "input", "dtype", "compile", "mode", "variant",
-                                     "ms", "vs", "ratio", "vs", "original"]
+    assert lines[header].split() == [
+        "model",
+        "input",
+        "dtype",
+        "compile",
+        "mode",
+        "variant",
+        "ms",
+        "vs",
+        "ratio",
+        "vs",
+        "original",
+    ]
     body = []
-    for line in lines[header + 2:]:
+    for line in lines[header + 2 :]:
         if not line.strip():
             break
         body.append(line)
@@ -92,9 +107,11 @@ def test_mobilenet_and_transformer_forward_and_training_step(capsys, tmp_path):
     by = _check_rows(doc["rows"], ["mobilenetv2", "transformer"], ["forward", "train"])
     assert by[("transformer", "tfnorm RMS", "train")]["vs"] == "keras RMS"
     assert by[("transformer", "tfnorm RMS", "train")]["norm_layers"] == {
-        "tfnorm.RMSNormalization": 3}
+        "tfnorm.RMSNormalization": 3
+    }
     assert by[("mobilenetv2", "tfnorm BN", "train")]["norm_layers"] == {
-        "tfnorm.BatchNormalization": 52}
+        "tfnorm.BatchNormalization": 52
+    }
 
 
 def test_folding_when_absent_is_reported_skipped(monkeypatch):
@@ -106,8 +123,13 @@ def test_folding_when_absent_is_reported_skipped(monkeypatch):
     monkeypatch.delattr(tfnorm, "fold_normalization", raising=False)
     built, skipped = models.build_variants("mobilenetv2", size, "float32")
     assert list(built) == ["keras BN", "tfnorm BN"]
-    assert skipped == [{"layer": "mobilenetv2 folded", "dtype": "float32",
-                        "reason": f"tfnorm.fold_normalization is not in tfnorm {tfnorm.__version__}"}]
+    assert skipped == [
+        {
+            "layer": "mobilenetv2 folded",
+            "dtype": "float32",
+            "reason": f"tfnorm.fold_normalization is not in tfnorm {tfnorm.__version__}",
+        }
+    ]
 
 
 def test_ratios_from_fixed_timings():
@@ -121,9 +143,22 @@ def test_ratios_from_fixed_timings():
 
     ms = {"keras BN": 10.0, "tfnorm BN": 8.0, "folded": 5.0}
     settings = type("S", (), {"repeats": 3})()
-    rows = {v: models.model_row("mobilenetv2", v, vs, "keras BN", ms, size, "float32", "graph",
-                                "forward", Model(), settings)
-            for v, vs in (("keras BN", None), ("tfnorm BN", "keras BN"), ("folded", "keras BN"))}
+    rows = {
+        v: models.model_row(
+            "mobilenetv2",
+            v,
+            vs,
+            "keras BN",
+            ms,
+            size,
+            "float32",
+            "graph",
+            "forward",
+            Model(),
+            settings,
+        )
+        for v, vs in (("keras BN", None), ("tfnorm BN", "keras BN"), ("folded", "keras BN"))
+    }
     assert rows["keras BN"]["ratio"] is None and rows["keras BN"]["original_ratio"] is None
     assert rows["tfnorm BN"]["ratio"] == pytest.approx(0.8)
     assert rows["folded"]["ratio"] == pytest.approx(0.5)

@@ -98,11 +98,13 @@ def _environ(fake_pythons, **extra):
 
 def _start(name, fake_pythons, **extra):
     spec = peers.PEERS[name]
-    return peers.PeerProcess(spec, fake_pythons[name], spec.env,
-                             env=_environ(fake_pythons, **extra))
+    return peers.PeerProcess(
+        spec, fake_pythons[name], spec.env, env=_environ(fake_pythons, **extra)
+    )
 
 
 # -- discovery and "not installed" ----------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", sorted(peers.PEERS))
 def test_current_interpreter_is_used_only_when_it_has_the_framework(name):
@@ -119,7 +121,9 @@ def test_current_interpreter_is_used_only_when_it_has_the_framework(name):
 def test_environment_variable_wins_and_is_checked(tmp_path):
     spec = peers.PEERS["torch"]
     assert peers.find_interpreter(spec, environ={spec.env: sys.executable}) == (
-        sys.executable, spec.env)
+        sys.executable,
+        spec.env,
+    )
     bad = str(tmp_path / "no-python")
     with pytest.raises(peers.PeerUnavailable) as info:
         peers.find_interpreter(spec, environ={spec.env: bad})
@@ -133,7 +137,8 @@ def blocked(tmp_path):
     d.mkdir()
     for mod in ("torch", "jax"):
         (d / f"{mod}.py").write_text(
-            f"raise ModuleNotFoundError(\"No module named '{mod}'\", name={mod!r})\n")
+            f"raise ModuleNotFoundError(\"No module named '{mod}'\", name={mod!r})\n"
+        )
     return str(d)
 
 
@@ -141,8 +146,9 @@ def blocked(tmp_path):
 def test_real_worker_reports_not_installed_without_importing_tensorflow(name, module, blocked):
     spec = peers.PEERS[name]
     env = dict(os.environ, PYTHONPATH=blocked)
-    proc = subprocess.run([sys.executable, spec.path], input="", capture_output=True,
-                          text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, spec.path], input="", capture_output=True, text=True, env=env, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     hello = json.loads(proc.stdout.splitlines()[0])
     assert hello["event"] == "hello" and hello["protocol"] == 1 and hello["peer"] == name
@@ -164,13 +170,15 @@ def test_a_program_that_is_not_a_worker_is_skipped(tmp_path):
     exe = tmp_path / "python-liar"
     exe.write_text("#!/bin/sh\necho hello world\n")
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
-    running, described = peers.start(["torch"], environ=dict(
-        os.environ, TFNORM_BENCH_TORCH_PYTHON=str(exe)))
+    running, described = peers.start(
+        ["torch"], environ=dict(os.environ, TFNORM_BENCH_TORCH_PYTHON=str(exe))
+    )
     assert running == [] and described["torch"]["status"] == "skipped"
     assert "not JSON" in described["torch"]["reason"]
 
 
 # -- the protocol with the fake worker ------------------------------------------------------
+
 
 def test_protocol_round_trip(fake_pythons):
     peer = _start("torch", fake_pythons)
@@ -203,6 +211,7 @@ def test_rounds_interleave_across_processes(fake_pythons, tmp_path):
 
         def fn():
             events.append((time.monotonic(), label))
+
         return LocalTimer(fn, name=label)
 
     members = [local("tfnorm"), local("keras"), local("x*2")]
@@ -221,7 +230,7 @@ def test_rounds_interleave_across_processes(fake_pythons, tmp_path):
     assert order == [i for rnd in schedule(n, 3) for i in rnd]
     # first round: tfnorm, keras, x*2, torch, torch x*2, jax, jax x*2; then rotated
     assert [labels[i] for i in order[:n]] == labels
-    assert [labels[i] for i in order[n:2 * n]] == labels[1:] + labels[:1]
+    assert [labels[i] for i in order[n : 2 * n]] == labels[1:] + labels[:1]
     # and that is the order in which the samples really happened, across the three processes
     for line in log_path.read_text().splitlines():
         events.append(tuple(json.loads(line)))
@@ -237,12 +246,12 @@ def test_a_failing_or_dying_peer_leaves_the_others_alone(fake_pythons):
     torch = _start("torch", fake_pythons, FAKE_PEER_DIE="torch:group_norm")
     jax = _start("jax", fake_pythons, FAKE_PEER_FAIL="jax:group_norm")
     calls = []
-    members = [lambda: calls.append(1),
-               peers.RemoteTimer(torch, peers.case("group_norm", (2, 8), "float32", "train",
-                                                   groups=2)),
-               peers.RemoteTimer(jax, peers.case("group_norm", (2, 8), "float32", "train",
-                                                 groups=2)),
-               peers.RemoteTimer(jax, peers.case("layer_norm", (2, 8), "float32", "train"))]
+    members = [
+        lambda: calls.append(1),
+        peers.RemoteTimer(torch, peers.case("group_norm", (2, 8), "float32", "train", groups=2)),
+        peers.RemoteTimer(jax, peers.case("group_norm", (2, 8), "float32", "train", groups=2)),
+        peers.RemoteTimer(jax, peers.case("layer_norm", (2, 8), "float32", "train")),
+    ]
     try:
         res = timing.interleaved(members, repeats=3, warmup=1, target_s=0, max_inner=1)
         assert len(calls) == 1 + 3  # the local member: warm-up and every round
@@ -253,7 +262,8 @@ def test_a_failing_or_dying_peer_leaves_the_others_alone(fake_pythons):
         # a dead peer answers every later request at once, with the same reason
         with pytest.raises(peers.PeerError, match="exited"):
             peers.RemoteTimer(torch, peers.case("floor", (2, 8), "float32", "forward")).warm(
-                1, 0, 1)
+                1, 0, 1
+            )
     finally:
         torch.close()
         jax.close()
@@ -261,14 +271,30 @@ def test_a_failing_or_dying_peer_leaves_the_others_alone(fake_pythons):
 
 # -- ratios and columns from fixed timings ------------------------------------------------
 
+
 def _row(layer, tfnorm_ms, peer_ms, **kw):
-    results = {name: ({"error": "x"} if ms is None else {"ms": ms, "floor_ms": ms / 10})
-               for name, ms in peer_ms.items()}
-    row = {"layer": layer, "baseline": "keras", "shape": [2, 8], "dtype": "float32",
-           "xla": False, "mode": "forward", "tfnorm_ms": tfnorm_ms, "baseline_ms": 4.0,
-           "ratio": tfnorm_ms / 4.0, "goal_ratio": 0.8, "goal_met": tfnorm_ms / 4.0 <= 0.8,
-           "floor_ms": 1.0, "floor_fraction": 1.0 / tfnorm_ms, "gbps": 1.0, "floor_goal": True,
-           "peers": results}
+    results = {
+        name: ({"error": "x"} if ms is None else {"ms": ms, "floor_ms": ms / 10})
+        for name, ms in peer_ms.items()
+    }
+    row = {
+        "layer": layer,
+        "baseline": "keras",
+        "shape": [2, 8],
+        "dtype": "float32",
+        "xla": False,
+        "mode": "forward",
+        "tfnorm_ms": tfnorm_ms,
+        "baseline_ms": 4.0,
+        "ratio": tfnorm_ms / 4.0,
+        "goal_ratio": 0.8,
+        "goal_met": tfnorm_ms / 4.0 <= 0.8,
+        "floor_ms": 1.0,
+        "floor_fraction": 1.0 / tfnorm_ms,
+        "gbps": 1.0,
+        "floor_goal": True,
+        "peers": results,
+    }
     row.update(peers.compare_peers(tfnorm_ms, results))
     row.update(kw)
     return row
@@ -276,11 +302,17 @@ def _row(layer, tfnorm_ms, peer_ms, **kw):
 
 def test_ratio_against_the_fastest_peer_from_fixed_timings():
     assert peers.compare_peers(3.0, {"torch": {"ms": 1.5}, "jax": {"ms": 6.0}}) == {
-        "fastest_peer": "torch", "peer_ratio": 2.0}
+        "fastest_peer": "torch",
+        "peer_ratio": 2.0,
+    }
     assert peers.compare_peers(1.0, {"torch": {"error": "x"}, "jax": {"ms": 4.0}}) == {
-        "fastest_peer": "jax", "peer_ratio": 0.25}
-    rows = [_row("LayerNormalization", 3.0, {"torch": 1.5, "jax": 6.0}),
-            _row("GroupNormalization", 1.0, {"torch": None, "jax": 4.0})]
+        "fastest_peer": "jax",
+        "peer_ratio": 0.25,
+    }
+    rows = [
+        _row("LayerNormalization", 3.0, {"torch": 1.5, "jax": 6.0}),
+        _row("GroupNormalization", 1.0, {"torch": None, "jax": 4.0}),
+    ]
     lines = report.table(rows, ["torch", "jax"]).splitlines()
     assert lines[0].endswith("torch ms  jax ms  fastest  /fastest")
     assert lines[2].split()[-4:] == ["1.50", "6.00", "torch", "2.00"]
@@ -288,14 +320,22 @@ def test_ratio_against_the_fastest_peer_from_fixed_timings():
 
 
 def test_peer_result_keeps_what_the_worker_said():
-    r = peers.peer_result({"median_s": 0.002}, {"median_s": 0.0005},
-                          {"impl": "torch.nn.functional.group_norm", "layout": "NCHW", "x": 1})
-    assert r == {"ms": 2.0, "floor_ms": 0.5, "impl": "torch.nn.functional.group_norm",
-                 "layout": "NCHW"}
+    r = peers.peer_result(
+        {"median_s": 0.002},
+        {"median_s": 0.0005},
+        {"impl": "torch.nn.functional.group_norm", "layout": "NCHW", "x": 1},
+    )
+    assert r == {
+        "ms": 2.0,
+        "floor_ms": 0.5,
+        "impl": "torch.nn.functional.group_norm",
+        "layout": "NCHW",
+    }
     assert peers.peer_result({"median_s": None, "error": "boom"}, {}, {}) == {"error": "boom"}
 
 
 # -- the runner and the command line with fake peers -------------------------------------
+
 
 def test_runner_puts_peers_in_the_same_rounds(fake_pythons, monkeypatch):
     from tfnorm.bench import plan
@@ -311,8 +351,15 @@ def test_runner_puts_peers_in_the_same_rounds(fake_pythons, monkeypatch):
 
     monkeypatch.setattr(runner, "interleaved", spy)
     subjects, _ = plan.subjects(["layer"])
-    settings = runner.Settings(shapes=["seq"], dtypes=["float32"], compiles=["graph"],
-                               modes=["forward", "train"], repeats=2, warmup=1, tiny=True)
+    settings = runner.Settings(
+        shapes=["seq"],
+        dtypes=["float32"],
+        compiles=["graph"],
+        modes=["forward", "train"],
+        repeats=2,
+        warmup=1,
+        tiny=True,
+    )
     started = [_start(n, fake_pythons) for n in ("torch", "jax")]
     try:
         rows, skipped = runner.run(subjects, settings, progress=False, peers=started)
@@ -321,8 +368,12 @@ def test_runner_puts_peers_in_the_same_rounds(fake_pythons, monkeypatch):
             p.close()
     assert skipped == [] and len(rows) == 2
     for names, order in groups:
-        assert names == ["local"] * 3 + ["torch layer_norm", "torch floor",
-                                         "jax layer_norm", "jax floor"]
+        assert names == ["local"] * 3 + [
+            "torch layer_norm",
+            "torch floor",
+            "jax layer_norm",
+            "jax floor",
+        ]
         assert order == [i for rnd in schedule(len(names), 2) for i in rnd]
     for row in rows:
         assert row["peers"]["torch"]["ms"] == pytest.approx(4.0)
@@ -334,13 +385,42 @@ def test_runner_puts_peers_in_the_same_rounds(fake_pythons, monkeypatch):
 
 def test_command_line_with_fake_peers(fake_pythons, tmp_path):
     path = tmp_path / "bench.json"
-    env = _environ(fake_pythons, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2",
-                   FAKE_PEER_FAIL="jax:group_norm")
+    env = _environ(
+        fake_pythons,
+        KERAS_BACKEND="tensorflow",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        FAKE_PEER_FAIL="jax:group_norm",
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "tfnorm", "bench", "--peers", "torch,jax", "--tiny",
-         "--layers", "layer,group", "--dtypes", "float32", "--compile", "graph",
-         "--modes", "forward", "--repeats", "2", "--warmup", "1", "--save", str(path)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+        [
+            sys.executable,
+            "-m",
+            "tfnorm",
+            "bench",
+            "--peers",
+            "torch,jax",
+            "--tiny",
+            "--layers",
+            "layer,group",
+            "--dtypes",
+            "float32",
+            "--compile",
+            "graph",
+            "--modes",
+            "forward",
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--save",
+            str(path),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "peer torch: starting" in proc.stderr
@@ -370,14 +450,43 @@ def test_peers_not_installed_on_the_command_line(blocked, tmp_path):
     """The default discovery with nothing to find: both peers skipped, tfnorm's rows intact."""
     # torch: through the variable, the real worker finds no torch; jax: the default
     # discovery (this interpreter), whichever of the two steps finds it missing
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONPATH=blocked + os.pathsep + ROOT, TFNORM_BENCH_TORCH_PYTHON=sys.executable)
+    env = dict(
+        os.environ,
+        KERAS_BACKEND="tensorflow",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONPATH=blocked + os.pathsep + ROOT,
+        TFNORM_BENCH_TORCH_PYTHON=sys.executable,
+    )
     env.pop("TFNORM_BENCH_JAX_PYTHON", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "tfnorm", "bench", "--peers", "torch,jax", "--tiny",
-         "--layers", "rms", "--dtypes", "float32", "--compile", "xla", "--modes", "train",
-         "--repeats", "1", "--warmup", "1", "--no-progress"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+        [
+            sys.executable,
+            "-m",
+            "tfnorm",
+            "bench",
+            "--peers",
+            "torch,jax",
+            "--tiny",
+            "--layers",
+            "rms",
+            "--dtypes",
+            "float32",
+            "--compile",
+            "xla",
+            "--modes",
+            "train",
+            "--repeats",
+            "1",
+            "--warmup",
+            "1",
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert any(line.strip().startswith("torch: skipped (not installed: torch") for line in lines)
@@ -388,14 +497,20 @@ def test_peers_not_installed_on_the_command_line(blocked, tmp_path):
 
 # -- argument errors ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("argv, needles", [
-    (["bench", "--peers", "torch,foo"], ["--peers", "'torch,foo'", "foo", "torch, jax"]),
-    (["bench", "--peers", ","], ["--peers", "','", "empty"]),
-    (["bench", "--models", "resnet,transformer"], ["--models", "'resnet,transformer'",
-                                                   "resnet50, mobilenetv2, transformer"]),
-    (["bench", "--models", "--peers", "torch"], ["--models", "--peers"]),
-    (["bench", "--models", "transformer", "--layers", "batch"], ["--models", "--layers"]),
-])
+
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["bench", "--peers", "torch,foo"], ["--peers", "'torch,foo'", "foo", "torch, jax"]),
+        (["bench", "--peers", ","], ["--peers", "','", "empty"]),
+        (
+            ["bench", "--models", "resnet,transformer"],
+            ["--models", "'resnet,transformer'", "resnet50, mobilenetv2, transformer"],
+        ),
+        (["bench", "--models", "--peers", "torch"], ["--models", "--peers"]),
+        (["bench", "--models", "transformer", "--layers", "batch"], ["--models", "--layers"]),
+    ],
+)
 def test_argument_errors_name_the_argument_and_the_value(argv, needles, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()

@@ -38,8 +38,14 @@ def _fixtures():
         with open(manifest_path) as f:
             manifest = json.load(f)
         for entry in manifest["fixtures"]:
-            out.append(pytest.param(os.path.dirname(manifest_path), entry, manifest["tfnorm"],
-                                    id=f"v{manifest['tfnorm']}-{entry['file']}"))
+            out.append(
+                pytest.param(
+                    os.path.dirname(manifest_path),
+                    entry,
+                    manifest["tfnorm"],
+                    id=f"v{manifest['tfnorm']}-{entry['file']}",
+                )
+            )
     return out
 
 
@@ -59,8 +65,9 @@ def test_fixtures_exist_and_none_is_from_the_future():
 
 def _close(got, want, what):
     scale = max(1.0, float(np.abs(want).max()))
-    np.testing.assert_allclose(np.asarray(got, np.float64) / scale, want / scale,
-                               atol=2e-5, rtol=0, err_msg=what)
+    np.testing.assert_allclose(
+        np.asarray(got, np.float64) / scale, want / scale, atol=2e-5, rtol=0, err_msg=what
+    )
 
 
 @pytest.mark.parametrize("directory, entry, version", FIXTURES)
@@ -79,16 +86,20 @@ def test_saved_model_loads_and_computes_the_stored_outputs(directory, entry, ver
         out = out if isinstance(out, (list, tuple)) else [out]
         assert len(out) == len(entry["layers"])
         for i, y in enumerate(out):
-            _close(y, data[f"{mode}_y{i}"],
-                   f"{entry['file']} output y{i} ({entry['layers'][i]}), training={training}")
+            _close(
+                y,
+                data[f"{mode}_y{i}"],
+                f"{entry['file']} output y{i} ({entry['layers'][i]}), training={training}",
+            )
 
 
 def test_regeneration_script_reproduces_this_version(tmp_path, monkeypatch):
     """The script writes loadable fixtures whose stored outputs the loader reproduces."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_fixtures",
-                                                  os.path.join(HERE, "make_fixtures.py"))
+    spec = importlib.util.spec_from_file_location(
+        "make_fixtures", os.path.join(HERE, "make_fixtures.py")
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     from tests.descriptors import CASES
@@ -98,8 +109,9 @@ def test_regeneration_script_reproduces_this_version(tmp_path, monkeypatch):
     path = str(tmp_path / "m.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
-    np.testing.assert_array_equal(mod.run_model(loaded, data, False)["y0"],
-                                  mod.run_model(model, data, False)["y0"])
+    np.testing.assert_array_equal(
+        mod.run_model(loaded, data, False)["y0"], mod.run_model(model, data, False)["y0"]
+    )
     fams = mod.families(CASES)
     classes = [c.cls for cs in fams.values() for c in cs]
     assert len(classes) == len(set(classes)) == len({c.cls for c in CASES})
@@ -108,6 +120,7 @@ def test_regeneration_script_reproduces_this_version(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------------------
 # tfnorm._compat: the private Keras/TensorFlow touchpoints, one test each
 # --------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def no_fallbacks_left(monkeypatch):
@@ -149,14 +162,21 @@ def test_sequential_input_layer_of_built_and_unbuilt_sequentials():
 
 
 def test_sequential_input_layer_names_itself_when_keras_moved_it():
-    with pytest.raises(_compat.KerasInternalsError,
-                       match=r"_compat.sequential_input_layer: .*Keras \d.*TensorFlow \d"):
+    with pytest.raises(
+        _compat.KerasInternalsError,
+        match=r"_compat.sequential_input_layer: .*Keras \d.*TensorFlow \d",
+    ):
         _compat.sequential_input_layer(object())
 
 
 def _nested_model():
-    inner = keras.Sequential([keras.Input((2, 3)), keras.layers.TimeDistributed(
-        keras.layers.Dense(3, name="td_dense"), name="td")], name="inner")
+    inner = keras.Sequential(
+        [
+            keras.Input((2, 3)),
+            keras.layers.TimeDistributed(keras.layers.Dense(3, name="td_dense"), name="td"),
+        ],
+        name="inner",
+    )
     inputs = keras.Input((2, 3))
     return keras.Model(inputs, keras.layers.Dense(1, name="head")(inner(inputs)), name="outer")
 
@@ -167,10 +187,12 @@ def test_flatten_layers_reaches_nested_models_and_sublayers_of_custom_layers():
     assert names[0] == "outer"
     assert {"inner", "td", "td_dense", "head"} <= set(names)
     assert len(names) == len(set(names))
-    assert "outer" not in [layer.name for layer in _compat.flatten_layers(
-        model, include_self=False)]
-    top = {layer.name for layer in _compat.flatten_layers(model, include_self=False,
-                                                          recursive=False)}
+    assert "outer" not in [
+        layer.name for layer in _compat.flatten_layers(model, include_self=False)
+    ]
+    top = {
+        layer.name for layer in _compat.flatten_layers(model, include_self=False, recursive=False)
+    }
     assert "inner" in top and "td_dense" not in top
 
 
@@ -185,8 +207,12 @@ def test_flatten_layers_falls_back_to_a_walk_of_the_sublayers(no_fallbacks_left,
 
 
 def test_direct_sublayers_of_a_sequential_and_of_a_wrapper():
-    model = keras.Sequential([keras.Input((2, 3)), keras.layers.TimeDistributed(
-        keras.layers.Dense(3, name="inner"), name="td")])
+    model = keras.Sequential(
+        [
+            keras.Input((2, 3)),
+            keras.layers.TimeDistributed(keras.layers.Dense(3, name="inner"), name="td"),
+        ]
+    )
     sub = _compat.direct_sublayers(model)
     assert isinstance(sub[0], keras.layers.InputLayer) and sub[1].name == "td"
     assert [layer.name for layer in _compat.direct_sublayers(sub[1])] == ["inner"]
@@ -222,8 +248,7 @@ def test_no_autocast_reads_variables_in_their_stored_dtype():
     assert probe.seen == [tf.float16, tf.float32, tf.float16]
 
 
-def test_no_autocast_falls_back_to_a_context_that_changes_nothing(no_fallbacks_left,
-                                                                   monkeypatch):
+def test_no_autocast_falls_back_to_a_context_that_changes_nothing(no_fallbacks_left, monkeypatch):
     monkeypatch.setitem(sys.modules, "keras.src.backend", None)
     with pytest.warns(RuntimeWarning, match=r"_compat.no_autocast: .*Keras \d"):
         context = _compat.no_autocast()
@@ -260,7 +285,8 @@ def test_graph_in_xla_context_falls_back_to_false(no_fallbacks_left, monkeypatch
 PACKAGE = os.path.dirname(os.path.abspath(tfnorm.__file__))
 PRIVATE_API = re.compile(
     r"keras\.src|tensorflow\.python|\._layers\b|[\"']_layers[\"']|_run_through_graph"
-    r"|_keras_history|_distribution_strategy|AutocastScope|_flatten_layers")
+    r"|_keras_history|_distribution_strategy|AutocastScope|_flatten_layers"
+)
 
 
 def test_no_private_keras_or_tensorflow_api_outside_compat():
@@ -274,5 +300,4 @@ def test_no_private_keras_or_tensorflow_api_outside_compat():
                 for number, line in enumerate(f, 1):
                     if PRIVATE_API.search(line):
                         found.append(f"{os.path.relpath(path, PACKAGE)}:{number}: {line.strip()}")
-    assert not found, "private Keras/TensorFlow API outside tfnorm/_compat.py:\n" + "\n".join(
-        found)
+    assert not found, "private Keras/TensorFlow API outside tfnorm/_compat.py:\n" + "\n".join(found)

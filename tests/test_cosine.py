@@ -16,8 +16,11 @@ LAYERS = {
 
 
 @pytest.mark.parametrize("name", list(LAYERS))
-@pytest.mark.parametrize("kw", [{}, {"use_bias": True}, {"centered": True, "use_bias": True}],
-                         ids=["plain", "bias", "centered-bias"])
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"use_bias": True}, {"centered": True, "use_bias": True}],
+    ids=["plain", "bias", "centered-bias"],
+)
 def test_outputs_are_cosines_within_bounds(name, kw):
     make, shape = LAYERS[name]
     layer = make(**kw)
@@ -91,9 +94,10 @@ def test_conv2d_equals_keras_conv_divided_by_the_norms():
     conv.build(x.shape)
     conv.kernel.assign(cos.kernel.numpy())
     # patch norms from a Keras conv of x**2 with a ones kernel
-    ones = keras.layers.Conv2D(1, 3, strides=2, padding="same", use_bias=False,
-                               kernel_initializer="ones")
-    patch = np.sqrt(ones(x ** 2).numpy())
+    ones = keras.layers.Conv2D(
+        1, 3, strides=2, padding="same", use_bias=False, kernel_initializer="ones"
+    )
+    patch = np.sqrt(ones(x**2).numpy())
     w = np.linalg.norm(cos.kernel.numpy().reshape(-1, 4), axis=0)
     np.testing.assert_allclose(cos(x).numpy(), conv(x).numpy() / patch / w, rtol=1e-4, atol=1e-5)
 
@@ -102,10 +106,14 @@ def test_compute_output_shape_for_every_padding():
     x = np.zeros((2, 11, 3), "float32")
     for padding in ("valid", "same", "causal"):
         for strides, dilation in ((1, 1), (3, 1), (1, 2)):
-            layer = tfnorm.CosineConv1D(2, 4, strides=strides, padding=padding,
-                                        dilation_rate=dilation)
+            layer = tfnorm.CosineConv1D(
+                2, 4, strides=strides, padding=padding, dilation_rate=dilation
+            )
             assert tuple(layer(x).shape) == layer.compute_output_shape(x.shape), (
-                padding, strides, dilation)
+                padding,
+                strides,
+                dilation,
+            )
 
 
 def test_channels_first_matches_channels_last():
@@ -119,16 +127,19 @@ def test_channels_first_matches_channels_last():
     np.testing.assert_allclose(np.transpose(y, (0, 2, 3, 1)), last(x).numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("factory, argname", [
-    (lambda: tfnorm.CosineDense(0), "units"),
-    (lambda: tfnorm.CosineDense(3, epsilon=0.0), "epsilon"),
-    (lambda: tfnorm.CosineConv2D(3, (3, 3, 3)), "kernel_size"),
-    (lambda: tfnorm.CosineConv2D(3, 3, padding="causal"), "padding"),
-    (lambda: tfnorm.CosineConv1D(3, 3, padding="full"), "padding"),
-    (lambda: tfnorm.CosineConv2D(3, 3, strides=2, dilation_rate=2), "dilation_rate"),
-    (lambda: tfnorm.CosineConv1D(3, 3, data_format="NCW"), "data_format"),
-    (lambda: tfnorm.CosineConv1D(0, 3), "filters"),
-])
+@pytest.mark.parametrize(
+    "factory, argname",
+    [
+        (lambda: tfnorm.CosineDense(0), "units"),
+        (lambda: tfnorm.CosineDense(3, epsilon=0.0), "epsilon"),
+        (lambda: tfnorm.CosineConv2D(3, (3, 3, 3)), "kernel_size"),
+        (lambda: tfnorm.CosineConv2D(3, 3, padding="causal"), "padding"),
+        (lambda: tfnorm.CosineConv1D(3, 3, padding="full"), "padding"),
+        (lambda: tfnorm.CosineConv2D(3, 3, strides=2, dilation_rate=2), "dilation_rate"),
+        (lambda: tfnorm.CosineConv1D(3, 3, data_format="NCW"), "data_format"),
+        (lambda: tfnorm.CosineConv1D(0, 3), "filters"),
+    ],
+)
 def test_bad_arguments_are_named(factory, argname):
     with pytest.raises(ValueError, match=argname):
         factory()

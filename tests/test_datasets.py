@@ -36,6 +36,7 @@ def test_mnist10k_shapes_and_types(mnist):
 def test_mnist10k_split_is_a_stratified_partition_of_the_shipped_file(mnist):
     with np.load(datasets.MNIST10K_PATH) as raw:
         x, y = raw["x"], raw["y"]
+
     # every shipped digit lands in exactly one side
     def keys(a):
         return [hashlib.sha1(img.tobytes()).hexdigest() for img in a.reshape(len(a), -1)]
@@ -91,12 +92,14 @@ def test_stratified_split(fraction):
 
 
 def test_unknown_dataset_name():
-    with pytest.raises(ValueError,
-                       match=r"unknown dataset='mnist60k'.*mnist10k.*basicmotions.*tfds:NAME"):
+    with pytest.raises(
+        ValueError, match=r"unknown dataset='mnist60k'.*mnist10k.*basicmotions.*tfds:NAME"
+    ):
         datasets.load("mnist60k")
 
 
 # BasicMotions: aeon is in the test extra, so these run (and fail) wherever the suite does.
+
 
 @pytest.fixture(scope="module")
 def basicmotions():
@@ -125,8 +128,10 @@ def test_basicmotions_shapes_types_and_balance(basicmotions):
 
 
 def test_basicmotions_values_are_aeons_arrays_transposed(basicmotions, aeon_arrays):
-    for x, y, split in ((basicmotions.x_train, basicmotions.y_train, "train"),
-                        (basicmotions.x_test, basicmotions.y_test, "test")):
+    for x, y, split in (
+        (basicmotions.x_train, basicmotions.y_train, "train"),
+        (basicmotions.x_test, basicmotions.y_test, "test"),
+    ):
         raw_x, raw_y = aeon_arrays[split]
         assert raw_x.shape == (40, 6, 100)  # aeon: (cases, channels, steps)
         np.testing.assert_array_equal(x, np.transpose(raw_x, (0, 2, 1)).astype(np.float32))
@@ -144,8 +149,9 @@ def test_basicmotions_class_order_is_the_sorted_label_names(basicmotions, aeon_a
     # and the names mean what they say: standing moves least, walking less than running
     x, y = basicmotions.x_train, basicmotions.y_train
     motion = [float(x[y == k].std(axis=1).mean()) for k in range(4)]
-    standing, walking, running = (datasets.BASICMOTIONS_CLASSES.index(n)
-                                  for n in ("standing", "walking", "running"))
+    standing, walking, running = (
+        datasets.BASICMOTIONS_CLASSES.index(n) for n in ("standing", "walking", "running")
+    )
     assert motion[standing] == min(motion)
     assert motion[walking] < motion[running]
 
@@ -153,8 +159,9 @@ def test_basicmotions_class_order_is_the_sorted_label_names(basicmotions, aeon_a
 def test_basicmotions_data_never_changes(basicmotions):
     # a different copy of the archive in a later aeon must be noticed, not absorbed
     ds = basicmotions
-    digest = hashlib.sha256(ds.x_train.tobytes() + ds.y_train.tobytes()
-                            + ds.x_test.tobytes() + ds.y_test.tobytes()).hexdigest()
+    digest = hashlib.sha256(
+        ds.x_train.tobytes() + ds.y_train.tobytes() + ds.x_test.tobytes() + ds.y_test.tobytes()
+    ).hexdigest()
     assert digest[:16] == "6efe44d9787e0860"
 
 
@@ -212,9 +219,14 @@ _OFFLINE_LOAD = textwrap.dedent("""
 
 def test_basicmotions_needs_no_network_and_importing_tfnorm_leaves_aeon_alone():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    out = subprocess.run([sys.executable, "-c", _OFFLINE_LOAD], capture_output=True,
-                         text=True, env=env, timeout=300,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run(
+        [sys.executable, "-c", _OFFLINE_LOAD],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "loaded (40, 100, 6) (40, 100, 6)" in out.stdout
     # aeon (and numba) print nothing on the way in

@@ -48,8 +48,12 @@ def _free_ports(n):
 
 
 def _env(**extra):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        CUDA_VISIBLE_DEVICES="",
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     env.pop("TF_CONFIG", None)
     env.update(extra)
     return env
@@ -58,7 +62,11 @@ def _env(**extra):
 def _start(strategy, out, log, env):
     return subprocess.Popen(
         [sys.executable, "-m", "tests.dist_worker", "--strategy", strategy, "--out", out],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +88,16 @@ def reports(tmp_path_factory):
         while not done.exists() and time.monotonic() < deadline:
             time.sleep(1.0)
         if not done.exists():
-            pytest.fail("another pytest worker was running the distributed checks and gave no "
-                        "reports in time")
+            pytest.fail(
+                "another pytest worker was running the distributed checks and gave no "
+                "reports in time"
+            )
         return json.loads(done.read_text())
     os.close(fd)
-    result = {key: {"failed": "the distributed checks did not run"}
-              for key in ("mirrored", "worker0", "worker1")}
+    result = {
+        key: {"failed": "the distributed checks did not run"}
+        for key in ("mirrored", "worker0", "worker1")
+    }
     try:
         result = _run_reports(tmp_path_factory.mktemp("distributed"))
     finally:
@@ -111,7 +123,7 @@ def _run_reports(tmp):
         launch(f"worker{i}", "multiworker", tmp / "multiworker.json", _env(TF_CONFIG=tf_config))
     deadline = time.monotonic() + TIMEOUT_S
     try:
-        for key, proc in procs.items():
+        for proc in procs.values():
             try:
                 proc.wait(timeout=max(1.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -238,14 +250,21 @@ def test_sample_order_is_a_per_epoch_permutation():
     for part in (order[:8], order[8:]):
         assert len(set(part.tolist())) == 8 and set(part.tolist()) <= set(range(10))
     assert not np.array_equal(order[:8], order[8:])
-    np.testing.assert_array_equal(distribute.sample_order(10, 4, epochs=2, shuffle=True, seed=1),
-                                  order)
+    np.testing.assert_array_equal(
+        distribute.sample_order(10, 4, epochs=2, shuffle=True, seed=1), order
+    )
     np.testing.assert_array_equal(distribute.sample_order(10, 4), np.arange(8))
 
 
 def _small_model():
-    return keras.Sequential([keras.Input((3,)), keras.layers.Dense(4),
-                             tfnorm.BatchNormalization(), keras.layers.Dense(2)])
+    return keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4),
+            tfnorm.BatchNormalization(),
+            keras.layers.Dense(2),
+        ]
+    )
 
 
 def test_train_rejects_bad_arguments():
@@ -274,8 +293,17 @@ def test_train_matches_keras_fit_on_one_device():
     a = _small_model()
     keras.utils.set_random_seed(1)
     b = _small_model()
-    h = distribute.train(a, x, y, loss=loss, optimizer=keras.optimizers.SGD(0.1), batch_size=8,
-                         epochs=1, shuffle=False, verbose=0)
+    h = distribute.train(
+        a,
+        x,
+        y,
+        loss=loss,
+        optimizer=keras.optimizers.SGD(0.1),
+        batch_size=8,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+    )
     b.compile(keras.optimizers.SGD(0.1), loss)
     hb = b.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     for va, vb in zip(a.weights, b.weights):

@@ -32,17 +32,36 @@ def _build(out: Path):
     """Builds the site into ``out``; returns ``out``, or why there is no site."""
     missing = [name for name in NEEDED if importlib.util.find_spec(name) is None]
     if missing:
-        return (f"building the docs needs {', '.join(missing)}, which is not installed: "
-                f"install the test extra, pip install -e '.[test]' (or the docs extra, '.[docs]')")
+        return (
+            f"building the docs needs {', '.join(missing)}, which is not installed: "
+            f"install the test extra, pip install -e '.[test]' (or the docs extra, '.[docs]')"
+        )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
     proc = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-         str(DOCS), str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-q",
+            "-b",
+            "html",
+            str(DOCS),
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     # TensorFlow's start-up lines (absl, oneDNN, CUDA) are not Sphinx's
-    report = "\n".join(line for line in proc.stderr.splitlines()
-                       if not line.startswith(("I0000", "W0000", "E0000"))
-                       and "absl::InitializeLog" not in line)
+    report = "\n".join(
+        line
+        for line in proc.stderr.splitlines()
+        if not line.startswith(("I0000", "W0000", "E0000")) and "absl::InitializeLog" not in line
+    )
     if proc.returncode != 0:
         return f"sphinx-build -W failed (exit {proc.returncode}):\n{report[-6000:]}"
     return out
@@ -92,8 +111,9 @@ def _text(fragment: str) -> str:
 
 def _doctests(page: str) -> list:
     """The text of every highlighted ``>>>`` example block of a page."""
-    blocks = re.findall(r'<div class="doctest highlight-default notranslate">(.*?)</pre>',
-                        page, flags=re.S)
+    blocks = re.findall(
+        r'<div class="doctest highlight-default notranslate">(.*?)</pre>', page, flags=re.S
+    )
     return [_text(block) for block in blocks]
 
 
@@ -114,8 +134,10 @@ def test_group_normalization_page(built):
     # arguments, the runnable example (highlighted), the paper
     assert "must divide the channel count" in page
     examples = _doctests(page)
-    assert any(">>> gn = tfnorm.GroupNormalization(groups=2)" in e and "(2, 5, 5, 4)" in e
-               for e in examples), examples
+    assert any(
+        ">>> gn = tfnorm.GroupNormalization(groups=2)" in e and "(2, 5, 5, 4)" in e
+        for e in examples
+    ), examples
     assert '<span class="kn">import</span>' in page  # pygments markup inside the example
     assert "Group Normalization." in _text(page) and "ECCV 2018" in page
 
@@ -177,7 +199,13 @@ def test_porting_page(built):
     site = _site(built)
     page = _text(_page(site, "porting"))
     assert "custom_objects=tfnorm.compat.tfa_objects()" in page
-    for cls in ("GroupNormalization", "InstanceNormalization", "WeightNormalization",
-                "FilterResponseNormalization", "TLU", "SpectralNormalization"):
+    for cls in (
+        "GroupNormalization",
+        "InstanceNormalization",
+        "WeightNormalization",
+        "FilterResponseNormalization",
+        "TLU",
+        "SpectralNormalization",
+    ):
         assert f"Addons>{cls}" in page, cls
     assert "momentum=0.9" in page  # PyTorch's momentum=0.1

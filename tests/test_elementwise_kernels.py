@@ -19,7 +19,6 @@ from tests.kernel_paths import MODES, compiled, numeric_grads
 from tfnorm import ops
 
 
-
 def _check(op, ref, arrays, mode, rtol=1e-6):
     """``op(*tensors)`` and its gradients against ``ref(*arrays)`` (float64)."""
     rng = np.random.default_rng(7)
@@ -40,34 +39,44 @@ def _check(op, ref, arrays, mode, rtol=1e-6):
 
 # -- NumPy forwards (float64), from the papers' equations ---------------------------
 def np_dyt(x, alpha, gamma, beta):
-    return gamma * np.tanh(alpha * x) + beta                      # Zhu et al. 2025, Eq. 1
+    return gamma * np.tanh(alpha * x) + beta  # Zhu et al. 2025, Eq. 1
 
 
 def np_tlu(x, tau):
-    return np.maximum(x, tau)                                     # Singh & Krishnan 2020, Eq. 3
+    return np.maximum(x, tau)  # Singh & Krishnan 2020, Eq. 3
 
 
 def np_scale_norm(axes, epsilon):
-    def f(x, g):                                                  # Nguyen & Salazar 2019, Eq. 5
-        norm = np.sqrt((x ** 2).sum(axis=axes, keepdims=True))
+    def f(x, g):  # Nguyen & Salazar 2019, Eq. 5
+        norm = np.sqrt((x**2).sum(axis=axes, keepdims=True))
         return g * x / np.maximum(norm, epsilon)
+
     return f
 
 
-def np_frn(x, gamma, beta, eps):                                  # Singh & Krishnan 2020, Eq. 1-2
+def np_frn(x, gamma, beta, eps):  # Singh & Krishnan 2020, Eq. 1-2
     spatial = tuple(range(1, x.ndim - 1))
-    nu2 = (x ** 2).mean(axis=spatial, keepdims=True)
+    nu2 = (x**2).mean(axis=spatial, keepdims=True)
     return gamma * x / np.sqrt(nu2 + np.abs(eps)) + beta
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("shape, pshape", [((3, 4, 6), (6,)),               # channels last
-                                           ((2, 3, 4, 2), (1, 3, 1, 1)),    # channels first
-                                           ((2, 3, 4), (3, 4))])            # two trailing axes
+@pytest.mark.parametrize(
+    "shape, pshape",
+    [
+        ((3, 4, 6), (6,)),  # channels last
+        ((2, 3, 4, 2), (1, 3, 1, 1)),  # channels first
+        ((2, 3, 4), (3, 4)),
+    ],
+)  # two trailing axes
 def test_dynamic_tanh(shape, pshape, mode):
     rng = np.random.default_rng(0)
-    arrays = [rng.normal(size=shape) * 2.0, np.array(0.7),
-              rng.uniform(0.5, 1.5, size=pshape), rng.normal(size=pshape)]
+    arrays = [
+        rng.normal(size=shape) * 2.0,
+        np.array(0.7),
+        rng.uniform(0.5, 1.5, size=pshape),
+        rng.normal(size=pshape),
+    ]
     _check(ops.dynamic_tanh, np_dyt, arrays, mode)
 
 
@@ -85,6 +94,7 @@ def test_tlu(shape, pshape, mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_tlu_ties_go_to_the_input(mode):
     """At x == tau the gradient flows to x, as for tf.maximum (not half to each)."""
+
     def step(x, tau):
         with tf.GradientTape() as tape:
             tape.watch([x, tau])
@@ -99,8 +109,9 @@ def test_tlu_ties_go_to_the_input(mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("shape, axes", [((3, 4, 8), (2,)), ((2, 3, 4, 5), (2, 3)),
-                                         ((2, 5, 3), (1,))])  # the last: not trailing
+@pytest.mark.parametrize(
+    "shape, axes", [((3, 4, 8), (2,)), ((2, 3, 4, 5), (2, 3)), ((2, 5, 3), (1,))]
+)  # the last: not trailing
 def test_scale_norm(shape, axes, mode):
     rng = np.random.default_rng(2)
     x = rng.normal(size=shape) * 1.5 + 0.5
@@ -126,8 +137,12 @@ def test_filter_response_normalization(shape, mode):
 def test_filter_response_normalization_learned_epsilon(mode):
     """A tensor epsilon gets its gradient: the 1x1 spatial case, where it matters most."""
     rng = np.random.default_rng(4)
-    arrays = [rng.normal(size=(4, 1, 1, 3)), rng.uniform(0.5, 1.5, 3), rng.normal(size=3),
-              np.array(0.3)]
+    arrays = [
+        rng.normal(size=(4, 1, 1, 3)),
+        rng.uniform(0.5, 1.5, 3),
+        rng.normal(size=3),
+        np.array(0.3),
+    ]
 
     def op(x, g, b, e):
         return ops.instance_norm(x, -1, g, b, tf.abs(e), center=False)
@@ -146,8 +161,7 @@ def test_filter_response_normalization_channels_first(mode):
         xt = np.moveaxis(x, 1, -1)
         return np.moveaxis(np_frn(xt, g, b, 1e-3), -1, 1)
 
-    _check(lambda x, g, b: ops.instance_norm(x, 1, g, b, 1e-3, center=False), ref, [x, g, b],
-           mode)
+    _check(lambda x, g, b: ops.instance_norm(x, 1, g, b, 1e-3, center=False), ref, [x, g, b], mode)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -160,12 +174,19 @@ def test_half_precision(mode):
     gamma, beta = rng.uniform(0.5, 1.5, 8), rng.normal(size=8)
 
     def run(x):
-        return (ops.dynamic_tanh(x, 0.01, gamma, beta), ops.tlu(x, beta),
-                ops.scale_norm(x, [-1], 2.0, 1e-5),
-                ops.instance_norm(x, -1, gamma, beta, 1e-6, center=False))
+        return (
+            ops.dynamic_tanh(x, 0.01, gamma, beta),
+            ops.tlu(x, beta),
+            ops.scale_norm(x, [-1], 2.0, 1e-5),
+            ops.instance_norm(x, -1, gamma, beta, 1e-6, center=False),
+        )
 
-    refs = (np_dyt(xs, 0.01, gamma, beta), np_tlu(xs, beta.astype(np.float16)),
-            np_scale_norm((2,), 1e-5)(xs, 2.0), np_frn(xs, gamma, beta, 1e-6))
+    refs = (
+        np_dyt(xs, 0.01, gamma, beta),
+        np_tlu(xs, beta.astype(np.float16)),
+        np_scale_norm((2,), 1e-5)(xs, 2.0),
+        np_frn(xs, gamma, beta, 1e-6),
+    )
     for y, ref in zip(compiled(run, mode)(tf.constant(x)), refs):
         assert y.dtype == tf.float16
         y = y.numpy().astype(np.float64)
@@ -183,13 +204,18 @@ def test_weights_of_another_dtype_are_cast():
 
 # autodiff versions of the same functions, for second-order gradients
 _SECOND_ORDER = {
-    "dyt": (lambda x, g: ops.dynamic_tanh(x, 0.7, g, tf.zeros_like(g)),
-            lambda x, g: g * tf.tanh(0.7 * x)),
-    "scale": (lambda x, g: ops.scale_norm(x, [-1], g[0], 1e-3),
-              lambda x, g: g[0] * x / tf.maximum(tf.norm(x, axis=-1, keepdims=True), 1e-3)),
-    "frn": (lambda x, g: ops.instance_norm(x, -1, g, None, 1e-3, center=False),
-            lambda x, g: g * x * tf.math.rsqrt(tf.reduce_mean(x * x, [1, 2], keepdims=True)
-                                               + 1e-3)),
+    "dyt": (
+        lambda x, g: ops.dynamic_tanh(x, 0.7, g, tf.zeros_like(g)),
+        lambda x, g: g * tf.tanh(0.7 * x),
+    ),
+    "scale": (
+        lambda x, g: ops.scale_norm(x, [-1], g[0], 1e-3),
+        lambda x, g: g[0] * x / tf.maximum(tf.norm(x, axis=-1, keepdims=True), 1e-3),
+    ),
+    "frn": (
+        lambda x, g: ops.instance_norm(x, -1, g, None, 1e-3, center=False),
+        lambda x, g: g * x * tf.math.rsqrt(tf.reduce_mean(x * x, [1, 2], keepdims=True) + 1e-3),
+    ),
 }
 
 

@@ -9,34 +9,63 @@ import pytest
 import tfnorm
 
 
-@pytest.mark.parametrize("make, shape, pattern", [
-    (lambda: tfnorm.GroupNormalization(groups=5), (2, 4, 4, 64),
-     r"groups=5 must divide the 64 channels.*groups=4.*groups=8"),
-    (lambda: tfnorm.LayerNormalization(axis=3), (2, 5, 6), r"axis=3 is out of range .* rank 3"),
-    (lambda: tfnorm.BatchNormalization(axis=-4), (2, 5, 6), r"axis=-4 is out of range"),
-    (lambda: tfnorm.RMSNormalization(axis=0), (2, 5), r"axis=0 names the batch axis"),
-    (lambda: tfnorm.LayerNormalization(axis=[1, 1]), (2, 5, 6), r"repeats an axis"),
-    (lambda: tfnorm.InstanceNormalization(), (2, 5), r"rank >= 3 .* shape \(2, 5\)"),
-    (lambda: tfnorm.GroupNormalization(groups=2), (4,), r"rank >= 2"),
-    (lambda: tfnorm.BatchNormalization(), (None, None), r"size is unknown"),
-])
+@pytest.mark.parametrize(
+    "make, shape, pattern",
+    [
+        (
+            lambda: tfnorm.GroupNormalization(groups=5),
+            (2, 4, 4, 64),
+            r"groups=5 must divide the 64 channels.*groups=4.*groups=8",
+        ),
+        (lambda: tfnorm.LayerNormalization(axis=3), (2, 5, 6), r"axis=3 is out of range .* rank 3"),
+        (lambda: tfnorm.BatchNormalization(axis=-4), (2, 5, 6), r"axis=-4 is out of range"),
+        (lambda: tfnorm.RMSNormalization(axis=0), (2, 5), r"axis=0 names the batch axis"),
+        (lambda: tfnorm.LayerNormalization(axis=[1, 1]), (2, 5, 6), r"repeats an axis"),
+        (lambda: tfnorm.InstanceNormalization(), (2, 5), r"rank >= 3 .* shape \(2, 5\)"),
+        (lambda: tfnorm.GroupNormalization(groups=2), (4,), r"rank >= 2"),
+        (lambda: tfnorm.BatchNormalization(), (None, None), r"size is unknown"),
+    ],
+)
 def test_build_errors(make, shape, pattern):
     with pytest.raises(ValueError, match=pattern):
         make().build(shape)
 
 
-@pytest.mark.parametrize("make, pattern", [
-    (lambda: tfnorm.GroupNormalization(groups=0), r"groups must be an integer >= 1, received groups=0"),
-    (lambda: tfnorm.GroupNormalization(groups=2.5), r"received groups=2.5"),
-    (lambda: tfnorm.BatchNormalization(momentum=1.5), r"momentum must be a number in \[0, 1\].*1.5"),
-    (lambda: tfnorm.BatchNormalization(epsilon=-1), r"epsilon must be a finite positive number.*-1"),
-    (lambda: tfnorm.BatchNormalization(virtual_batch_size=0), r"virtual_batch_size.*received.*0"),
-    (lambda: tfnorm.BatchNormalization(renorm=True, renorm_clipping={"rmx": 3}),
-     r"unknown key\(s\) \['rmx'\]"),
-    (lambda: tfnorm.BatchNormalization(renorm=True, renorm_clipping={"rmax": 0.5}), r"rmax.*>= 1"),
-    (lambda: tfnorm.LayerNormalization(epsilon=0), r"epsilon must be a finite positive number"),
-    (lambda: tfnorm.InstanceNormalization(axis=[1, 2]), r"single channel axis, received axis=\[1, 2\]"),
-])
+@pytest.mark.parametrize(
+    "make, pattern",
+    [
+        (
+            lambda: tfnorm.GroupNormalization(groups=0),
+            r"groups must be an integer >= 1, received groups=0",
+        ),
+        (lambda: tfnorm.GroupNormalization(groups=2.5), r"received groups=2.5"),
+        (
+            lambda: tfnorm.BatchNormalization(momentum=1.5),
+            r"momentum must be a number in \[0, 1\].*1.5",
+        ),
+        (
+            lambda: tfnorm.BatchNormalization(epsilon=-1),
+            r"epsilon must be a finite positive number.*-1",
+        ),
+        (
+            lambda: tfnorm.BatchNormalization(virtual_batch_size=0),
+            r"virtual_batch_size.*received.*0",
+        ),
+        (
+            lambda: tfnorm.BatchNormalization(renorm=True, renorm_clipping={"rmx": 3}),
+            r"unknown key\(s\) \['rmx'\]",
+        ),
+        (
+            lambda: tfnorm.BatchNormalization(renorm=True, renorm_clipping={"rmax": 0.5}),
+            r"rmax.*>= 1",
+        ),
+        (lambda: tfnorm.LayerNormalization(epsilon=0), r"epsilon must be a finite positive number"),
+        (
+            lambda: tfnorm.InstanceNormalization(axis=[1, 2]),
+            r"single channel axis, received axis=\[1, 2\]",
+        ),
+    ],
+)
 def test_construction_errors(make, pattern):
     with pytest.raises(ValueError, match=pattern):
         make()
@@ -48,9 +77,16 @@ def test_axis_type_errors(bad):
         tfnorm.LayerNormalization(axis=bad)
 
 
-@pytest.mark.parametrize("cls", [tfnorm.BatchNormalization, tfnorm.LayerNormalization,
-                                 tfnorm.RMSNormalization, tfnorm.GroupNormalization,
-                                 tfnorm.InstanceNormalization])
+@pytest.mark.parametrize(
+    "cls",
+    [
+        tfnorm.BatchNormalization,
+        tfnorm.LayerNormalization,
+        tfnorm.RMSNormalization,
+        tfnorm.GroupNormalization,
+        tfnorm.InstanceNormalization,
+    ],
+)
 def test_integer_input_is_rejected(cls):
     layer = cls(groups=1) if cls is tfnorm.GroupNormalization else cls()
     with pytest.raises(ValueError, match=r"dtype int32.*float"):
@@ -69,8 +105,13 @@ def test_unknown_key_in_saved_model_config(tmp_path):
     config["bogus"] = 1
     with pytest.raises(ValueError, match="bogus"):
         keras.saving.deserialize_keras_object(
-            {"module": None, "class_name": "tfnorm>LayerNormalization", "config": config,
-             "registered_name": "tfnorm>LayerNormalization"})
+            {
+                "module": None,
+                "class_name": "tfnorm>LayerNormalization",
+                "config": config,
+                "registered_name": "tfnorm>LayerNormalization",
+            }
+        )
 
 
 def test_ghost_batch_must_divide_batch():

@@ -19,7 +19,6 @@ from tfnorm.ops import kernel
 from tfnorm.ops.evonorm import evonorm_b0, evonorm_s0
 
 
-
 # -- NumPy forwards (float64, channels last) ----------------------------------------
 def np_b0_parts(x, v1, eps, variance=None):
     """(left, right) of the max: sqrt(s2_b + eps) and v1 x + sqrt(s2_i + eps)."""
@@ -40,6 +39,7 @@ def np_s0(groups):
         xg = x.reshape(n, -1, groups, c // groups)
         var = np.broadcast_to(xg.var(axis=(1, 3), keepdims=True), xg.shape).reshape(x.shape)
         return x / (1.0 + np.exp(-v1 * x)) / np.sqrt(var + eps) * g + b
+
     return f
 
 

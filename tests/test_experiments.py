@@ -14,25 +14,31 @@ import pytest
 
 import tfnorm
 from tfnorm import cli
-from tfnorm.study import diagnostics, experiments as ex, models, plot, report, verdict
+from tfnorm.study import diagnostics, models, plot, report, verdict
+from tfnorm.study import experiments as ex
 from tfnorm.study.models import Config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # -- the rule ------------------------------------------------------------------------------
-@pytest.mark.parametrize("a, b, differs, direction", [
-    ([0.10, 0.12, 0.11], [0.70, 0.60, 0.65], True, "lower"),
-    ([0.90, 0.91], [0.80, 0.81], True, "higher"),
-    ([0.90, 0.95], [0.93, 0.96], False, "same"),  # intervals overlap
-    ([0.9], [0.1], False, "same"),  # one seed: never a finding
-    ([0.5, float("nan")], [0.1, 0.1], False, "same"),  # a diverged run
-])
+@pytest.mark.parametrize(
+    "a, b, differs, direction",
+    [
+        ([0.10, 0.12, 0.11], [0.70, 0.60, 0.65], True, "lower"),
+        ([0.90, 0.91], [0.80, 0.81], True, "higher"),
+        ([0.90, 0.95], [0.93, 0.96], False, "same"),  # intervals overlap
+        ([0.9], [0.1], False, "same"),  # one seed: never a finding
+        ([0.5, float("nan")], [0.1, 0.1], False, "same"),  # a diverged run
+    ],
+)
 def test_a_difference_counts_only_beyond_the_spread_over_seeds(a, b, differs, direction):
     c = verdict.compare(a, b)
     assert c["differs"] is differs and c["direction"] == direction
     if all(map(math.isfinite, a)) and len(a) > 1:
-        assert c["mean_a"] == pytest.approx(np.mean(a)) and c["sd_a"] == pytest.approx(np.std(a, ddof=1))
+        assert c["mean_a"] == pytest.approx(np.mean(a)) and c["sd_a"] == pytest.approx(
+            np.std(a, ddof=1)
+        )
         # the stated rule, computed independently
         gap = abs(np.mean(a) - np.mean(b))
         assert differs == bool(gap > np.std(a, ddof=1) + np.std(b, ddof=1))
@@ -45,7 +51,7 @@ def test_describe_says_when_there_is_no_difference():
 
 # -- measurements at initialization -----------------------------------------------------------
 def test_growth_rate_recovers_a_geometric_series_and_trims_the_ends():
-    norms = [1.3 ** k for k in range(12, 0, -1)]
+    norms = [1.3**k for k in range(12, 0, -1)]
     assert diagnostics.growth_rate(norms) == pytest.approx(1.3, rel=1e-9)
     spoiled = [100.0] + norms[1:-1] + [1e-6]  # wild first and last layers
     assert diagnostics.growth_rate(spoiled, trim=1) == pytest.approx(1.3, rel=1e-9)
@@ -109,8 +115,9 @@ def test_batch_dependence_is_zero_without_batch_statistics_and_compounds_with_th
     for cfg in (ex.EVERY, ex.FIRST, ex.PLAIN, Config("layer", "every")):
         keras.utils.set_random_seed(1)
         model = models.build_model(cfg, "mlp", digits.input_shape, 10, depth=12, width=64)
-        out[cfg.label] = diagnostics.batch_sensitivity(model, digits.x_train[:128], probes=8,
-                                                       trials=2)
+        out[cfg.label] = diagnostics.batch_sensitivity(
+            model, digits.x_train[:128], probes=8, trials=2
+        )
     assert out["none"].shape == (12,)
     np.testing.assert_allclose(out["none"], 0.0, atol=1e-6)
     np.testing.assert_allclose(out["layer@every"], 0.0, atol=1e-5)  # per-sample statistics
@@ -157,7 +164,10 @@ def test_options_reach_the_normalization_layer_and_the_label():
     cfg = Config("batch", "every", (("momentum", 0.9),))
     assert cfg.label == "batch@every[momentum=0.9]"
     model = models.build_model(cfg, "mlp", (4, 4, 1), 3, depth=2, width=4)
-    assert [l.momentum for l in model.layers if isinstance(l, tfnorm.BatchNormalization)] == [0.9, 0.9]
+    assert [l.momentum for l in model.layers if isinstance(l, tfnorm.BatchNormalization)] == [
+        0.9,
+        0.9,
+    ]
 
 
 # -- the plans --------------------------------------------------------------------------------
@@ -173,32 +183,76 @@ def test_full_grids_are_larger_and_options_override_them():
     assert sorted({j.settings.depth for j in jobs}) == [3, 5]
     assert {j.seed for j in jobs} == {0} and {j.settings.epochs for j in jobs} == {2}
     assert {j.config.label for j in jobs} == {
-        "batch@every", "batch@first", "batch@input", "none", "layer@every", "group@every",
-        "online@every"}
+        "batch@every",
+        "batch@first",
+        "batch@input",
+        "none",
+        "layer@every",
+        "group@every",
+        "online@every",
+    }
     sizes = ex.EXPERIMENTS["batch-size"].plan(ex.Options(batch_sizes=[2, 16]))
     assert sorted({j.settings.batch_size for j in sizes}) == [2, 16]
     har = ex.EXPERIMENTS["har"].plan(ex.Options())
-    assert {j.dataset for j in har} == {"basicmotions"} and {j.settings.model for j in har} == {"cnn1d"}
-    assert {j.config.label for j in har} == {"batch@input-global", "batch@input", "batch@every", "none"}
+    assert {j.dataset for j in har} == {"basicmotions"} and {j.settings.model for j in har} == {
+        "cnn1d"
+    }
+    assert {j.config.label for j in har} == {
+        "batch@input-global",
+        "batch@input",
+        "batch@every",
+        "none",
+    }
 
 
 # -- the analyses, on records made up to show a known answer ------------------------------------
 def _record(config, depth, accs, experiment="headline", **extra):
     norm, _, placement = config.partition("@")
-    return {"experiment": experiment, "kind": "train", "config": config, "norm": norm,
-            "placement": placement or None, "model": "mlp", "width": 128, "depth": depth,
-            "seed": extra.pop("seed", 0), "batch_size": 64, "residual": False,
-            "dataset": "mnist10k", "test_accuracy": accs[-1], "seconds_per_epoch": 1.0,
-            "epochs": [{"epoch": i + 1, "test_accuracy": a, "loss": 1.0, "accuracy": a,
-                        "test_loss": 1.0, "seconds": 1.0} for i, a in enumerate(accs)],
-            **extra}
+    return {
+        "experiment": experiment,
+        "kind": "train",
+        "config": config,
+        "norm": norm,
+        "placement": placement or None,
+        "model": "mlp",
+        "width": 128,
+        "depth": depth,
+        "seed": extra.pop("seed", 0),
+        "batch_size": 64,
+        "residual": False,
+        "dataset": "mnist10k",
+        "test_accuracy": accs[-1],
+        "seconds_per_epoch": 1.0,
+        "epochs": [
+            {
+                "epoch": i + 1,
+                "test_accuracy": a,
+                "loss": 1.0,
+                "accuracy": a,
+                "test_loss": 1.0,
+                "seconds": 1.0,
+            }
+            for i, a in enumerate(accs)
+        ],
+        **extra,
+    }
 
 
 def _probe(config, depth, growth, seed):
     norms = [growth ** (depth - 1 - i) for i in range(depth)]
-    return {"experiment": "headline", "kind": "probe", "config": config, "depth": depth,
-            "model": "mlp", "width": 128, "seed": seed, "batch_size": 64, "grad_norms": {"64": norms},
-            "growth": {"64": growth + 0.001 * seed}, "sensitivity": [0.1] * depth}
+    return {
+        "experiment": "headline",
+        "kind": "probe",
+        "config": config,
+        "depth": depth,
+        "model": "mlp",
+        "width": 128,
+        "seed": seed,
+        "batch_size": 64,
+        "grad_norms": {"64": norms},
+        "growth": {"64": growth + 0.001 * seed},
+        "sensitivity": [0.1] * depth,
+    }
 
 
 def _headline_records(deep_every):
@@ -215,14 +269,23 @@ def _headline_records(deep_every):
 
 def test_headline_answer_is_computed_from_the_numbers():
     harmed = ex.EXPERIMENTS["headline"].analyze(_headline_records(0.20), ex.Options())
-    assert harmed["answer"].startswith("Yes, and the harm grows with depth: at depth 32 BN after "
-                                       "every layer reached 20.0 ± 1.0 %, lower than BN after the first")
-    assert "Measured at initialization: with BN after every layer the gradients grow 1.2" in harmed["answer"]
+    assert harmed["answer"].startswith(
+        "Yes, and the harm grows with depth: at depth 32 BN after "
+        "every layer reached 20.0 ± 1.0 %, lower than BN after the first"
+    )
+    assert (
+        "Measured at initialization: with BN after every layer the gradients grow 1.2"
+        in harmed["answer"]
+    )
     claims = {f["claim"].split(":")[0]: f for f in harmed["findings"]}
-    assert claims["depth 32"]["holds"] and claims["depth 32"]["numbers"]["difference"] == pytest.approx(-0.7)
+    assert claims["depth 32"]["holds"] and claims["depth 32"]["numbers"][
+        "difference"
+    ] == pytest.approx(-0.7)
     same = ex.EXPERIMENTS["headline"].analyze(_headline_records(0.90), ex.Options())
-    assert same["answer"].startswith("Not in this run: at depth 32 BN after every layer reached "
-                                     "90.0 ± 1.0 %, not lower than any other placement")
+    assert same["answer"].startswith(
+        "Not in this run: at depth 32 BN after every layer reached "
+        "90.0 ± 1.0 %, not lower than any other placement"
+    )
     assert "Measured at initialization" not in same["answer"]
     # each finding's verdict is the rule applied to the numbers it carries
     for f in harmed["findings"] + same["findings"]:
@@ -234,8 +297,11 @@ def test_headline_answer_is_computed_from_the_numbers():
 def test_residual_answer_names_the_cause_only_when_the_skips_remove_the_gap():
     recs = []
     for seed, j in enumerate((0.0, 0.01, -0.01)):
-        for label, plain, res in (("batch@every", 0.2, 0.95), ("batch@first", 0.9, 0.95),
-                                  ("none", 0.9, 0.5)):
+        for label, plain, res in (
+            ("batch@every", 0.2, 0.95),
+            ("batch@first", 0.9, 0.95),
+            ("none", 0.9, 0.5),
+        ):
             recs.append(_record(label, 32, [plain + j], "residual", seed=seed))
             recs.append(_record(label, 32, [res + j], "residual", seed=seed, residual=True))
     out = ex.EXPERIMENTS["residual"].analyze(recs, ex.Options())
@@ -299,15 +365,21 @@ def run_cli(argv, capsys):
     return rc, out, err
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--experiment", "depht"], ["unknown experiment 'depht'", "depth", "compare"]),
-    (["--experiment", "depth", "--norms", "batch"], ["--norms and --placement", "compare"]),
-    (["--depths", "2,x"], ["--depths takes comma-separated integers", "2,x"]),
-    (["--batch-sizes", "0,4"], ["--batch-sizes takes integers >= 1", "0,4"]),
-    (["--experiment", "depth", "--model", "cnn1d"], ["unknown model 'cnn1d'", "mlp, cnn"]),
-    (["--experiment", "depth", "--dataset", "tfds:mnist"], ["--dataset applies to --experiment compare"]),
-    (["--seeds", "0"], ["--seeds must be >= 1"]),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--experiment", "depht"], ["unknown experiment 'depht'", "depth", "compare"]),
+        (["--experiment", "depth", "--norms", "batch"], ["--norms and --placement", "compare"]),
+        (["--depths", "2,x"], ["--depths takes comma-separated integers", "2,x"]),
+        (["--batch-sizes", "0,4"], ["--batch-sizes takes integers >= 1", "0,4"]),
+        (["--experiment", "depth", "--model", "cnn1d"], ["unknown model 'cnn1d'", "mlp, cnn"]),
+        (
+            ["--experiment", "depth", "--dataset", "tfds:mnist"],
+            ["--dataset applies to --experiment compare"],
+        ),
+        (["--seeds", "0"], ["--seeds must be >= 1"]),
+    ],
+)
 def test_bad_experiment_options_are_one_line_exit_2(argv, words, capsys, tmp_path):
     rc, out, err = run_cli([*argv, "--out", str(tmp_path / "o")], capsys)
     assert rc == 2
@@ -361,10 +433,32 @@ def test_results_merge_sections_and_csv_holds_every_epoch(tmp_path):
 @pytest.mark.slow
 def test_default_command_runs_the_headline_and_prints_a_computed_answer(tmp_path):
     out = tmp_path / "study"
-    argv = [sys.executable, "-m", "tfnorm", "study", "--depths", "2,6", "--seeds", "2",
-            "--epochs", "1", "--train-size", "256", "--test-size", "100", "--out", str(out)]
-    proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": REPO})
+    argv = [
+        sys.executable,
+        "-m",
+        "tfnorm",
+        "study",
+        "--depths",
+        "2,6",
+        "--seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--train-size",
+        "256",
+        "--test-size",
+        "100",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(
+        argv,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "-- headline: May too much batch normalization hurt learning?" in proc.stdout
     assert "answer: " in proc.stdout and "left]" in proc.stdout  # progress with a time estimate
@@ -375,7 +469,12 @@ def test_default_command_runs_the_headline_and_prints_a_computed_answer(tmp_path
     with open(out / "headline.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     # --summarize prints the stored answer again, training nothing
-    proc2 = subprocess.run([sys.executable, "-m", "tfnorm", "study", "--summarize", str(out)],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                           env={**os.environ, "PYTHONPATH": REPO})
+    proc2 = subprocess.run(
+        [sys.executable, "-m", "tfnorm", "study", "--summarize", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
     assert proc2.returncode == 0 and section["answer"] in proc2.stdout

@@ -28,13 +28,24 @@ def _preactivation_axes(y, channels_first):
     return tuple(a for a in range(y.ndim) if a != c)
 
 
-@pytest.mark.parametrize("make, shape, channels_first", [
-    (lambda: keras.layers.Dense(4, bias_initializer="ones"), (64, 6), False),
-    (lambda: keras.layers.Dense(3, use_bias=False), (16, 5, 6), False),
-    (lambda: keras.layers.Conv2D(3, 2, padding="same", bias_initializer="ones"), (8, 5, 5, 2),
-     False),
-    (lambda: keras.layers.Conv1D(4, 2, groups=2, data_format="channels_first"), (16, 2, 7), True),
-], ids=["dense", "dense-rank3-no-bias", "conv2d", "conv1d-channels-first"])
+@pytest.mark.parametrize(
+    "make, shape, channels_first",
+    [
+        (lambda: keras.layers.Dense(4, bias_initializer="ones"), (64, 6), False),
+        (lambda: keras.layers.Dense(3, use_bias=False), (16, 5, 6), False),
+        (
+            lambda: keras.layers.Conv2D(3, 2, padding="same", bias_initializer="ones"),
+            (8, 5, 5, 2),
+            False,
+        ),
+        (
+            lambda: keras.layers.Conv1D(4, 2, groups=2, data_format="channels_first"),
+            (16, 2, 7),
+            True,
+        ),
+    ],
+    ids=["dense", "dense-rank3-no-bias", "conv2d", "conv1d-channels-first"],
+)
 def test_data_init_gives_zero_mean_unit_variance_preactivations(make, shape, channels_first):
     rng = np.random.default_rng(0)
     x = (rng.normal(size=shape) * 3.0 + 2.0).astype("float32")
@@ -99,8 +110,9 @@ def test_data_init_happens_once_and_survives_keras_save_load(tmp_path):
 def test_data_init_inside_fit_uses_the_first_batch_only(jit):
     """In a compiled train step: g = 1/sigma and b = -mu/sigma of the first batch (lr 0)."""
     rng = np.random.default_rng(3)
-    x = np.concatenate([rng.normal(size=(16, 5)) * 2 + 1,
-                        rng.normal(size=(16, 5)) * 7 - 3]).astype("float32")
+    x = np.concatenate([rng.normal(size=(16, 5)) * 2 + 1, rng.normal(size=(16, 5)) * 7 - 3]).astype(
+        "float32"
+    )
     model = _wn_model()
     wn = model.layers[-1]
     v = wn.layer.kernel.numpy().astype(np.float64)
@@ -110,8 +122,9 @@ def test_data_init_inside_fit_uses_the_first_batch_only(jit):
     t = x[:16].astype(np.float64) @ (v / np.linalg.norm(v, axis=0))
     sigma = np.sqrt(t.var(axis=0) + 1e-6)
     np.testing.assert_allclose(wn.g.numpy(), 1.0 / sigma, rtol=1e-5)
-    np.testing.assert_allclose(wn.offset.numpy() + bias, -t.mean(axis=0) / sigma,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        wn.offset.numpy() + bias, -t.mean(axis=0) / sigma, rtol=1e-5, atol=1e-6
+    )
     assert float(wn.initialized.numpy()) == 1.0
 
 
@@ -119,10 +132,14 @@ def test_data_init_inside_fit_uses_the_first_batch_only(jit):
 # Wrappers never write into the wrapped layer
 
 
-@pytest.mark.parametrize("wrap", [
-    lambda layer: tfnorm.WeightNormalization(layer),
-    lambda layer: tfnorm.SpectralNormalization(layer, power_iterations=2),
-], ids=["weightnorm", "spectral"])
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda layer: tfnorm.WeightNormalization(layer),
+        lambda layer: tfnorm.SpectralNormalization(layer, power_iterations=2),
+    ],
+    ids=["weightnorm", "spectral"],
+)
 @pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
 def test_wrapped_variables_are_never_written(wrap, policy):
     inner = keras.layers.Conv2D(3, 2, dtype=policy)
@@ -202,8 +219,9 @@ def test_u_updates_only_in_training_by_one_power_iteration():
 def test_training_gradient_flows_through_sigma_with_u_v_constant():
     """Miyato et al. 2018, Sec. 2.2: dL/dW = (G - (sum G * W_SN) v u^T) / sigma with
     G = dL/dW_SN (here x^T dy), u and v the power-iteration vectors held constant."""
-    sn = tfnorm.SpectralNormalization(keras.layers.Dense(4, use_bias=False, dtype="float64"),
-                                      power_iterations=1, dtype="float64")
+    sn = tfnorm.SpectralNormalization(
+        keras.layers.Dense(4, use_bias=False, dtype="float64"), power_iterations=1, dtype="float64"
+    )
     rng = np.random.default_rng(9)
     x = rng.normal(size=(5, 6))
     dy = rng.normal(size=(5, 4))
@@ -229,8 +247,9 @@ def test_evonorm_b0_moving_variance():
     x = np.random.default_rng(10).normal(size=(6, 4, 4, 3)) * 2 + 1
     layer(x.astype("float32"), training=True)
     batch_var = x.var(axis=(0, 1, 2))
-    np.testing.assert_allclose(layer.moving_variance.numpy(), 0.8 * 1.0 + 0.2 * batch_var,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        layer.moving_variance.numpy(), 0.8 * 1.0 + 0.2 * batch_var, rtol=1e-5
+    )
     # inference uses the moving variance: x / max(sqrt(mv + eps), v1 x + sqrt(s2_i + eps))
     y = layer(x.astype("float32"), training=False).numpy()
     mv = layer.moving_variance.numpy().astype(np.float64)
@@ -243,34 +262,42 @@ def test_switchable_moving_statistics():
     layer = tfnorm.SwitchableNormalization(momentum=0.7, axis=1)
     x = np.random.default_rng(11).normal(size=(5, 3, 4, 6)) * 3 - 2  # channels first
     y_train = layer(x.astype("float32"), training=True).numpy()
-    np.testing.assert_allclose(layer.moving_mean.numpy(), 0.3 * x.mean(axis=(0, 2, 3)),
-                               rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(layer.moving_variance.numpy(),
-                               0.7 + 0.3 * x.var(axis=(0, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(
+        layer.moving_mean.numpy(), 0.3 * x.mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        layer.moving_variance.numpy(), 0.7 + 0.3 * x.var(axis=(0, 2, 3)), rtol=1e-5
+    )
     # momentum 0: the moving statistics are the last batch's, so inference reproduces training
     layer0 = tfnorm.SwitchableNormalization(momentum=0.0, axis=1)
     y0 = layer0(x.astype("float32"), training=True).numpy()
     np.testing.assert_allclose(y0, y_train, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(layer0(x.astype("float32"), training=False).numpy(), y0,
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        layer0(x.astype("float32"), training=False).numpy(), y0, rtol=1e-4, atol=1e-5
+    )
 
 
 # ---------------------------------------------------------------------------
 # LocalResponseNormalization: TensorFlow's convention, PyTorch's documented
 
 
-@pytest.mark.parametrize("kwargs", [
-    {},
-    {"depth_radius": 2, "bias": 2.0, "alpha": 1e-4, "beta": 0.75},
-    {"depth_radius": 1, "bias": 0.5, "alpha": 0.3, "beta": 1.0},
-    {"depth_radius": 0, "alpha": 2.0, "beta": 0.25},
-], ids=["defaults", "alexnet", "r1", "r0"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"depth_radius": 2, "bias": 2.0, "alpha": 1e-4, "beta": 0.75},
+        {"depth_radius": 1, "bias": 0.5, "alpha": 0.3, "beta": 1.0},
+        {"depth_radius": 0, "alpha": 2.0, "beta": 0.25},
+    ],
+    ids=["defaults", "alexnet", "r1", "r0"],
+)
 def test_lrn_matches_tf_nn_local_response_normalization(kwargs):
     x = np.random.default_rng(12).normal(size=(2, 3, 4, 9)).astype("float32") * 2
     y = tfnorm.LocalResponseNormalization(**kwargs)(x).numpy()
     tf_kwargs = {"depth_radius": 5, "bias": 1.0, "alpha": 1.0, "beta": 0.5, **kwargs}
-    np.testing.assert_allclose(y, tf.nn.local_response_normalization(x, **tf_kwargs).numpy(),
-                               rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        y, tf.nn.local_response_normalization(x, **tf_kwargs).numpy(), rtol=2e-6, atol=1e-7
+    )
 
 
 def _torch_lrn(x, size, alpha, beta, k):
@@ -280,7 +307,7 @@ def _torch_lrn(x, size, alpha, beta, k):
     ch = x.shape[1]
     for c in range(ch):
         lo, hi = max(0, c - size // 2), min(ch - 1, c + size // 2)
-        s = (x[:, lo:hi + 1] ** 2).sum(axis=1)
+        s = (x[:, lo : hi + 1] ** 2).sum(axis=1)
         out[:, c] = x[:, c] * (k + alpha / size * s) ** -beta
     return out
 
@@ -291,23 +318,31 @@ def test_lrn_docstring_explains_pytorch_alpha_over_n():
     x = np.random.default_rng(13).normal(size=(2, 7, 3, 3)) * 2
     size, alpha, beta, k = 5, 1e-2, 0.75, 2.0
     # the conversion the docstring gives
-    layer = tfnorm.LocalResponseNormalization(depth_radius=(size - 1) // 2, bias=k,
-                                              alpha=alpha / size, beta=beta, axis=1)
-    np.testing.assert_allclose(layer(x.astype("float32")).numpy(),
-                               _torch_lrn(x, size, alpha, beta, k), rtol=1e-5, atol=1e-6)
+    layer = tfnorm.LocalResponseNormalization(
+        depth_radius=(size - 1) // 2, bias=k, alpha=alpha / size, beta=beta, axis=1
+    )
+    np.testing.assert_allclose(
+        layer(x.astype("float32")).numpy(),
+        _torch_lrn(x, size, alpha, beta, k),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     # and without it the two conventions differ
-    same_numbers = tfnorm.LocalResponseNormalization(depth_radius=2, bias=k, alpha=alpha,
-                                                     beta=beta, axis=1)
-    assert not np.allclose(same_numbers(x.astype("float32")).numpy(),
-                           _torch_lrn(x, size, alpha, beta, k), rtol=1e-3)
+    same_numbers = tfnorm.LocalResponseNormalization(
+        depth_radius=2, bias=k, alpha=alpha, beta=beta, axis=1
+    )
+    assert not np.allclose(
+        same_numbers(x.astype("float32")).numpy(), _torch_lrn(x, size, alpha, beta, k), rtol=1e-3
+    )
 
 
 # ---------------------------------------------------------------------------
 # ScaleNorm, FRN, DyT specifics
 
 
-@pytest.mark.parametrize("shape, axis, d", [((2, 16), -1, 16), ((2, 3, 4, 5), [2, 3], 20),
-                                            ((2, 9, 3), 1, 9)])
+@pytest.mark.parametrize(
+    "shape, axis, d", [((2, 16), -1, 16), ((2, 3, 4, 5), [2, 3], 20), ((2, 9, 3), 1, 9)]
+)
 def test_scale_norm_g_initialised_to_sqrt_d(shape, axis, d):
     layer = tfnorm.ScaleNormalization(axis=axis)
     x = np.random.default_rng(14).normal(size=shape).astype("float32")
@@ -316,7 +351,7 @@ def test_scale_norm_g_initialised_to_sqrt_d(shape, axis, d):
     np.testing.assert_allclose(float(layer.g.numpy()), np.sqrt(d), rtol=1e-7)
     axes = tuple(a % len(shape) for a in ([axis] if isinstance(axis, int) else axis))
     # at initialisation the output has unit root mean square over the normalized axes
-    np.testing.assert_allclose(np.sqrt((y ** 2).mean(axis=axes)), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.sqrt((y**2).mean(axis=axes)), 1.0, rtol=1e-5)
 
 
 def test_frn_learned_epsilon_trains_and_starts_small():
@@ -346,8 +381,9 @@ def test_weight_standardized_conv_swaps_in_for_conv2d():
     ws.set_weights(conv.get_weights())
     w = conv.kernel.numpy().astype(np.float64)
     w_hat = (w - w.mean(axis=(0, 1, 2))) / np.sqrt(w.var(axis=(0, 1, 2)) + 1e-5)
-    np.testing.assert_allclose(ws(x).numpy(), conv_nd(x.astype(np.float64), w_hat, padding="same"),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        ws(x).numpy(), conv_nd(x.astype(np.float64), w_hat, padding="same"), rtol=1e-4, atol=1e-5
+    )
     np.testing.assert_array_equal(ws.kernel.numpy(), conv.kernel.numpy())  # stored kernel untouched
 
 
@@ -355,45 +391,73 @@ def test_weight_standardized_conv_swaps_in_for_conv2d():
 # Errors
 
 
-@pytest.mark.parametrize("make, pattern", [
-    (lambda: tfnorm.WeightNormalization(keras.layers.Embedding(3, 2)),
-     r"wraps keras.layers Dense, Conv1D, Conv2D, Conv3D, SimpleRNN, LSTM, GRU.*Embedding"),
-    (lambda: tfnorm.SpectralNormalization(tfnorm.WeightStandardizedConv2D(3, 2)),
-     r"received layer=.*WeightStandardizedConv2D"),
-    (lambda: tfnorm.WeightNormalization(keras.layers.Conv2DTranspose(3, 2)),
-     r"Conv2DTranspose"),
-    (lambda: tfnorm.WeightNormalization(keras.layers.Dense(3), data_init="yes"),
-     r"data_init must be True or False, received data_init='yes'"),
-    (lambda: tfnorm.SpectralNormalization(keras.layers.Dense(3), power_iterations=0),
-     r"power_iterations must be an integer in \[1, 1000\], received power_iterations=0"),
-    (lambda: tfnorm.WeightStandardizedConv2D(3, 2, epsilon=0), r"epsilon must be a finite positive"),
-    (lambda: tfnorm.FilterResponseNormalization(epsilon=0), r"epsilon must be a finite positive"),
-    (lambda: tfnorm.FilterResponseNormalization(axis=[1, 2]), r"single channel axis"),
-    (lambda: tfnorm.FilterResponseNormalization(learned_epsilon=1), r"learned_epsilon=1"),
-    (lambda: tfnorm.EvoNormB0(momentum=2), r"momentum must be a number in \[0, 1\].*2"),
-    (lambda: tfnorm.EvoNormS0(groups=0), r"groups must be an integer >= 1"),
-    (lambda: tfnorm.SwitchableNormalization(epsilon=-1), r"epsilon.*received epsilon=-1"),
-    (lambda: tfnorm.LocalResponseNormalization(depth_radius=-1), r"depth_radius.*>= 0.*-1"),
-    (lambda: tfnorm.LocalResponseNormalization(beta=-0.5), r"beta must be a finite non-negative.*-0.5"),
-    (lambda: tfnorm.LocalResponseNormalization(alpha="big"), r"alpha must be a number.*'big'"),
-    (lambda: tfnorm.PixelNormalization(epsilon=0), r"epsilon must be a finite positive"),
-    (lambda: tfnorm.ScaleNormalization(epsilon=-1e-5), r"epsilon must be a finite positive"),
-    (lambda: tfnorm.DynamicTanh(alpha_init="0.5"), r"alpha_init must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "make, pattern",
+    [
+        (
+            lambda: tfnorm.WeightNormalization(keras.layers.Embedding(3, 2)),
+            r"wraps keras.layers Dense, Conv1D, Conv2D, Conv3D, SimpleRNN, LSTM, GRU.*Embedding",
+        ),
+        (
+            lambda: tfnorm.SpectralNormalization(tfnorm.WeightStandardizedConv2D(3, 2)),
+            r"received layer=.*WeightStandardizedConv2D",
+        ),
+        (
+            lambda: tfnorm.WeightNormalization(keras.layers.Conv2DTranspose(3, 2)),
+            r"Conv2DTranspose",
+        ),
+        (
+            lambda: tfnorm.WeightNormalization(keras.layers.Dense(3), data_init="yes"),
+            r"data_init must be True or False, received data_init='yes'",
+        ),
+        (
+            lambda: tfnorm.SpectralNormalization(keras.layers.Dense(3), power_iterations=0),
+            r"power_iterations must be an integer in \[1, 1000\], received power_iterations=0",
+        ),
+        (
+            lambda: tfnorm.WeightStandardizedConv2D(3, 2, epsilon=0),
+            r"epsilon must be a finite positive",
+        ),
+        (
+            lambda: tfnorm.FilterResponseNormalization(epsilon=0),
+            r"epsilon must be a finite positive",
+        ),
+        (lambda: tfnorm.FilterResponseNormalization(axis=[1, 2]), r"single channel axis"),
+        (lambda: tfnorm.FilterResponseNormalization(learned_epsilon=1), r"learned_epsilon=1"),
+        (lambda: tfnorm.EvoNormB0(momentum=2), r"momentum must be a number in \[0, 1\].*2"),
+        (lambda: tfnorm.EvoNormS0(groups=0), r"groups must be an integer >= 1"),
+        (lambda: tfnorm.SwitchableNormalization(epsilon=-1), r"epsilon.*received epsilon=-1"),
+        (lambda: tfnorm.LocalResponseNormalization(depth_radius=-1), r"depth_radius.*>= 0.*-1"),
+        (
+            lambda: tfnorm.LocalResponseNormalization(beta=-0.5),
+            r"beta must be a finite non-negative.*-0.5",
+        ),
+        (lambda: tfnorm.LocalResponseNormalization(alpha="big"), r"alpha must be a number.*'big'"),
+        (lambda: tfnorm.PixelNormalization(epsilon=0), r"epsilon must be a finite positive"),
+        (lambda: tfnorm.ScaleNormalization(epsilon=-1e-5), r"epsilon must be a finite positive"),
+        (lambda: tfnorm.DynamicTanh(alpha_init="0.5"), r"alpha_init must be a finite number"),
+    ],
+)
 def test_construction_errors(make, pattern):
     with pytest.raises(ValueError, match=pattern):
         make()
 
 
-@pytest.mark.parametrize("make, shape, pattern", [
-    (lambda: tfnorm.FilterResponseNormalization(), (4, 8), r"rank >= 3 .* shape \(4, 8\)"),
-    (lambda: tfnorm.EvoNormB0(), (4, 8), r"rank >= 3"),
-    (lambda: tfnorm.SwitchableNormalization(), (4, 8), r"rank >= 3"),
-    (lambda: tfnorm.EvoNormS0(groups=3), (2, 4, 4, 8),
-     r"groups=3 must divide the 8 channels.*groups=2.*groups=4"),
-    (lambda: tfnorm.TLU(axis=2), (2, 3), r"axis=2 is out of range"),
-    (lambda: tfnorm.LocalResponseNormalization(axis=0), (2, 3), r"batch axis"),
-])
+@pytest.mark.parametrize(
+    "make, shape, pattern",
+    [
+        (lambda: tfnorm.FilterResponseNormalization(), (4, 8), r"rank >= 3 .* shape \(4, 8\)"),
+        (lambda: tfnorm.EvoNormB0(), (4, 8), r"rank >= 3"),
+        (lambda: tfnorm.SwitchableNormalization(), (4, 8), r"rank >= 3"),
+        (
+            lambda: tfnorm.EvoNormS0(groups=3),
+            (2, 4, 4, 8),
+            r"groups=3 must divide the 8 channels.*groups=2.*groups=4",
+        ),
+        (lambda: tfnorm.TLU(axis=2), (2, 3), r"axis=2 is out of range"),
+        (lambda: tfnorm.LocalResponseNormalization(axis=0), (2, 3), r"batch axis"),
+    ],
+)
 def test_build_errors(make, shape, pattern):
     with pytest.raises(ValueError, match=pattern):
         make().build(shape)

@@ -71,8 +71,13 @@ def _run(tmp_path, backup, out, kill_at):
     script = tmp_path / "train.py"
     script.write_text(_SCRIPT)
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    return subprocess.run([sys.executable, str(script), backup, out, str(kill_at)],
-                          env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(script), backup, out, str(kill_at)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow
@@ -83,11 +88,11 @@ def test_sigkill_mid_epoch_and_resume_is_bit_identical(tmp_path):
     killed = _run(tmp_path, backup, str(tmp_path / "unused.npz"), 17)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert os.path.isdir(backup)
-    resumed = _run(tmp_path, backup, str(tmp_path / "resumed.npz"), 10 ** 9)
+    resumed = _run(tmp_path, backup, str(tmp_path / "resumed.npz"), 10**9)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    straight = _run(tmp_path, "-", str(tmp_path / "straight.npz"), 10 ** 9)
+    straight = _run(tmp_path, "-", str(tmp_path / "straight.npz"), 10**9)
     assert straight.returncode == 0, straight.stderr[-2000:]
-    again = _run(tmp_path, "-", str(tmp_path / "again.npz"), 10 ** 9)  # a second seeded run
+    again = _run(tmp_path, "-", str(tmp_path / "again.npz"), 10**9)  # a second seeded run
     assert again.returncode == 0, again.stderr[-2000:]
     c, b = np.load(tmp_path / "again.npz"), np.load(tmp_path / "straight.npz")
     for key in b.files:  # two seeded runs under op determinism: bit-identical
@@ -103,19 +108,25 @@ def test_sigkill_mid_epoch_and_resume_is_bit_identical(tmp_path):
 
 def _stateful_model():
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([
-        keras.Input((4, 6)),
-        tfnorm.WeightNormalization(keras.layers.Dense(6)),
-        tfnorm.BatchNormalization(renorm=True),
-        tfnorm.OnlineNormalization(),
-        tfnorm.SwitchableNormalization(),
-        keras.layers.Flatten(),
-        keras.layers.Dense(1),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((4, 6)),
+            tfnorm.WeightNormalization(keras.layers.Dense(6)),
+            tfnorm.BatchNormalization(renorm=True),
+            tfnorm.OnlineNormalization(),
+            tfnorm.SwitchableNormalization(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1),
+        ]
+    )
     model.compile(keras.optimizers.Adam(1e-2), "mse")
     rng = np.random.default_rng(1)
-    model.fit(rng.normal(size=(32, 4, 6)).astype("float32"),
-              rng.normal(size=(32, 1)).astype("float32"), batch_size=8, verbose=0)
+    model.fit(
+        rng.normal(size=(32, 4, 6)).astype("float32"),
+        rng.normal(size=(32, 1)).astype("float32"),
+        batch_size=8,
+        verbose=0,
+    )
     return model
 
 

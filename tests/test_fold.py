@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 import tfnorm
-from tfnorm.fold import FoldReport
 from tests.test_swap import Subclassed
 from tests.test_tflite import BUILTIN, _convert, _interpret
+from tfnorm.fold import FoldReport
 
 RNG = np.random.default_rng(11)
 BATCH_NORMS = (keras.layers.BatchNormalization, tfnorm.BatchNormalization)
@@ -35,6 +35,7 @@ TOL = 1e-5
 # --------------------------------------------------------------------------------------
 # utilities
 # --------------------------------------------------------------------------------------
+
 
 def x_of(shape, seed=0):
     return np.random.default_rng(seed).normal(size=shape).astype("float32")
@@ -70,14 +71,18 @@ def randomize_biases(model, rng=RNG):
 
 def snapshot(model):
     """Every variable's bytes, and the model's config: a bit-for-bit picture."""
-    values = [(v.path, v.dtype, hashlib.sha256(np.ascontiguousarray(v.numpy()).tobytes())
-               .hexdigest()) for v in model.weights]
+    values = [
+        (v.path, v.dtype, hashlib.sha256(np.ascontiguousarray(v.numpy()).tobytes()).hexdigest())
+        for v in model.weights
+    ]
     return values, json.dumps(model.get_config(), sort_keys=True, default=str)
 
 
 def count(model, classes):
-    return sum(isinstance(layer, classes)
-               for layer in model._flatten_layers(include_self=False, recursive=True))
+    return sum(
+        isinstance(layer, classes)
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+    )
 
 
 def assert_same_function(old, new, x, tol=TOL):
@@ -115,6 +120,7 @@ def record(new, path):
 # BatchNormalization after a linear layer
 # --------------------------------------------------------------------------------------
 
+
 def _after(linear, shape, bn):
     inputs = keras.Input(shape)
     model = keras.Model(inputs, bn(linear(inputs)))
@@ -127,25 +133,45 @@ AFTER = {
     "dense": (lambda: keras.layers.Dense(5, name="lin"), (6,), -1),
     "dense-rank3": (lambda: keras.layers.Dense(5, name="lin"), (3, 6), -1),
     "conv1d": (lambda: keras.layers.Conv1D(4, 3, name="lin"), (9, 3), -1),
-    "conv1d-causal": (lambda: keras.layers.Conv1D(4, 3, padding="causal", name="lin"),
-                      (9, 3), -1),
+    "conv1d-causal": (lambda: keras.layers.Conv1D(4, 3, padding="causal", name="lin"), (9, 3), -1),
     "conv2d": (lambda: keras.layers.Conv2D(4, 3, padding="same", name="lin"), (7, 7, 3), -1),
     "conv2d-groups": (lambda: keras.layers.Conv2D(6, 3, groups=3, name="lin"), (7, 7, 3), -1),
-    "conv2d-strided": (lambda: keras.layers.Conv2D(4, 3, strides=2, dilation_rate=1,
-                                                   name="lin"), (8, 8, 3), -1),
+    "conv2d-strided": (
+        lambda: keras.layers.Conv2D(4, 3, strides=2, dilation_rate=1, name="lin"),
+        (8, 8, 3),
+        -1,
+    ),
     "conv3d": (lambda: keras.layers.Conv3D(3, 2, name="lin"), (5, 5, 5, 2), -1),
-    "depthwise2d": (lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="lin"),
-                    (7, 7, 3), -1),
-    "depthwise1d": (lambda: keras.layers.DepthwiseConv1D(3, depth_multiplier=3, name="lin"),
-                    (9, 2), -1),
-    "conv2d-channels-first": (lambda: keras.layers.Conv2D(4, 3, data_format="channels_first",
-                                                          name="lin"), (3, 7, 7), 1),
-    "conv1d-channels-first": (lambda: keras.layers.Conv1D(4, 3, data_format="channels_first",
-                                                          name="lin"), (3, 9), 1),
-    "conv2d-no-bias": (lambda: keras.layers.Conv2D(4, 3, use_bias=False, name="lin"),
-                       (7, 7, 3), -1),
-    "depthwise-no-bias": (lambda: keras.layers.DepthwiseConv2D(3, use_bias=False, name="lin"),
-                          (7, 7, 3), -1),
+    "depthwise2d": (
+        lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="lin"),
+        (7, 7, 3),
+        -1,
+    ),
+    "depthwise1d": (
+        lambda: keras.layers.DepthwiseConv1D(3, depth_multiplier=3, name="lin"),
+        (9, 2),
+        -1,
+    ),
+    "conv2d-channels-first": (
+        lambda: keras.layers.Conv2D(4, 3, data_format="channels_first", name="lin"),
+        (3, 7, 7),
+        1,
+    ),
+    "conv1d-channels-first": (
+        lambda: keras.layers.Conv1D(4, 3, data_format="channels_first", name="lin"),
+        (3, 9),
+        1,
+    ),
+    "conv2d-no-bias": (
+        lambda: keras.layers.Conv2D(4, 3, use_bias=False, name="lin"),
+        (7, 7, 3),
+        -1,
+    ),
+    "depthwise-no-bias": (
+        lambda: keras.layers.DepthwiseConv2D(3, use_bias=False, name="lin"),
+        (7, 7, 3),
+        -1,
+    ),
     "dense-no-bias": (lambda: keras.layers.Dense(5, use_bias=False, name="lin"), (6,), -1),
 }
 
@@ -167,8 +193,11 @@ def test_batch_norm_after_a_linear_layer_folds_into_it(case, bn_cls):
     assert_same_function(model, new, x)
 
 
-@pytest.mark.parametrize("center, scale", [(False, True), (True, False), (False, False)],
-                         ids=["no-center", "no-scale", "neither"])
+@pytest.mark.parametrize(
+    "center, scale",
+    [(False, True), (True, False), (False, False)],
+    ids=["no-center", "no-scale", "neither"],
+)
 @pytest.mark.parametrize("bn_cls", BATCH_NORMS, ids=["keras-bn", "tfnorm-bn"])
 def test_batch_norm_without_gamma_or_beta_folds(bn_cls, center, scale):
     bn = bn_cls(center=center, scale=scale, epsilon=0.01, name="bn")
@@ -195,14 +224,17 @@ def test_dense_then_batch_norm_matches_numpy_from_the_equations():
     np.testing.assert_allclose(new.bias.numpy(), (b - mean) * s + beta, rtol=1e-6, atol=1e-7)
     x = x_of((5, 4)).astype(np.float64)
     reference = gamma * (x @ w + b - mean) / np.sqrt(var + 0.05) + beta
-    np.testing.assert_allclose(predict(tfnorm.fold_normalization(model), x.astype("float32")),
-                               reference, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        predict(tfnorm.fold_normalization(model), x.astype("float32")),
+        reference,
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("bn_cls", BATCH_NORMS, ids=["keras-bn", "tfnorm-bn"])
 def test_batch_renorm_folds_with_the_statistics_inference_uses(bn_cls):
-    bn = bn_cls(renorm=True, renorm_clipping={"rmax": 3.0, "dmax": 5.0}, momentum=0.5,
-                name="bn")
+    bn = bn_cls(renorm=True, renorm_clipping={"rmax": 3.0, "dmax": 5.0}, momentum=0.5, name="bn")
     inputs = keras.Input((6, 6, 3))
     model = keras.Model(inputs, bn(keras.layers.Conv2D(4, 3, name="lin")(inputs)))
     for seed in range(4):  # the layer keeps moving_stddev and moving_variance itself
@@ -249,10 +281,13 @@ def test_mixed_precision_layers_keep_float32_variables():
 # BatchNormalization in front of a Dense
 # --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("bn_cls", BATCH_NORMS, ids=["keras-bn", "tfnorm-bn"])
-@pytest.mark.parametrize("shape, use_bias, activation", [
-    ((6,), True, "relu"), ((3, 6), True, None), ((6,), False, "tanh")],
-    ids=["rank2-relu", "rank3", "no-bias-tanh"])
+@pytest.mark.parametrize(
+    "shape, use_bias, activation",
+    [((6,), True, "relu"), ((3, 6), True, None), ((6,), False, "tanh")],
+    ids=["rank2-relu", "rank3", "no-bias-tanh"],
+)
 def test_batch_norm_before_a_dense_folds_into_its_rows(bn_cls, shape, use_bias, activation):
     inputs = keras.Input(shape)
     bn = bn_cls(name="bn")
@@ -293,15 +328,22 @@ def test_normalizations_on_both_sides_of_a_dense_fold_into_it_together():
     x = x_of((4, 5))
     new = fold_checked(model, x)
     assert [(r.path, r.action, r.new_name) for r in new.fold_report] == [
-        ("bn0", "folded", "d"), ("bn1", "folded", "d")]
+        ("bn0", "folded", "d"),
+        ("bn1", "folded", "d"),
+    ]
     assert [type(layer).__name__ for layer in new.layers] == ["InputLayer", "Dense"]
     assert_same_function(model, new, x)
 
 
 def test_a_batch_norm_between_two_dense_goes_into_the_one_before_it():
-    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, name="d1"),
-                              keras.layers.BatchNormalization(name="bn"),
-                              keras.layers.Dense(3, name="d2")])
+    model = keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(4, name="d1"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Dense(3, name="d2"),
+        ]
+    )
     randomize_all_bn(model)
     x = x_of((4, 5))
     new = fold_checked(model, x)
@@ -312,6 +354,7 @@ def test_a_batch_norm_between_two_dense_goes_into_the_one_before_it():
 # --------------------------------------------------------------------------------------
 # weight-based normalizations
 # --------------------------------------------------------------------------------------
+
 
 def _wrapped(wrapper, shape):
     inputs = keras.Input(shape)
@@ -324,13 +367,21 @@ def _wrapped(wrapper, shape):
 
 WRAPPED = {
     "wn-dense": (lambda: tfnorm.WeightNormalization(keras.layers.Dense(4), name="w"), (6,)),
-    "wn-conv2d": (lambda: tfnorm.WeightNormalization(keras.layers.Conv2D(4, 3), name="w"),
-                  (7, 7, 3)),
-    "wn-conv2d-no-data-init": (lambda: tfnorm.WeightNormalization(
-        keras.layers.Conv2D(4, 3, padding="same"), data_init=False, name="w"), (7, 7, 3)),
+    "wn-conv2d": (
+        lambda: tfnorm.WeightNormalization(keras.layers.Conv2D(4, 3), name="w"),
+        (7, 7, 3),
+    ),
+    "wn-conv2d-no-data-init": (
+        lambda: tfnorm.WeightNormalization(
+            keras.layers.Conv2D(4, 3, padding="same"), data_init=False, name="w"
+        ),
+        (7, 7, 3),
+    ),
     "sn-dense": (lambda: tfnorm.SpectralNormalization(keras.layers.Dense(4), name="w"), (6,)),
-    "sn-conv2d": (lambda: tfnorm.SpectralNormalization(keras.layers.Conv2D(4, 3), name="w"),
-                  (7, 7, 3)),
+    "sn-conv2d": (
+        lambda: tfnorm.SpectralNormalization(keras.layers.Conv2D(4, 3), name="w"),
+        (7, 7, 3),
+    ),
 }
 
 
@@ -345,15 +396,15 @@ def test_kernel_wrappers_become_the_plain_layer(case):
     assert type(plain) is type(wrapper.layer)
     assert count(new, (tfnorm.WeightNormalization, tfnorm.SpectralNormalization)) == 0
     r = record(new, "w")
-    assert (r.action, r.new_class, r.old_class) == ("replaced", type(wrapper.layer),
-                                                    type(wrapper))
+    assert (r.action, r.new_class, r.old_class) == ("replaced", type(wrapper.layer), type(wrapper))
     assert "remove()" in r.note
     assert_same_function(model, new, x)
 
 
 def test_spectral_normalization_uses_the_stored_u_in_inference():
-    model = _wrapped(tfnorm.SpectralNormalization(keras.layers.Dense(3, use_bias=False),
-                                                  name="w"), (5,))
+    model = _wrapped(
+        tfnorm.SpectralNormalization(keras.layers.Dense(3, use_bias=False), name="w"), (5,)
+    )
     wrapper = model.get_layer("w")
     wrapper.u.assign(RNG.normal(size=3).astype("float32"))  # not a converged estimate
     w = wrapper.layer.kernel.numpy().astype(np.float64)
@@ -362,8 +413,7 @@ def test_spectral_normalization_uses_the_stored_u_in_inference():
     sigma = np.linalg.norm(w @ u)  # inference: sigma = ||W u||, u as stored (not updated)
     assert not np.isclose(sigma, np.linalg.svd(w, compute_uv=False)[0], rtol=1e-2)
     new = tfnorm.fold_normalization(model)
-    np.testing.assert_allclose(new.get_layer("w").kernel.numpy(), w / sigma, rtol=1e-5,
-                               atol=1e-7)
+    np.testing.assert_allclose(new.get_layer("w").kernel.numpy(), w / sigma, rtol=1e-5, atol=1e-7)
     assert_same_function(model, new, x_of((4, 5)))
 
 
@@ -375,8 +425,9 @@ def test_weight_normalization_data_init_offset_goes_into_the_bias():
     g = wrapper.g.numpy().astype(np.float64)
     bias = wrapper.layer.bias.numpy().astype(np.float64) + wrapper.offset.numpy()
     plain = tfnorm.fold_normalization(model).get_layer("w")
-    np.testing.assert_allclose(plain.kernel.numpy(), g * v / np.linalg.norm(v, axis=0),
-                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        plain.kernel.numpy(), g * v / np.linalg.norm(v, axis=0), rtol=1e-5, atol=1e-7
+    )
     np.testing.assert_allclose(plain.bias.numpy(), bias, rtol=1e-6, atol=1e-7)
 
 
@@ -405,12 +456,15 @@ def test_weight_standardized_convolutions_become_keras_convolutions(rank):
     assert_same_function(model, new, x)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: tfnorm.WeightStandardizedConv2D(4, 3, name="lin"),
-    lambda: tfnorm.WeightNormalization(keras.layers.Conv2D(4, 3), name="lin"),
-    lambda: tfnorm.SpectralNormalization(keras.layers.Conv2D(4, 3, use_bias=False),
-                                         name="lin"),
-], ids=["ws", "wn", "sn"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: tfnorm.WeightStandardizedConv2D(4, 3, name="lin"),
+        lambda: tfnorm.WeightNormalization(keras.layers.Conv2D(4, 3), name="lin"),
+        lambda: tfnorm.SpectralNormalization(keras.layers.Conv2D(4, 3, use_bias=False), name="lin"),
+    ],
+    ids=["ws", "wn", "sn"],
+)
 def test_batch_norm_after_a_weight_normalized_layer_folds_into_its_replacement(make):
     bn = tfnorm.BatchNormalization(name="bn")
     model = _after(make(), (7, 7, 3), bn)
@@ -427,6 +481,7 @@ def test_batch_norm_after_a_weight_normalized_layer_folds_into_its_replacement(m
 # --------------------------------------------------------------------------------------
 # what is not folded
 # --------------------------------------------------------------------------------------
+
 
 def _assert_kept(model, x, path, *patterns):
     new = fold_checked(model, x)
@@ -457,9 +512,13 @@ def test_batch_norm_before_a_valid_convolution_is_kept():
 
 
 def test_batch_norm_after_a_convolution_with_an_activation_is_kept():
-    model = keras.Sequential([keras.Input((6, 6, 3)),
-                              keras.layers.Conv2D(4, 3, activation="relu", name="c"),
-                              keras.layers.BatchNormalization(name="bn")])
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 3)),
+            keras.layers.Conv2D(4, 3, activation="relu", name="c"),
+            keras.layers.BatchNormalization(name="bn"),
+        ]
+    )
     randomize_all_bn(model)
     _assert_kept(model, x_of((2, 6, 6, 3)), "bn", "activation='relu'")
 
@@ -487,9 +546,11 @@ def test_batch_norm_whose_input_is_also_a_model_output_is_kept():
 def test_shared_batch_norm_and_shared_dense_are_kept():
     inputs = keras.Input((5,))
     dense = keras.layers.Dense(5, name="shared_dense")
-    bn_a, bn_b = keras.layers.BatchNormalization(name="bn_a"), keras.layers.BatchNormalization(
-        name="bn_shared")
-    h = bn_a(dense(inputs))            # dense is called twice
+    bn_a, bn_b = (
+        keras.layers.BatchNormalization(name="bn_a"),
+        keras.layers.BatchNormalization(name="bn_shared"),
+    )
+    h = bn_a(dense(inputs))  # dense is called twice
     h = dense(h)
     out = keras.layers.Add()([bn_b(h), bn_b(inputs)])  # bn_b is called twice
     model = keras.Model(inputs, out)
@@ -517,11 +578,15 @@ def test_batch_norm_on_the_wrong_axis_is_kept():
     _assert_kept(model, x_of((2, 3, 6)), "bn", "axis 1", "on axis 2")
 
 
-@pytest.mark.parametrize("norm", [
-    lambda: keras.layers.LayerNormalization(name="norm"),
-    lambda: tfnorm.LayerNormalization(name="norm"),
-    lambda: tfnorm.GroupNormalization(groups=2, name="norm"),
-], ids=["keras-ln", "tfnorm-ln", "tfnorm-gn"])
+@pytest.mark.parametrize(
+    "norm",
+    [
+        lambda: keras.layers.LayerNormalization(name="norm"),
+        lambda: tfnorm.LayerNormalization(name="norm"),
+        lambda: tfnorm.GroupNormalization(groups=2, name="norm"),
+    ],
+    ids=["keras-ln", "tfnorm-ln", "tfnorm-gn"],
+)
 def test_run_time_normalizations_are_kept_with_the_reason(norm):
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="d"), norm()])
     for v in model.get_layer("norm").weights:
@@ -544,8 +609,14 @@ def test_kept_wrapper_says_why():
 
 
 def test_normalization_inside_a_custom_layer_is_listed():
-    model = keras.Sequential([keras.Input((2, 3)), keras.layers.TimeDistributed(
-        keras.layers.BatchNormalization(name="inner_bn"), name="td")])
+    model = keras.Sequential(
+        [
+            keras.Input((2, 3)),
+            keras.layers.TimeDistributed(
+                keras.layers.BatchNormalization(name="inner_bn"), name="td"
+            ),
+        ]
+    )
     new = fold_checked(model, x_of((2, 2, 3)))
     r = record(new, "td/inner_bn")
     assert r.action == "kept" and "copied whole" in r.note
@@ -555,13 +626,19 @@ def test_normalization_inside_a_custom_layer_is_listed():
 # model structure
 # --------------------------------------------------------------------------------------
 
+
 def test_nested_models_are_folded_inside():
-    block = keras.Sequential([keras.Input((6, 6, 3)), keras.layers.Conv2D(4, 3, name="c"),
-                              keras.layers.BatchNormalization(name="bn")], name="block")
+    block = keras.Sequential(
+        [
+            keras.Input((6, 6, 3)),
+            keras.layers.Conv2D(4, 3, name="c"),
+            keras.layers.BatchNormalization(name="bn"),
+        ],
+        name="block",
+    )
     inner_in = keras.Input((64,))
     inner_bn = tfnorm.BatchNormalization(name="bn2")
-    head = keras.Model(inner_in, keras.layers.Dense(2, name="d")(inner_bn(inner_in)),
-                       name="head")
+    head = keras.Model(inner_in, keras.layers.Dense(2, name="d")(inner_bn(inner_in)), name="head")
     inputs = keras.Input((6, 6, 3))
     h = keras.layers.Flatten(name="flat")(block(inputs))
     outer_bn = keras.layers.BatchNormalization(name="outer_bn")  # follows a nested model
@@ -570,7 +647,10 @@ def test_nested_models_are_folded_inside():
     x = x_of((2, 6, 6, 3))
     new = fold_checked(model, x)
     assert [(r.path, r.action) for r in new.fold_report] == [
-        ("block/bn", "folded"), ("outer_bn", "kept"), ("head/bn2", "folded")]
+        ("block/bn", "folded"),
+        ("outer_bn", "kept"),
+        ("head/bn2", "folded"),
+    ]
     assert "follows Flatten 'flat'" in record(new, "outer_bn").note
     assert "feeds 'head', not a Dense" in record(new, "outer_bn").note
     assert [type(layer) for layer in new.get_layer("block").layers] == [keras.layers.Conv2D]
@@ -579,8 +659,14 @@ def test_nested_models_are_folded_inside():
 
 
 def test_a_nested_model_used_twice_is_folded_once_and_stays_shared():
-    block = keras.Sequential([keras.Input((5,)), keras.layers.Dense(5, name="d"),
-                              keras.layers.BatchNormalization(name="bn")], name="block")
+    block = keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(5, name="d"),
+            keras.layers.BatchNormalization(name="bn"),
+        ],
+        name="block",
+    )
     inputs = keras.Input((5,))
     model = keras.Model(inputs, block(block(inputs)))
     randomize_all_bn(model)
@@ -594,8 +680,7 @@ def test_a_nested_model_used_twice_is_folded_once_and_stays_shared():
 
 def test_a_batch_norm_shared_across_model_levels_is_listed_once_and_kept():
     bn = keras.layers.BatchNormalization(name="bn")
-    block = keras.Sequential([keras.Input((5,)), keras.layers.Dense(5, name="d"), bn],
-                             name="block")
+    block = keras.Sequential([keras.Input((5,)), keras.layers.Dense(5, name="d"), bn], name="block")
     inputs = keras.Input((5,))
     model = keras.Model(inputs, bn(keras.layers.Dense(5, name="e")(block(inputs))))
     randomize_bn(bn)
@@ -620,9 +705,14 @@ def test_keras_ops_in_the_graph_and_several_inputs():
 
 
 def test_verbose_prints_the_report_table(capsys):
-    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, name="d"),
-                              keras.layers.BatchNormalization(name="bn"),
-                              keras.layers.LayerNormalization(name="ln")])
+    model = keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(4, name="d"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.LayerNormalization(name="ln"),
+        ]
+    )
     new = tfnorm.fold_normalization(model, verbose=True)
     out = capsys.readouterr().out
     assert out.strip() == str(new.fold_report)
@@ -631,15 +721,27 @@ def test_verbose_prints_the_report_table(capsys):
     assert new.fold_report.folded == (record(new, "bn"),)
 
 
-@pytest.mark.parametrize("args, kwargs, error, pattern", [
-    (("model",), {}, TypeError, r"model must be a keras.Model .*received model='model'"),
-    ((keras.layers.Dense(2),), {}, TypeError, r"model must be a keras.Model.*Dense layer"),
-    ((keras.Sequential([keras.layers.Dense(2)]),), {}, ValueError, r"unbuilt Sequential"),
-    ((keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]),), {"verbose": "yes"},
-     TypeError, r"verbose must be True or False, received verbose='yes'"),
-    ((keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]),), {"verbose": 1},
-     TypeError, r"verbose must be True or False, received verbose=1"),
-], ids=["string", "layer", "unbuilt", "verbose-string", "verbose-int"])
+@pytest.mark.parametrize(
+    "args, kwargs, error, pattern",
+    [
+        (("model",), {}, TypeError, r"model must be a keras.Model .*received model='model'"),
+        ((keras.layers.Dense(2),), {}, TypeError, r"model must be a keras.Model.*Dense layer"),
+        ((keras.Sequential([keras.layers.Dense(2)]),), {}, ValueError, r"unbuilt Sequential"),
+        (
+            (keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]),),
+            {"verbose": "yes"},
+            TypeError,
+            r"verbose must be True or False, received verbose='yes'",
+        ),
+        (
+            (keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]),),
+            {"verbose": 1},
+            TypeError,
+            r"verbose must be True or False, received verbose=1",
+        ),
+    ],
+    ids=["string", "layer", "unbuilt", "verbose-string", "verbose-int"],
+)
 def test_bad_arguments_are_named(args, kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
         tfnorm.fold_normalization(*args, **kwargs)
@@ -656,8 +758,10 @@ def test_subclassed_model_is_refused_naming_fold_normalization():
 # keras.applications (weights=None: nothing is downloaded)
 # --------------------------------------------------------------------------------------
 
-APPLICATIONS = {"resnet50": (keras.applications.ResNet50, 53),
-                "mobilenet_v2": (keras.applications.MobileNetV2, 52)}
+APPLICATIONS = {
+    "resnet50": (keras.applications.ResNet50, 53),
+    "mobilenet_v2": (keras.applications.MobileNetV2, 52),
+}
 
 
 def _application(name):
@@ -669,13 +773,24 @@ def _application(name):
 
 def _serve_without_tfnorm(model_dir, x, tmp_path):
     np.savez(tmp_path / "in.npz", x=x)
-    manifest = [{"model": str(model_dir), "inputs": str(tmp_path / "in.npz"),
-                 "output": str(tmp_path / "out.npy")}]
+    manifest = [
+        {
+            "model": str(model_dir),
+            "inputs": str(tmp_path / "in.npz"),
+            "output": str(tmp_path / "out.npy"),
+        }
+    ]
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     script = os.path.join(os.path.dirname(__file__), "serve_without_tfnorm.py")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, script, str(tmp_path / "manifest.json")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, script, str(tmp_path / "manifest.json")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return np.load(tmp_path / "out.npy")
 
@@ -698,8 +813,9 @@ def test_application_folds_completely_and_exports(name, tmp_path):
 
     path = tmp_path / f"{name}.keras"
     new.save(path)
-    np.testing.assert_allclose(predict(keras.saving.load_model(path), x), y, rtol=1e-6,
-                               atol=1e-6 * float(np.abs(y).max()))
+    np.testing.assert_allclose(
+        predict(keras.saving.load_model(path), x), y, rtol=1e-6, atol=1e-6 * float(np.abs(y).max())
+    )
 
     new.export(tmp_path / "saved", verbose=False)
     served = _serve_without_tfnorm(tmp_path / "saved", x, tmp_path)

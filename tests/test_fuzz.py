@@ -64,9 +64,14 @@ pytestmark = pytest.mark.slow
 
 # no "explain" phase: it reruns a failing example many times (minutes with compiled modes)
 settings.register_profile(
-    "ci", derandomize=True, deadline=None, print_blob=True, database=None,
+    "ci",
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    database=None,
     suppress_health_check=list(HealthCheck),
-    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink])
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+)
 settings.register_profile("release", parent=settings.get_profile("ci"))
 PROFILE = os.environ.get("TFNORM_FUZZ_PROFILE", "ci")
 if PROFILE not in ("ci", "release"):
@@ -87,13 +92,17 @@ POLICIES = ["float32", "float64", "mixed_float16", "mixed_bfloat16", "float16", 
 HALF = ("float16", "bfloat16")
 MODES = ["eager", "function", "jit"]
 # unit roundoff
-U = {"float64": 2.0 ** -53, "float32": 2.0 ** -24, "float16": 2.0 ** -11, "bfloat16": 2.0 ** -8}
+U = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
 # absolute spacing of the subnormals (bfloat16 on CPU: float32's exponent range)
-TINY = {"float64": 5e-324, "float32": 1.4e-45, "float16": 2.0 ** -24, "bfloat16": 9.2e-41}
+TINY = {"float64": 5e-324, "float32": 1.4e-45, "float16": 2.0**-24, "bfloat16": 9.2e-41}
 MAX_FINITE = {"float64": 1.8e308, "float32": 3.4e38, "float16": 65504.0, "bfloat16": 3.39e38}
 FLOAT64_RTOL = 1e-12
-BASE = {"float64": FLOAT64_RTOL, "float32": 64 * U["float32"], "float16": 8 * U["float16"],
-        "bfloat16": 8 * U["bfloat16"]}
+BASE = {
+    "float64": FLOAT64_RTOL,
+    "float32": 64 * U["float32"],
+    "float16": 8 * U["float16"],
+    "bfloat16": 8 * U["bfloat16"],
+}
 K = 64
 
 
@@ -136,8 +145,10 @@ class Spec:
     def __repr__(self):
         wrapped = f", wrapped={self.wrapped!r}" if self.wrapped else ""
         init = f", initialized={self.initialized}" if self.name == "WeightNormalization" else ""
-        return (f"Spec({self.name}({_kw(self.kwargs)}), shape={self.shape}, "
-                f"training={self.training}{wrapped}{init})")
+        return (
+            f"Spec({self.name}({_kw(self.kwargs)}), shape={self.shape}, "
+            f"training={self.training}{wrapped}{init})"
+        )
 
     def _repr_pretty_(self, printer, cycle):  # how hypothesis prints a falsifying example
         printer.text(repr(self))
@@ -147,7 +158,8 @@ class Spec:
         cls = getattr(tfnorm, self.name)
         if self.wrapped is not None:
             inner = family.Linear(self.wrapped[0], **self.wrapped[1]).keras_layer(
-                None if dtype is None else keras.DTypePolicy(dtype))
+                None if dtype is None else keras.DTypePolicy(dtype)
+            )
             return cls(inner, **self.kwargs, **extra)
         return cls(**self.kwargs, **extra)
 
@@ -196,10 +208,12 @@ def randomize_spectral(layer, rng):
 
 def randomize_weightnorm(initialized):
     """As ``family._wn_randomize``: weights uniform, the data-init flag as drawn."""
+
     def randomize(layer, rng):
         randomize_uniform(layer, rng)
         if layer.initialized is not None:
             _assign(layer.initialized, initialized)
+
     return randomize
 
 
@@ -341,8 +355,7 @@ def _signed(draw, a, rank):
 def _axes(draw, rank, multi=True):
     """An ``axis`` argument (int, negative int or list) and the axes it resolves to."""
     if multi:
-        axes = draw(st.lists(st.integers(1, rank - 1), min_size=1, max_size=rank - 1,
-                             unique=True))
+        axes = draw(st.lists(st.integers(1, rank - 1), min_size=1, max_size=rank - 1, unique=True))
     else:
         axes = [draw(st.integers(1, rank - 1))]
     signed = [_signed(draw, a, rank) for a in axes]
@@ -366,32 +379,44 @@ def _d_batch(draw):
     rank = draw(st.integers(2, 5))
     axis, axes = _axes(draw, rank)
     shape = _shape(draw, rank)
-    kw = dict(axis=axis, epsilon=draw(_EPS), momentum=draw(st.sampled_from([0.9, 0.99])),
-              **_flags(draw, "center", "scale"))
+    kw = dict(
+        axis=axis,
+        epsilon=draw(_EPS),
+        momentum=draw(st.sampled_from([0.9, 0.99])),
+        **_flags(draw, "center", "scale"),
+    )
     variant = draw(st.sampled_from(["plain", "synchronized", "ghost", "renorm"]))
     if variant == "synchronized":
         kw["synchronized"] = True
     elif variant == "ghost":
         kw["virtual_batch_size"] = draw(st.sampled_from(_divisors(shape[0])))
     elif variant == "renorm":
-        kw.update(renorm=True, center=True, scale=True,
-                  renorm_clipping=draw(st.sampled_from(
-                      [None, {"rmax": 1.5, "dmax": 0.5}, {"rmax": 2.0}])))
+        kw.update(
+            renorm=True,
+            center=True,
+            scale=True,
+            renorm_clipping=draw(
+                st.sampled_from([None, {"rmax": 1.5, "dmax": 0.5}, {"rmax": 2.0}])
+            ),
+        )
     return kw, shape, draw(st.booleans())
 
 
 def _d_multi(extra):
     """Layers over one or more feature axes (LayerNorm-like)."""
+
     def draw_fn(draw):
         rank = draw(st.integers(2, 5))
         axis, axes = _axes(draw, rank)
         shape = _shape(draw, rank)
         return dict(axis=axis, **extra(draw)), shape, False
+
     return draw_fn
 
 
 def _d_channel(min_rank, extra, groups=None, training=False):
     """Layers with one channel axis."""
+
     def draw_fn(draw):
         rank = draw(st.integers(min_rank, 5))
         axis, (c,) = _axes(draw, rank, multi=False)
@@ -400,6 +425,7 @@ def _d_channel(min_rank, extra, groups=None, training=False):
         if groups is not None:
             kw["groups"] = draw(st.sampled_from(groups(shape[c])))
         return kw, shape, draw(st.booleans()) if training else False
+
     return draw_fn
 
 
@@ -409,8 +435,12 @@ def _d_adanorm(draw):
     shape = list(_shape(draw, rank))
     if math.prod(shape[a] for a in axes) < 2:  # the unbiased std needs two values
         shape[axes[0]] = 2
-    kw = dict(axis=axis, k=draw(st.sampled_from([0.0, 0.1, 0.3])),
-              c=draw(st.sampled_from([1.0, 0.5, 2.0])), epsilon=draw(_EPS))
+    kw = dict(
+        axis=axis,
+        k=draw(st.sampled_from([0.0, 0.1, 0.3])),
+        c=draw(st.sampled_from([1.0, 0.5, 2.0])),
+        epsilon=draw(_EPS),
+    )
     return kw, tuple(shape), False
 
 
@@ -418,19 +448,28 @@ def _d_online(draw):
     rank = draw(st.integers(2, 5))
     axis, (c,) = _axes(draw, rank, multi=False)
     shape = _shape(draw, rank, keep=(c,))
-    kw = dict(axis=axis, alpha_fwd=draw(st.sampled_from([0.9, 0.99, 0.999])),
-              alpha_bkw=draw(st.sampled_from([0.8, 0.99])),
-              ecm=draw(st.sampled_from(["ac", "ls", None])), epsilon=draw(_EPS),
-              clamp_value=draw(st.sampled_from([5.0, 2.0])), **_flags(draw, "center", "scale"))
+    kw = dict(
+        axis=axis,
+        alpha_fwd=draw(st.sampled_from([0.9, 0.99, 0.999])),
+        alpha_bkw=draw(st.sampled_from([0.8, 0.99])),
+        ecm=draw(st.sampled_from(["ac", "ls", None])),
+        epsilon=draw(_EPS),
+        clamp_value=draw(st.sampled_from([5.0, 2.0])),
+        **_flags(draw, "center", "scale"),
+    )
     return kw, shape, draw(st.booleans())
 
 
 def _d_cosine_dense(draw):
     rank = draw(st.integers(2, 5))
     shape = _shape(draw, rank, keep=(rank - 1,))
-    kw = dict(units=draw(st.integers(1, 6)), centered=draw(st.booleans()),
-              use_bias=draw(st.booleans()), epsilon=draw(st.sampled_from([1e-6, 1e-3])),
-              activation=draw(st.sampled_from([None, "tanh"])))
+    kw = dict(
+        units=draw(st.integers(1, 6)),
+        centered=draw(st.booleans()),
+        use_bias=draw(st.booleans()),
+        epsilon=draw(st.sampled_from([1e-6, 1e-3])),
+        activation=draw(st.sampled_from([None, "tanh"])),
+    )
     return kw, shape, False
 
 
@@ -439,13 +478,20 @@ def _conv_geometry(draw, n_spatial, causal=False):
     padding = draw(st.sampled_from(["valid", "same"] + (["causal"] if causal else [])))
     kernel = tuple(draw(st.integers(1, 3)) for _ in range(n_spatial))
     how = draw(st.sampled_from(["plain", "strided", "dilated"]))
-    strides = tuple(draw(st.integers(1, 2)) for _ in range(n_spatial)) if how == "strided" \
+    strides = (
+        tuple(draw(st.integers(1, 2)) for _ in range(n_spatial))
+        if how == "strided"
         else (1,) * n_spatial
-    dilation = tuple(draw(st.integers(1, 2)) for _ in range(n_spatial)) if how == "dilated" \
+    )
+    dilation = (
+        tuple(draw(st.integers(1, 2)) for _ in range(n_spatial))
+        if how == "dilated"
         else (1,) * n_spatial
+    )
     biggest = {1: 16, 2: 8, 3: 5}[n_spatial]
-    spatial = tuple(draw(st.integers((k - 1) * d + 1, (k - 1) * d + biggest))
-                    for k, d in zip(kernel, dilation))
+    spatial = tuple(
+        draw(st.integers((k - 1) * d + 1, (k - 1) * d + biggest)) for k, d in zip(kernel, dilation)
+    )
     kw = dict(kernel_size=kernel, strides=strides, padding=padding, dilation_rate=dilation)
     return kw, spatial
 
@@ -456,10 +502,17 @@ def _d_cosine_conv(n_spatial):
         n, c = draw(st.integers(1, 3)), draw(st.integers(1, 4))
         fmt = draw(st.sampled_from(["channels_last", "channels_first"]))
         shape = (n, c) + spatial if fmt == "channels_first" else (n,) + spatial + (c,)
-        kw = dict(filters=draw(st.integers(1, 4)), **geo, centered=draw(st.booleans()),
-                  use_bias=draw(st.booleans()), epsilon=draw(st.sampled_from([1e-6, 1e-3])),
-                  activation=draw(st.sampled_from([None, "tanh"])), data_format=fmt)
+        kw = dict(
+            filters=draw(st.integers(1, 4)),
+            **geo,
+            centered=draw(st.booleans()),
+            use_bias=draw(st.booleans()),
+            epsilon=draw(st.sampled_from([1e-6, 1e-3])),
+            activation=draw(st.sampled_from([None, "tanh"])),
+            data_format=fmt,
+        )
         return kw, shape, False
+
     return draw_fn
 
 
@@ -467,9 +520,14 @@ def _d_ws(n_spatial):
     def draw_fn(draw):
         geo, spatial = _conv_geometry(draw, n_spatial, causal=n_spatial == 1)
         shape = (draw(st.integers(1, 3)),) + spatial + (draw(st.integers(1, 3)),)
-        kw = dict(filters=draw(st.integers(1, 4)), **geo, use_bias=draw(st.booleans()),
-                  epsilon=draw(st.sampled_from([1e-5, 1e-3])))
+        kw = dict(
+            filters=draw(st.integers(1, 4)),
+            **geo,
+            use_bias=draw(st.booleans()),
+            epsilon=draw(st.sampled_from([1e-5, 1e-3])),
+        )
         return kw, shape, False
+
     return draw_fn
 
 
@@ -499,22 +557,49 @@ DRAWERS = {
     "RMSNormalization": _d_multi(lambda d: dict(epsilon=d(_EPS), scale=d(st.booleans()))),
     "GroupNormalization": _d_channel(2, _AFFINE, groups=lambda c: _divisors(c) + [-1]),
     "InstanceNormalization": _d_channel(3, _AFFINE),
-    "FilterResponseNormalization": _d_channel(3, lambda d: dict(
-        epsilon=d(st.sampled_from([1e-6, 1e-4, 1e-2])), learned_epsilon=d(st.booleans()),
-        **_flags(d, "center", "scale"))),
+    "FilterResponseNormalization": _d_channel(
+        3,
+        lambda d: dict(
+            epsilon=d(st.sampled_from([1e-6, 1e-4, 1e-2])),
+            learned_epsilon=d(st.booleans()),
+            **_flags(d, "center", "scale"),
+        ),
+    ),
     "TLU": _d_multi(lambda d: dict(affine=d(st.booleans()))),
-    "EvoNormB0": _d_channel(3, lambda d: dict(
-        epsilon=d(st.sampled_from([1e-5, 1e-3])), momentum=d(st.sampled_from([0.9, 0.99])),
-        **_flags(d, "center", "scale")), training=True),
-    "EvoNormS0": _d_channel(2, lambda d: dict(
-        epsilon=d(st.sampled_from([1e-5, 1e-3, 0.1])), **_flags(d, "center", "scale")),
-        groups=_divisors),
-    "SwitchableNormalization": _d_channel(3, lambda d: dict(
-        epsilon=d(st.sampled_from([1e-5, 1e-3])), momentum=d(st.sampled_from([0.9, 0.99])),
-        **_flags(d, "center", "scale")), training=True),
-    "LocalResponseNormalization": _d_channel(2, lambda d: dict(
-        depth_radius=d(st.integers(0, 5)), bias=d(st.sampled_from([1.0, 2.0, 0.5])),
-        alpha=d(st.sampled_from([1.0, 0.3, 1e-4])), beta=d(st.sampled_from([0.5, 0.75, 1.0])))),
+    "EvoNormB0": _d_channel(
+        3,
+        lambda d: dict(
+            epsilon=d(st.sampled_from([1e-5, 1e-3])),
+            momentum=d(st.sampled_from([0.9, 0.99])),
+            **_flags(d, "center", "scale"),
+        ),
+        training=True,
+    ),
+    "EvoNormS0": _d_channel(
+        2,
+        lambda d: dict(
+            epsilon=d(st.sampled_from([1e-5, 1e-3, 0.1])), **_flags(d, "center", "scale")
+        ),
+        groups=_divisors,
+    ),
+    "SwitchableNormalization": _d_channel(
+        3,
+        lambda d: dict(
+            epsilon=d(st.sampled_from([1e-5, 1e-3])),
+            momentum=d(st.sampled_from([0.9, 0.99])),
+            **_flags(d, "center", "scale"),
+        ),
+        training=True,
+    ),
+    "LocalResponseNormalization": _d_channel(
+        2,
+        lambda d: dict(
+            depth_radius=d(st.integers(0, 5)),
+            bias=d(st.sampled_from([1.0, 2.0, 0.5])),
+            alpha=d(st.sampled_from([1.0, 0.3, 1e-4])),
+            beta=d(st.sampled_from([0.5, 0.75, 1.0])),
+        ),
+    ),
     "PixelNormalization": _d_multi(_eps_only(1e-8)),
     "ScaleNormalization": _d_multi(_eps_only(1e-5)),
     "DynamicTanh": _d_multi(lambda d: dict(alpha_init=d(st.sampled_from([0.5, 0.8, 2.0])))),
@@ -540,12 +625,14 @@ def layer_specs(draw, names=tuple(ALL)):
         wrapped, shape = _d_wrapped(draw)
         data_init = draw(st.booleans())
         initialized = draw(st.sampled_from([0.0, 1.0])) if data_init else 0.0
-        return make_spec(name, {"data_init": data_init}, shape, draw(st.booleans()),
-                         wrapped, initialized)
+        return make_spec(
+            name, {"data_init": data_init}, shape, draw(st.booleans()), wrapped, initialized
+        )
     if name == "SpectralNormalization":
         wrapped, shape = _d_wrapped(draw)
-        return make_spec(name, {"power_iterations": draw(st.integers(1, 3))}, shape,
-                         draw(st.booleans()), wrapped)
+        return make_spec(
+            name, {"power_iterations": draw(st.integers(1, 3))}, shape, draw(st.booleans()), wrapped
+        )
     kw, shape, training = DRAWERS[name](draw)
     return make_spec(name, kw, shape, training)
 
@@ -571,8 +658,10 @@ class Input:
 
     def __repr__(self):
         spread = f", spread={self.spread!r}" if self.kind == "tiny_slice" else ""
-        return (f"Input(kind={self.kind!r}, scale={self.scale!r}, offset={self.offset!r}, "
-                f"seed={self.seed!r}{spread})")
+        return (
+            f"Input(kind={self.kind!r}, scale={self.scale!r}, offset={self.offset!r}, "
+            f"seed={self.seed!r}{spread})"
+        )
 
     def _repr_pretty_(self, printer, cycle):
         printer.text(repr(self))
@@ -595,8 +684,16 @@ class Input:
         return x
 
 
-KINDS = ["normal", "normal", "normal", "zeros", "constant", "zero_slice", "constant_slice",
-         "tiny_slice"]
+KINDS = [
+    "normal",
+    "normal",
+    "normal",
+    "zeros",
+    "constant",
+    "zero_slice",
+    "constant_slice",
+    "tiny_slice",
+]
 
 
 @st.composite
@@ -606,7 +703,7 @@ def inputs(draw, dtype, kinds=tuple(KINDS), scale=(-6.0, 4.0), offset=(-6.0, 6.0
     o = draw(st.sampled_from([0.0, 1.0, -1.0])) * 10.0 ** draw(st.floats(*offset))
     if dtype == "float16":  # keep |x| (about |o| + 4.5 s) within float16's 65504
         s, o = min(s, 4e3), math.copysign(min(abs(o), 2e4), o)
-    return Input(kind, float(f"{s:.3g}"), float(f"{o:.3g}"), draw(st.integers(0, 2 ** 16)))
+    return Input(kind, float(f"{s:.3g}"), float(f"{o:.3g}"), draw(st.integers(0, 2**16)))
 
 
 # ---------------------------------------------------------------------------
@@ -634,8 +731,11 @@ def run(layer, x, training, w, mode):
         g = tape.gradient(loss, x)
         return y, tf.zeros_like(x) if g is None else g
 
-    fn = {"eager": f, "function": tf.function(f, autograph=False),
-          "jit": tf.function(f, jit_compile=True, autograph=False)}[mode]
+    fn = {
+        "eager": f,
+        "function": tf.function(f, autograph=False),
+        "jit": tf.function(f, jit_compile=True, autograph=False),
+    }[mode]
     try:
         y, g = fn(x)
         return (tf.cast(y, tf.float64).numpy(), tf.cast(g, tf.float64).numpy())
@@ -646,8 +746,11 @@ def run(layer, x, training, w, mode):
 def call(layer, x, training, mode):
     """The output in ``mode``; state updates (moving statistics) are kept."""
     f = lambda x: layer(x, training=training)  # noqa: E731
-    fn = {"eager": f, "function": tf.function(f, autograph=False),
-          "jit": tf.function(f, jit_compile=True, autograph=False)}[mode]
+    fn = {
+        "eager": f,
+        "function": tf.function(f, autograph=False),
+        "jit": tf.function(f, jit_compile=True, autograph=False),
+    }[mode]
     return tf.cast(fn(x), tf.float64).numpy()
 
 
@@ -692,8 +795,11 @@ def reference_rounding(ref, x, p, training, y):
     rounding, and the output is that rounding)."""
     try:
         with np.errstate(all="ignore"):
-            y_ext = ref(x.astype(np.longdouble), {k: np.asarray(v, np.longdouble)
-                                                  for k, v in p.items()}, training)
+            y_ext = ref(
+                x.astype(np.longdouble),
+                {k: np.asarray(v, np.longdouble) for k, v in p.items()},
+                training,
+            )
         d = np.abs(np.asarray(y_ext, np.longdouble) - y)
         return float(np.max(d[np.isfinite(d)], initial=0.0))
     except Exception:  # a reference that takes float64 only
@@ -715,8 +821,7 @@ def _min_variance(spec, x, p, training):
         vbs = kw.get("virtual_batch_size")
         chunks = np.split(x, x.shape[0] // vbs) if vbs else [x]
         return float(min(ch_.var(axis=red).min() for ch_ in chunks))
-    if spec.name not in ("GroupNormalization", "InstanceNormalization",
-                         "SwitchableNormalization"):
+    if spec.name not in ("GroupNormalization", "InstanceNormalization", "SwitchableNormalization"):
         return None  # no centring apply step
     c = kw.get("axis", -1) % rank
     spatial = tuple(a for a in range(1, rank) if a != c)
@@ -737,8 +842,14 @@ def slice_size(spec):
     kw, shape = spec.kwargs, spec.shape
     rank = len(shape)
     name = spec.name
-    if name in ("LayerNormalization", "DetachNormalization", "RMSNormalization",
-                "PixelNormalization", "ScaleNormalization", "AdaNorm"):
+    if name in (
+        "LayerNormalization",
+        "DetachNormalization",
+        "RMSNormalization",
+        "PixelNormalization",
+        "ScaleNormalization",
+        "AdaNorm",
+    ):
         return math.prod(shape[a] for a in core._axes(kw.get("axis", -1), rank))
     if name == "CosineDense":
         return shape[-1] + kw.get("use_bias", False)
@@ -751,8 +862,15 @@ def slice_size(spec):
         ch = core._axes(kw.get("axis", -1), rank)
         n = math.prod(shape[a] for a in range(rank) if a not in ch)
         return n // shape[0] * kw["virtual_batch_size"] if kw.get("virtual_batch_size") else n
-    if name not in ("GroupNormalization", "InstanceNormalization", "FilterResponseNormalization",
-                    "EvoNormB0", "EvoNormS0", "SwitchableNormalization", "OnlineNormalization"):
+    if name not in (
+        "GroupNormalization",
+        "InstanceNormalization",
+        "FilterResponseNormalization",
+        "EvoNormB0",
+        "EvoNormS0",
+        "SwitchableNormalization",
+        "OnlineNormalization",
+    ):
         return None
     c = kw.get("axis", -1) % rank
     spatial = math.prod(shape[a] for a in range(1, rank) if a != c)
@@ -778,8 +896,17 @@ def term_gain(spec, x, p, training, y_ref):
 
 
 def _epsilon(spec):
-    default = 1e-3 if spec.name in ("BatchNormalization", "LayerNormalization",
-                                    "GroupNormalization", "InstanceNormalization") else 1e-5
+    default = (
+        1e-3
+        if spec.name
+        in (
+            "BatchNormalization",
+            "LayerNormalization",
+            "GroupNormalization",
+            "InstanceNormalization",
+        )
+        else 1e-5
+    )
     return spec.kwargs.get("epsilon", default)
 
 
@@ -796,8 +923,9 @@ def apply_rounding(spec, dtype, x, p, training):
     if var is None or x.size == 0:
         return 0.0
     gamma = float(np.max(np.abs(p["gamma"]))) if "gamma" in p else 1.0
-    return 4 * U[dtype] * float(np.max(np.abs(x))) * gamma / math.sqrt(
-        max(var, 0.0) + _epsilon(spec))
+    return (
+        4 * U[dtype] * float(np.max(np.abs(x))) * gamma / math.sqrt(max(var, 0.0) + _epsilon(spec))
+    )
 
 
 def output_tolerance(spec, dtype, xr, p, training, y_ref, seed_=0, in_dtype=None):
@@ -829,7 +957,8 @@ def check_close(what, got, want, atol, scale=None):
         i = tuple(int(j) for j in np.argwhere(lost)[0])
         raise AssertionError(
             f"{what}: {int(lost.sum())} of {got.size} values not finite where the reference "
-            f"is, first at {i}: got {got[i]!r}, reference {want[i]!r}")
+            f"is, first at {i}: got {got[i]!r}, reference {want[i]!r}"
+        )
     with np.errstate(invalid="ignore"):
         err = np.where(np.isfinite(want), np.abs(got - want), 0.0)
     if err.max(initial=0.0) > atol:
@@ -837,7 +966,8 @@ def check_close(what, got, want, atol, scale=None):
         sc = "" if scale is None else f", output scale {scale:.3g}"
         raise AssertionError(
             f"{what}: max |got - reference| = {err[i]:.3g} > tolerance {atol:.3g}{sc}, at "
-            f"{tuple(int(j) for j in i)}: got {got[i]!r}, reference {want[i]!r}")
+            f"{tuple(int(j) for j in i)}: got {got[i]!r}, reference {want[i]!r}"
+        )
 
 
 def check_same_pattern(what, got, want):
@@ -848,13 +978,16 @@ def check_same_pattern(what, got, want):
             i = tuple(int(j) for j in np.argwhere(a != b)[0])
             raise AssertionError(
                 f"{what}: {name} in different places ({int((a != b).sum())} of {a.size} "
-                f"values), first at {i}: {got[i]!r} vs {want[i]!r}")
+                f"values), first at {i}: {got[i]!r} vs {want[i]!r}"
+            )
 
 
 def in_range(y_ref, dtype):
     """The answer fits the compute dtype with room for the layer's intermediates."""
-    return bool(np.all(np.isfinite(y_ref))) and float(np.max(np.abs(y_ref), initial=0.0)) \
-        < MAX_FINITE[dtype] / 8
+    return (
+        bool(np.all(np.isfinite(y_ref)))
+        and float(np.max(np.abs(y_ref), initial=0.0)) < MAX_FINITE[dtype] / 8
+    )
 
 
 def prepare(spec, policy, inp, seed_=0):
@@ -869,8 +1002,10 @@ def prepare(spec, policy, inp, seed_=0):
         y_ref = spec.reference(xr, p, spec.training)
     assume(in_range(y_ref, dtype))
     tol, scale, s = output_tolerance(spec, dtype, xr, p, spec.training, y_ref, seed_=seed_)
-    note(f"compute dtype {dtype}; reference scale {scale:.3g}, sensitivity {s:.3g}, "
-         f"tolerance {tol:.3g}")
+    note(
+        f"compute dtype {dtype}; reference scale {scale:.3g}, sensitivity {s:.3g}, "
+        f"tolerance {tol:.3g}"
+    )
     return Prepared(layer, p, tf.cast(tf.constant(xr), dtype), xr, y_ref, tol, scale, s)
 
 
@@ -910,17 +1045,30 @@ def check_gradient(spec, xr, p, w, g, rtol, dtype, seed_=0):
         scale = float(np.max(np.abs(want), initial=0.0))
         # plus how far the reference gradient moves when the input is rounded (a gradient
         # that is a cancellation, e.g. AdaNorm of two values, is tiny next to its terms)
-        sg = sensitivity(lambda x, p_, t: spec.grad_reference(x, p_, t, w), xr, p,
-                         spec.training, 4 * U[dtype], seed_=seed_)
+        sg = sensitivity(
+            lambda x, p_, t: spec.grad_reference(x, p_, t, w),
+            xr,
+            p,
+            spec.training,
+            4 * U[dtype],
+            seed_=seed_,
+        )
         # and the rounding of the terms each value sums (term_gain per unit of upstream)
-        terms = K * U[dtype] * float(np.max(np.abs(w))) * math.sqrt(slice_size(spec) or 1) \
+        terms = (
+            K
+            * U[dtype]
+            * float(np.max(np.abs(w)))
+            * math.sqrt(slice_size(spec) or 1)
             * term_gain(spec, xr, p, spec.training, spec.reference(xr, p, spec.training))
-        check_close("input gradient vs grad_reference", g, want,
-                    rtol * scale + K * sg + terms, scale)
+        )
+        check_close(
+            "input gradient vs grad_reference", g, want, rtol * scale + K * sg + terms, scale
+        )
         return
     assert np.all(np.isfinite(g)), (
         f"input gradient: {int(np.sum(~np.isfinite(g)))} of {g.size} values not finite, e.g. "
-        f"{g[~np.isfinite(g)][:3]}")
+        f"{g[~np.isfinite(g)][:3]}"
+    )
     rng = np.random.default_rng(seed_ + 3)
     spread = float(np.std(xr))
     h = max(1e-6 * (spread if spread > 0 else 1e-3), 1e-9 * float(np.max(np.abs(xr))))
@@ -956,7 +1104,8 @@ def check_gradient(spec, xr, p, w, g, rtol, dtype, seed_=0):
     assert err <= rtol * rms + floor, (
         f"directional derivatives of the input gradient {got} vs reference {want}: "
         f"max error {err:.3g} (beyond the difference's own rounding, {max(noise):.3g}) > "
-        f"{rtol:.3g} x rms {rms:.3g} + floor {floor:.3g}")
+        f"{rtol:.3g} x rms {rms:.3g} + floor {floor:.3g}"
+    )
 
 
 def _twin(spec, layer, dtype):
@@ -974,11 +1123,15 @@ def gradient_rounding(spec, c, dtype, w, g):
     normalized axis: LayerNorm's is 0 to rounding of terms ~ gamma / sqrt(eps)) its size
     says nothing of its rounding; this does. It sets a tolerance, never an expected value."""
     w64 = tf.cast(w, tf.float64)
-    _, g64 = run(_twin(spec, c.layer, "float64"), tf.constant(c.xr), spec.training, w64,
-                 "eager")
+    _, g64 = run(_twin(spec, c.layer, "float64"), tf.constant(c.xr), spec.training, w64, "eager")
     if dtype == "float64":
-        _, g32 = run(_twin(spec, c.layer, "float32"), tf.constant(c.xr, tf.float32),
-                     spec.training, tf.cast(w, tf.float32), "eager")
+        _, g32 = run(
+            _twin(spec, c.layer, "float32"),
+            tf.constant(c.xr, tf.float32),
+            spec.training,
+            tf.cast(w, tf.float32),
+            "eager",
+        )
         g, scale = g32, U["float64"] / U["float32"]
     else:
         scale = 1.0
@@ -991,8 +1144,12 @@ def gradient_rounding(spec, c, dtype, w, g):
 
 
 @fuzz(80)
-@given(spec=layer_specs(), policy=st.sampled_from(POLICIES), mode=st.sampled_from(MODES),
-       data=st.data())
+@given(
+    spec=layer_specs(),
+    policy=st.sampled_from(POLICIES),
+    mode=st.sampled_from(MODES),
+    data=st.data(),
+)
 def test_forward_matches_reference(spec, policy, mode, data):
     """Every layer, policy, input and mode: the output is the reference's, to the
     precision of the compute dtype (module docstring)."""
@@ -1003,8 +1160,12 @@ def test_forward_matches_reference(spec, policy, mode, data):
 
 
 @fuzz(70)
-@given(spec=layer_specs(), policy=st.sampled_from(["float32", "float64"]),
-       mode=st.sampled_from(MODES), data=st.data())
+@given(
+    spec=layer_specs(),
+    policy=st.sampled_from(["float32", "float64"]),
+    mode=st.sampled_from(MODES),
+    data=st.data(),
+)
 def test_input_gradient_matches_reference(spec, policy, mode, data):
     """float32 and float64: the input gradient is the derivative of the reference (or the
     paper's prescribed backward, for AdaNorm, DetachNorm, Online Normalization and renorm),
@@ -1033,8 +1194,9 @@ DEGENERATE = ("zeros", "constant", "zero_slice", "constant_slice", "tiny_slice")
 
 @fuzz(40)
 @given(spec=layer_specs(), policy=st.sampled_from(POLICIES), data=st.data())
-@example(spec=make_spec("ScaleNormalization", {"axis": -2}, (2, 5, 3)), policy="float32",
-         data=None).via("the issue: a NaN gradient under jit_compile on an all-zero slice")
+@example(
+    spec=make_spec("ScaleNormalization", {"axis": -2}, (2, 5, 3)), policy="float32", data=None
+).via("the issue: a NaN gradient under jit_compile on an all-zero slice")
 def test_modes_agree_on_outputs_and_gradients(spec, policy, data):
     """Eager, tf.function and jit_compile give the same outputs and input gradients on
     degenerate inputs (all zeros, constants, zero and constant slices, tiny spreads; size-1
@@ -1063,25 +1225,33 @@ def test_modes_agree_on_outputs_and_gradients(spec, policy, data):
         sg = max(sg, float(np.max(np.abs(gp - g0)[both], initial=0.0)))
     # and the rounding of the terms it sums (a gradient that is 0 by cancellation, on a
     # slice of one value, is 0 in one mode and u * terms in another)
-    terms = float(np.max(np.abs(w.numpy()))) * term_gain(spec, c.xr, c.p, spec.training,
-                                                           c.y_ref)
-    gtol = BASE[dtype] * gscale + K * max(sg, gradient_rounding(spec, c, dtype, w, g0),
-                                          U[dtype] * terms)
+    terms = float(np.max(np.abs(w.numpy()))) * term_gain(spec, c.xr, c.p, spec.training, c.y_ref)
+    gtol = BASE[dtype] * gscale + K * max(
+        sg, gradient_rounding(spec, c, dtype, w, g0), U[dtype] * terms
+    )
     for mode in ("function", "jit"):
         y, g = run(c.layer, c.x, spec.training, w, mode)
         check_same_pattern(f"output ({mode} vs eager)", y, y0)
         check_close(f"output ({mode})", y, c.y_ref, c.tol, c.scale)
         check_same_pattern(f"input gradient ({mode} vs eager)", g, g0)
-        check_close(f"input gradient ({mode} vs eager)", np.where(finite, g, 0.0),
-                    np.where(finite, g0, 0.0), gtol)
+        check_close(
+            f"input gradient ({mode} vs eager)",
+            np.where(finite, g, 0.0),
+            np.where(finite, g0, 0.0),
+            gtol,
+        )
 
 
 # -- (1) another rank -------------------------------------------------------
 
 
 @fuzz(60)
-@given(spec=layer_specs(), new_rank=st.integers(2, 5), mode=st.sampled_from(["eager", "function"]),
-       sizes=st.lists(st.integers(1, 5), min_size=5, max_size=5))
+@given(
+    spec=layer_specs(),
+    new_rank=st.integers(2, 5),
+    mode=st.sampled_from(["eager", "function"]),
+    sizes=st.lists(st.integers(1, 5), min_size=5, max_size=5),
+)
 def test_other_rank_raises_or_is_right(spec, new_rank, mode, sizes):
     """A layer built for one rank and called on another raises a ValueError that names the
     built and the received shapes (its axes were resolved for the built rank); the layers
@@ -1102,35 +1272,47 @@ def test_other_rank_raises_or_is_right(spec, new_rank, mode, sizes):
         assert not any_rank, f"built for {spec.shape}, refused an input of shape {shape}: {msg}"
         assert str(spec.shape) in msg and str(shape) in msg, (
             f"the ValueError for an input of shape {shape} (built for {spec.shape}) does not "
-            f"name both shapes: {msg}")
+            f"name both shapes: {msg}"
+        )
         return
     assert any_rank, (
         f"built for inputs of shape {spec.shape}, accepted an input of shape {shape} "
         f"({mode}) and returned shape {y.shape}: its axes were resolved for rank "
-        f"{len(spec.shape)}")
+        f"{len(spec.shape)}"
+    )
     want = spec.reference(x, p, spec.training)
     tol, scale, _ = output_tolerance(spec, "float32", x, p, spec.training, want)
-    check_close(f"output at rank {new_rank} (built for rank {len(spec.shape)})", y, want, tol,
-                scale)
+    check_close(
+        f"output at rank {new_rank} (built for rank {len(spec.shape)})", y, want, tol, scale
+    )
 
 
 # -- (2) half precision -----------------------------------------------------
 
 
 @fuzz(40)
-@given(spec=layer_specs(), exponent=st.floats(-7.0, -5.0), seed_=st.integers(0, 2 ** 16),
-       mode=st.sampled_from(MODES))
-@example(spec=make_spec("ScaleNormalization", {"axis": 1}, (3, 5, 4)), exponent=-6.0, seed_=0,
-         mode="eager").via("the issue: inf under mixed_float16")
+@given(
+    spec=layer_specs(),
+    exponent=st.floats(-7.0, -5.0),
+    seed_=st.integers(0, 2**16),
+    mode=st.sampled_from(MODES),
+)
+@example(
+    spec=make_spec("ScaleNormalization", {"axis": 1}, (3, 5, 4)),
+    exponent=-6.0,
+    seed_=0,
+    mode="eager",
+).via("the issue: inf under mixed_float16")
 def test_mixed_float16_tiny_inputs_stay_finite(spec, exponent, seed_, mode):
     """mixed_float16, inputs of scale 1e-7..1e-5 (float16 subnormals): finite outputs, the
     reference's (their squares underflow float16: statistics must be float32)."""
-    inp = Input("normal", float(f"{10.0 ** exponent:.3g}"), 0.0, seed_)
+    inp = Input("normal", float(f"{10.0**exponent:.3g}"), 0.0, seed_)
     c = prepare(spec, "mixed_float16", inp)
     y = forward(c.layer, c.x, spec.training, mode)
     assert np.all(np.isfinite(y)), (
         f"{int(np.sum(~np.isfinite(y)))} of {y.size} outputs not finite ({mode}), e.g. "
-        f"{y[~np.isfinite(y)][:3]}; reference max {c.scale:.3g}")
+        f"{y[~np.isfinite(y)][:3]}; reference max {c.scale:.3g}"
+    )
     check_close(f"output ({mode})", y, c.y_ref, c.tol, c.scale)
 
 
@@ -1149,17 +1331,29 @@ def _scaled_upstream(spec, xr, p, shape, dtype, seed_, target):
 
 
 @fuzz(40)
-@given(spec=layer_specs(names=("AdaNorm", "DetachNormalization")),
-       policy=st.sampled_from(["mixed_float16", "mixed_bfloat16"]),
-       feed=st.sampled_from(["float32", "compute"]),
-       offset=st.sampled_from([0.0, 1.0, -3.0, 100.0]), spread=st.floats(-6.0, -4.0),
-       peak=st.sampled_from([1.0, 1e2, 4e3, 3e4]), seed_=st.integers(0, 2 ** 16),
-       mode=st.sampled_from(MODES))
-@example(spec=make_spec("AdaNorm", {"axis": -2}, (3, 6, 4)), policy="mixed_float16",
-         feed="float32", offset=1.0, spread=-5.0, peak=1.0, seed_=0, mode="eager").via(
-             "the issue: NaN gradients")
-def test_half_precision_tiny_spread_gradients_are_finite(spec, policy, feed, offset, spread,
-                                                         peak, seed_, mode):
+@given(
+    spec=layer_specs(names=("AdaNorm", "DetachNormalization")),
+    policy=st.sampled_from(["mixed_float16", "mixed_bfloat16"]),
+    feed=st.sampled_from(["float32", "compute"]),
+    offset=st.sampled_from([0.0, 1.0, -3.0, 100.0]),
+    spread=st.floats(-6.0, -4.0),
+    peak=st.sampled_from([1.0, 1e2, 4e3, 3e4]),
+    seed_=st.integers(0, 2**16),
+    mode=st.sampled_from(MODES),
+)
+@example(
+    spec=make_spec("AdaNorm", {"axis": -2}, (3, 6, 4)),
+    policy="mixed_float16",
+    feed="float32",
+    offset=1.0,
+    spread=-5.0,
+    peak=1.0,
+    seed_=0,
+    mode="eager",
+).via("the issue: NaN gradients")
+def test_half_precision_tiny_spread_gradients_are_finite(
+    spec, policy, feed, offset, spread, peak, seed_, mode
+):
     """Per-sample layers with the paper's backward under mixed precision, a sample whose
     spread is tiny (1e-6..1e-4): finite input gradients, those of ``grad_reference``.
 
@@ -1171,7 +1365,7 @@ def test_half_precision_tiny_spread_gradients_are_finite(spec, policy, feed, off
       for it to peak at 1..3e4, within float16's 65504.
     """
     dtype = compute_dtype(policy)
-    inp = Input("tiny_slice", 1.0, offset, seed_, spread=float(f"{10.0 ** spread:.3g}"))
+    inp = Input("tiny_slice", 1.0, offset, seed_, spread=float(f"{10.0**spread:.3g}"))
     layer = spec.built(policy, seed_)
     p = params_of(layer)
     in_dtype = "float32" if feed == "float32" else dtype
@@ -1185,75 +1379,118 @@ def test_half_precision_tiny_spread_gradients_are_finite(spec, policy, feed, off
         want = spec.grad_reference(xr, p, spec.training, w)
     assume(np.all(np.isfinite(want)))
     s_rel = sensitivity(spec.reference, xr, p, spec.training, 4 * U["float32"]) / max(
-        float(np.max(np.abs(y_ref))), 1e-300)
+        float(np.max(np.abs(y_ref))), 1e-300
+    )
     _, g = run(layer, tf.constant(xr, in_dtype), spec.training, tf.constant(w, tf.float32), mode)
     assert np.all(np.isfinite(g)), (
         f"{int(np.sum(~np.isfinite(g)))} of {g.size} input gradients not finite ({mode}, "
         f"{in_dtype} input), e.g. {g[~np.isfinite(g)][:3]}; reference gradient max "
         f"{np.abs(want).max():.3g}, min where not finite "
-        f"{np.abs(want[~np.isfinite(g)]).min():.3g}")
+        f"{np.abs(want[~np.isfinite(g)]).min():.3g}"
+    )
     # float32 statistics: the output and the upstream gradient are rounded to `dtype`
     # (2 x 8 units), plus the conditioning of the float32 statistics (K * S, relative)
     gscale = float(np.max(np.abs(want)))
-    check_close(f"input gradient ({mode}, {in_dtype} input)", g, want,
-                (2 * BASE[dtype] + K * s_rel) * gscale, gscale)
+    check_close(
+        f"input gradient ({mode}, {in_dtype} input)",
+        g,
+        want,
+        (2 * BASE[dtype] + K * s_rel) * gscale,
+        gscale,
+    )
 
 
 @fuzz(30)
-@given(spec=layer_specs(), policy=st.sampled_from(["mixed_float16", "mixed_bfloat16", "float16",
-                                                   "bfloat16"]),
-       mode=st.sampled_from(MODES), inp=st.none(), data=st.data())
-@example(spec=make_spec("FilterResponseNormalization", {"axis": -3}, (1, 1, 5, 12, 7)),
-         policy="mixed_float16", mode="eager", inp=Input("normal", 4000.0, -7140.0, 0),
-         data=None).via("found by this suite")
-@example(spec=make_spec("CosineConv2D", {
-    "filters": 2, "kernel_size": (1, 2), "strides": (1, 1), "padding": "valid",
-    "dilation_rate": (1, 1), "centered": False, "use_bias": False, "epsilon": 1e-3,
-    "activation": None, "data_format": "channels_last"}, (3, 5, 8, 2)),
-    policy="mixed_float16", mode="jit", inp=Input("constant", 1.0, -20000.0, 432),
-    data=None).via("found by this suite")
+@given(
+    spec=layer_specs(),
+    policy=st.sampled_from(["mixed_float16", "mixed_bfloat16", "float16", "bfloat16"]),
+    mode=st.sampled_from(MODES),
+    inp=st.none(),
+    data=st.data(),
+)
+@example(
+    spec=make_spec("FilterResponseNormalization", {"axis": -3}, (1, 1, 5, 12, 7)),
+    policy="mixed_float16",
+    mode="eager",
+    inp=Input("normal", 4000.0, -7140.0, 0),
+    data=None,
+).via("found by this suite")
+@example(
+    spec=make_spec(
+        "CosineConv2D",
+        {
+            "filters": 2,
+            "kernel_size": (1, 2),
+            "strides": (1, 1),
+            "padding": "valid",
+            "dilation_rate": (1, 1),
+            "centered": False,
+            "use_bias": False,
+            "epsilon": 1e-3,
+            "activation": None,
+            "data_format": "channels_last",
+        },
+        (3, 5, 8, 2),
+    ),
+    policy="mixed_float16",
+    mode="jit",
+    inp=Input("constant", 1.0, -20000.0, 432),
+    data=None,
+).via("found by this suite")
 def test_half_precision_input_gradients_are_finite(spec, policy, mode, inp, data):
     """Half precision, any layer, inputs up to 1e4: the input gradient is finite wherever the
     exact one is finite and fits the compute dtype (the float64 layer's gradient, used only
     to tell, is below 65504 / 16; no loss scaling needed)."""
     dtype = compute_dtype(policy)
     if inp is None:
-        inp = data.draw(inputs(dtype, kinds=("normal", "normal", "constant", "zero_slice")),
-                        label="input")
+        inp = data.draw(
+            inputs(dtype, kinds=("normal", "normal", "constant", "zero_slice")), label="input"
+        )
     c = prepare(spec, policy, inp)
     w = upstream(c.y_ref.shape, dtype, inp.seed)
-    _, g64 = run(_twin(spec, c.layer, "float64"), tf.constant(c.xr), spec.training,
-                 tf.cast(w, tf.float64), "eager")
+    _, g64 = run(
+        _twin(spec, c.layer, "float64"),
+        tf.constant(c.xr),
+        spec.training,
+        tf.cast(w, tf.float64),
+        "eager",
+    )
     assume(np.all(np.isfinite(g64)) and float(np.max(np.abs(g64))) < MAX_FINITE["float16"] / 16)
     _, g = run(c.layer, c.x, spec.training, w, mode)
     bad = ~np.isfinite(g)
     assert not bad.any(), (
         f"{int(bad.sum())} of {g.size} input gradients not finite ({mode}), e.g. {g[bad][:3]} "
-        f"where the float64 layer's are {g64[bad][:3]} (its largest {np.abs(g64).max():.3g})")
+        f"where the float64 layer's are {g64[bad][:3]} (its largest {np.abs(g64).max():.3g})"
+    )
 
 
 @fuzz(25)
-@given(spec=layer_specs(names=("LayerNormalization", "GroupNormalization")),
-       offset=st.floats(4.9, 6.0), sign=st.sampled_from([1.0, -1.0]),
-       spread=st.floats(0.0, 4.0), seed_=st.integers(0, 2 ** 16), mode=st.sampled_from(MODES))
-def test_mixed_float16_float32_input_beyond_float16_range(spec, offset, sign, spread, seed_,
-                                                          mode):
+@given(
+    spec=layer_specs(names=("LayerNormalization", "GroupNormalization")),
+    offset=st.floats(4.9, 6.0),
+    sign=st.sampled_from([1.0, -1.0]),
+    spread=st.floats(0.0, 4.0),
+    seed_=st.integers(0, 2**16),
+    mode=st.sampled_from(MODES),
+)
+def test_mixed_float16_float32_input_beyond_float16_range(spec, offset, sign, spread, seed_, mode):
     """A float32 input above float16's 65504 into LayerNormalization/GroupNormalization under
     mixed_float16: finite outputs, the reference's for the float32 input (as Keras' layers
     do: their statistics read the float32 input)."""
-    inp = Input("normal", float(f"{10.0 ** spread:.3g}"), sign * float(f"{10.0 ** offset:.3g}"),
-                seed_)
+    inp = Input("normal", float(f"{10.0**spread:.3g}"), sign * float(f"{10.0**offset:.3g}"), seed_)
     layer = spec.built("mixed_float16")
     p = params_of(layer)
     xr = rounded(inp.make(spec.shape), "float32")
     assume(np.max(np.abs(xr)) > 65504)
     y_ref = spec.reference(xr, p, spec.training)
-    tol, scale, s = output_tolerance(spec, "float16", xr, p, spec.training, y_ref,
-                                     in_dtype="float32")
+    tol, scale, s = output_tolerance(
+        spec, "float16", xr, p, spec.training, y_ref, in_dtype="float32"
+    )
     y = forward(layer, tf.constant(xr, tf.float32), spec.training, mode)
     assert np.all(np.isfinite(y)), (
         f"{int(np.sum(~np.isfinite(y)))} of {y.size} outputs not finite ({mode}) for a float32 "
-        f"input with max |x| = {np.max(np.abs(xr)):.3g}, e.g. {y[~np.isfinite(y)][:3]}")
+        f"input with max |x| = {np.max(np.abs(xr)):.3g}, e.g. {y[~np.isfinite(y)][:3]}"
+    )
     check_close(f"output ({mode})", y, y_ref, tol, scale)
 
 
@@ -1270,16 +1507,20 @@ def statistics_weights(layer, name):
 
 
 @fuzz(100)
-@given(spec=layer_specs(names=tuple(n for n in ALL if n not in
-                                    ("TLU", "DynamicTanh", "LocalResponseNormalization"))),
-       policy=st.sampled_from(["float16", "bfloat16"]))
+@given(
+    spec=layer_specs(
+        names=tuple(n for n in ALL if n not in ("TLU", "DynamicTanh", "LocalResponseNormalization"))
+    ),
+    policy=st.sampled_from(["float16", "bfloat16"]),
+)
 def test_pure_half_policies_keep_statistics_weights_float32(spec, policy):
     """dtype="float16"/"bfloat16" (not mixed): weights and state that take part in statistics
     (moving and streamed statistics, gains and offsets folded with them, kernels whose norms
     are taken) stay float32. TLU and DynamicTanh compute no statistics, LRN has no weights."""
     layer = spec.built(policy)
-    bad = [f"{v.path}: {v.dtype}" for v in statistics_weights(layer, spec.name)
-           if v.dtype != "float32"]
+    bad = [
+        f"{v.path}: {v.dtype}" for v in statistics_weights(layer, spec.name) if v.dtype != "float32"
+    ]
     assert not bad, f"under dtype={policy!r}: {bad}"
 
 
@@ -1298,10 +1539,14 @@ def _batch_statistics(spec, x):
 
 
 @fuzz(40)
-@given(spec=layer_specs(names=("BatchNormalization", "EvoNormB0", "SwitchableNormalization")),
-       policy=st.sampled_from(POLICIES), variance=st.sampled_from([0.25, 0.6, 1.6, 3.0]),
-       offset=st.sampled_from([0.0, 0.5, -2.0]), seed_=st.integers(0, 2 ** 16),
-       mode=st.sampled_from(MODES))
+@given(
+    spec=layer_specs(names=("BatchNormalization", "EvoNormB0", "SwitchableNormalization")),
+    policy=st.sampled_from(POLICIES),
+    variance=st.sampled_from([0.25, 0.6, 1.6, 3.0]),
+    offset=st.sampled_from([0.0, 0.5, -2.0]),
+    seed_=st.integers(0, 2**16),
+    mode=st.sampled_from(MODES),
+)
 def test_moving_statistics_keep_updating(spec, policy, variance, offset, seed_, mode):
     """One training call on data of variance != 1, under every policy (pure half precision
     included): each moving average moves by (1 - momentum) (batch statistic - old value),
@@ -1310,8 +1555,9 @@ def test_moving_statistics_keep_updating(spec, policy, variance, offset, seed_, 
     assume(not spec.kwargs.get("renorm"))  # renorm derives its variance from a stddev
     spec = make_spec(spec.name, spec.kwargs, spec.shape, True)
     note(f"run in training: {spec!r}")
-    n_values = math.prod(spec.shape) / math.prod(spec.shape[a] for a in core._axes(
-        spec.kwargs.get("axis", -1), len(spec.shape)))
+    n_values = math.prod(spec.shape) / math.prod(
+        spec.shape[a] for a in core._axes(spec.kwargs.get("axis", -1), len(spec.shape))
+    )
     assume(n_values >= 2)
     dtype = compute_dtype(policy)
     layer = spec.built(policy, seed_)
@@ -1321,27 +1567,36 @@ def test_moving_statistics_keep_updating(spec, policy, variance, offset, seed_, 
     momentum = spec.kwargs.get("momentum", 0.99)
     mean, var = _batch_statistics(spec, xr)
     stats = [("moving_variance", var)] + (
-        [] if spec.name == "EvoNormB0" else [("moving_mean", mean)])
+        [] if spec.name == "EvoNormB0" else [("moving_mean", mean)]
+    )
     for name, batch in stats:
         old = p[name]
         want = momentum * old + (1 - momentum) * batch.reshape(old.shape)
         got = np.asarray(getattr(layer, name).numpy(), np.float64)
         step = np.abs(want - old)
-        check_close(f"{name} after one training call ({mode}), from {old.ravel()[:3]}", got,
-                    want, 1e-2 * float(step.min()) + 8 * U["float32"] * float(np.abs(want).max()))
+        check_close(
+            f"{name} after one training call ({mode}), from {old.ravel()[:3]}",
+            got,
+            want,
+            1e-2 * float(step.min()) + 8 * U["float32"] * float(np.abs(want).max()),
+        )
 
 
 @fuzz(25)
-@given(spec=layer_specs(names=("OnlineNormalization",)),
-       policy=st.sampled_from(["float16", "bfloat16", "mixed_float16", "mixed_bfloat16"]),
-       mode=st.sampled_from(MODES), data=st.data())
+@given(
+    spec=layer_specs(names=("OnlineNormalization",)),
+    policy=st.sampled_from(["float16", "bfloat16", "mixed_float16", "mixed_bfloat16"]),
+    mode=st.sampled_from(MODES),
+    data=st.data(),
+)
 def test_online_streamed_statistics_under_half_precision(spec, policy, mode, data):
     """OnlineNormalization under half-precision policies: after a training call the streamed
     mean and variance are finite and are the float64 stream's for the rounded input
     (float32 statistics; a streamed variance of x ~ 1e3 is beyond float16)."""
     dtype = compute_dtype(policy)
-    inp = data.draw(inputs(dtype, kinds=("normal",), scale=(0.0, 4.0), offset=(-3.0, 3.0)),
-                    label="input")
+    inp = data.draw(
+        inputs(dtype, kinds=("normal",), scale=(0.0, 4.0), offset=(-3.0, 3.0)), label="input"
+    )
     spec = make_spec(spec.name, spec.kwargs, spec.shape, True)
     note(f"run in training: {spec!r}")
     layer = spec.built(policy, inp.seed)
@@ -1356,15 +1611,24 @@ def test_online_streamed_statistics_under_half_precision(spec, policy, mode, dat
 
     want = stream(xr)
     call(layer, tf.cast(tf.constant(xr), dtype), True, mode)
-    got = np.concatenate([np.asarray(layer.streaming_mean.numpy(), np.float64),
-                          np.asarray(layer.streaming_variance.numpy(), np.float64)])
+    got = np.concatenate(
+        [
+            np.asarray(layer.streaming_mean.numpy(), np.float64),
+            np.asarray(layer.streaming_variance.numpy(), np.float64),
+        ]
+    )
     assert np.all(np.isfinite(got)), (
         f"streamed statistics not finite under {policy} ({mode}): mean "
         f"{layer.streaming_mean.numpy()}, variance {layer.streaming_variance.numpy()}; "
-        f"float64 stream: {want}")
+        f"float64 stream: {want}"
+    )
     s = sensitivity(lambda x, p_, t: stream(x), xr, p, True, 4 * U["float32"])
-    check_close(f"streamed mean and variance ({mode})", got, want,
-                BASE["float32"] * float(np.abs(want).max()) + K * s)
+    check_close(
+        f"streamed mean and variance ({mode})",
+        got,
+        want,
+        BASE["float32"] * float(np.abs(want).max()) + K * s,
+    )
 
 
 # -- (4) float64 ----------------------------------------------------------------
@@ -1372,12 +1636,18 @@ def test_online_streamed_statistics_under_half_precision(spec, policy, mode, dat
 
 @fuzz(80)
 @given(spec=layer_specs(), mode=st.sampled_from(MODES), inp=st.none(), data=st.data())
-@example(spec=make_spec("LayerNormalization", {"axis": 1, "epsilon": 1e-3}, (3, 8, 2)),
-         mode="eager", inp=Input("normal", 0.01, 0.0, 0), data=None).via(
-             "the issue: epsilon=1e-3 rounded through float32, 2e-8 relative")
-@example(spec=make_spec("OnlineNormalization", {"ecm": "ls", "epsilon": 0.1}, (2, 2), True),
-         mode="eager", inp=Input("constant", 1.0, 0.773, 0), data=None).via(
-             "found by this suite: ls_epsilon")
+@example(
+    spec=make_spec("LayerNormalization", {"axis": 1, "epsilon": 1e-3}, (3, 8, 2)),
+    mode="eager",
+    inp=Input("normal", 0.01, 0.0, 0),
+    data=None,
+).via("the issue: epsilon=1e-3 rounded through float32, 2e-8 relative")
+@example(
+    spec=make_spec("OnlineNormalization", {"ecm": "ls", "epsilon": 0.1}, (2, 2), True),
+    mode="eager",
+    inp=Input("constant", 1.0, 0.773, 0),
+    data=None,
+).via("found by this suite: ls_epsilon")
 def test_float64_matches_reference_to_1e12(spec, mode, inp, data):
     """float64 layers are the float64 reference to 1e-12 of the output's scale (plus the
     input's conditioning, K * S at float64): a constant such as epsilon=1e-3 rounded through

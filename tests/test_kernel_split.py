@@ -27,8 +27,9 @@ _ONES = tf.ones([C])
 
 def _switchable(x, training):
     moving = None if training else _ONES
-    return switchable_norm(x, tf.zeros([3]), tf.zeros([3]), _ONES, _ONES, moving, moving,
-                           training=training)[0]
+    return switchable_norm(
+        x, tf.zeros([3]), tf.zeros([3]), _ONES, _ONES, moving, moving, training=training
+    )[0]
 
 
 OPS = {

@@ -16,9 +16,8 @@ import pytest
 import tensorflow as tf
 
 from tests.kernel_paths import MODES, compiled, numeric_grads
-from tfnorm.ops import kernel
 from tfnorm import ops
-
+from tfnorm.ops import kernel
 
 
 # -- NumPy forwards (float64) -------------------------------------------------------
@@ -29,7 +28,7 @@ def np_layer_norm(x, g, b, eps, axes):
 
 
 def np_rms_norm(x, g, b, eps, axes):
-    return x / np.sqrt((x ** 2).mean(axis=axes, keepdims=True) + eps) * g
+    return x / np.sqrt((x**2).mean(axis=axes, keepdims=True) + eps) * g
 
 
 def np_batch_norm(x, g, b, eps, axes):
@@ -46,23 +45,53 @@ def np_group_norm(groups):
         mu = xg.mean(axis=(1, 3), keepdims=True)
         var = ((xg - mu) ** 2).mean(axis=(1, 3), keepdims=True)
         return ((xg - mu) / np.sqrt(var + eps)).reshape(x.shape) * g + b
+
     return f
 
 
 CASES = {
     # id: (tfnorm op (x, g, b, eps) -> y, numpy forward, input shape, param shape, axes, eps)
-    "layer": (lambda x, g, b, e: ops.layer_norm(x, [-1], g, b, e), np_layer_norm,
-              (3, 4, 6), (6,), (2,), 1e-3),
-    "layer-2axes": (lambda x, g, b, e: ops.layer_norm(x, [2, 3], g, b, e), np_layer_norm,
-                    (2, 3, 2, 4), (2, 4), (2, 3), 1e-5),
-    "rms": (lambda x, g, b, e: ops.rms_norm(x, [-1], g, e), np_rms_norm, (4, 5), (5,), (1,),
-            1e-6),
-    "batch": (lambda x, g, b, e: ops.batch_norm(x, [-1], g, b, e)[0], np_batch_norm,
-              (6, 3, 4), (4,), None, 1e-3),
-    "group": (lambda x, g, b, e: ops.group_norm(x, 2, -1, g, b, e), np_group_norm(2),
-              (2, 3, 3, 8), (8,), None, 1e-3),
-    "instance": (lambda x, g, b, e: ops.instance_norm(x, -1, g, b, e), np_group_norm(4),
-                 (2, 3, 4), (4,), None, 1e-3),
+    "layer": (
+        lambda x, g, b, e: ops.layer_norm(x, [-1], g, b, e),
+        np_layer_norm,
+        (3, 4, 6),
+        (6,),
+        (2,),
+        1e-3,
+    ),
+    "layer-2axes": (
+        lambda x, g, b, e: ops.layer_norm(x, [2, 3], g, b, e),
+        np_layer_norm,
+        (2, 3, 2, 4),
+        (2, 4),
+        (2, 3),
+        1e-5,
+    ),
+    "rms": (lambda x, g, b, e: ops.rms_norm(x, [-1], g, e), np_rms_norm, (4, 5), (5,), (1,), 1e-6),
+    "batch": (
+        lambda x, g, b, e: ops.batch_norm(x, [-1], g, b, e)[0],
+        np_batch_norm,
+        (6, 3, 4),
+        (4,),
+        None,
+        1e-3,
+    ),
+    "group": (
+        lambda x, g, b, e: ops.group_norm(x, 2, -1, g, b, e),
+        np_group_norm(2),
+        (2, 3, 3, 8),
+        (8,),
+        None,
+        1e-3,
+    ),
+    "instance": (
+        lambda x, g, b, e: ops.instance_norm(x, -1, g, b, e),
+        np_group_norm(4),
+        (2, 3, 4),
+        (4,),
+        None,
+        1e-3,
+    ),
 }
 
 
@@ -138,12 +167,20 @@ def test_half_precision_input_float32_statistics(mode):
     xs = tf.cast(xb, tf.float64).numpy()
 
     def run(x):
-        return (ops.layer_norm(x, [-1]), ops.rms_norm(x, [-1]),
-                ops.batch_norm(x, [-1])[0], ops.group_norm(x, 4, -1))
+        return (
+            ops.layer_norm(x, [-1]),
+            ops.rms_norm(x, [-1]),
+            ops.batch_norm(x, [-1])[0],
+            ops.group_norm(x, 4, -1),
+        )
 
     fn = run if mode == "eager" else tf.function(run, jit_compile=(mode == "xla"))
-    refs = (np_layer_norm(xs, 1.0, 0.0, 1e-3, (-1,)), np_rms_norm(xs, 1.0, 0.0, 1e-6, (-1,)),
-            np_batch_norm(xs, 1.0, 0.0, 1e-3, None), np_group_norm(4)(xs, 1.0, 0.0, 1e-3, None))
+    refs = (
+        np_layer_norm(xs, 1.0, 0.0, 1e-3, (-1,)),
+        np_rms_norm(xs, 1.0, 0.0, 1e-6, (-1,)),
+        np_batch_norm(xs, 1.0, 0.0, 1e-3, None),
+        np_group_norm(4)(xs, 1.0, 0.0, 1e-3, None),
+    )
     for y, ref in zip(fn(xb), refs):
         assert y.dtype == tf.bfloat16
         y = tf.cast(y, tf.float64).numpy()
@@ -160,8 +197,9 @@ def test_plain_ops_when_xla_kernels_are_disabled(monkeypatch):
     graph = fn.get_concrete_function(x).graph.as_graph_def()
     flags = [n.attr["_XlaMustCompile"].b for n in graph.node if "_XlaMustCompile" in n.attr]
     assert not any(flags)
-    np.testing.assert_allclose(fn(x).numpy(), np_layer_norm(x.numpy(), 1.0, 0.0, 1e-3, (-1,)),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        fn(x).numpy(), np_layer_norm(x.numpy(), 1.0, 0.0, 1e-3, (-1,)), atol=1e-12
+    )
     monkeypatch.setenv("TFNORM_XLA_KERNELS", "1")
     fn2 = tf.function(lambda x: ops.layer_norm(x, [-1]))
     graph2 = fn2.get_concrete_function(x).graph.as_graph_def()
@@ -170,6 +208,7 @@ def test_plain_ops_when_xla_kernels_are_disabled(monkeypatch):
 
 def _generic(name):
     """The same functions through ops.moments / ops.group_moments and autodiff."""
+
     def layer(x, g, b):
         mean, var = ops.moments(x, [x.shape.rank - 1])
         return ops.normalize(x, mean, var, g, b, 1e-3)
@@ -194,9 +233,11 @@ def test_second_order_gradients(name, mode):
     g = tf.constant(rng.uniform(0.5, 1.5, 4))
     b = tf.constant(rng.normal(size=4))
     w = tf.constant(rng.normal(size=(2, 3, 3, 4)))
-    fast = {"layer": lambda x, g, b: ops.layer_norm(x, [-1], g, b, 1e-3),
-            "group": lambda x, g, b: ops.group_norm(x, 2, -1, g, b, 1e-3),
-            "batch": lambda x, g, b: ops.batch_norm(x, [-1], g, b, 1e-3)[0]}[name]
+    fast = {
+        "layer": lambda x, g, b: ops.layer_norm(x, [-1], g, b, 1e-3),
+        "group": lambda x, g, b: ops.group_norm(x, 2, -1, g, b, 1e-3),
+        "batch": lambda x, g, b: ops.batch_norm(x, [-1], g, b, 1e-3)[0],
+    }[name]
 
     def penalty_grad(f, x, g):
         with tf.GradientTape() as outer:
@@ -228,6 +269,7 @@ def test_xla_context_is_detected():
         def f(x):
             seen[key] = reduce.in_xla()
             return x * 2.0
+
         return f
 
     x = tf.ones([2])
@@ -238,12 +280,12 @@ def test_xla_context_is_detected():
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("shape, axes", [((6, 5), (0,)), ((3, 3, 4, 5), (0, 1, 2)),
-                                         ((4, 7), (1,))])
+@pytest.mark.parametrize("shape, axes", [((6, 5), (0,)), ((3, 3, 4, 5), (0, 1, 2)), ((4, 7), (1,))])
 def test_inverse_norm(shape, axes, mode):
     """``1/||w||`` over ``axes`` (the per-unit scale of weight normalization) and its gradient."""
+
     def ref(w):
-        return 1.0 / np.sqrt((w ** 2).sum(axis=axes, keepdims=True))
+        return 1.0 / np.sqrt((w**2).sum(axis=axes, keepdims=True))
 
     w = np.random.default_rng(3).normal(size=shape)
     dy = np.random.default_rng(4).normal(size=ref(w).shape)

@@ -32,8 +32,12 @@ def public_layer_classes():
     out = []
     for name in tfnorm.__all__:
         obj = getattr(tfnorm, name)
-        if (inspect.isclass(obj) and issubclass(obj, keras.layers.Layer)
-                and not inspect.isabstract(obj) and obj is not tfnorm.NormalizationLayer):
+        if (
+            inspect.isclass(obj)
+            and issubclass(obj, keras.layers.Layer)
+            and not inspect.isabstract(obj)
+            and obj is not tfnorm.NormalizationLayer
+        ):
             out.append(obj)
     return out
 
@@ -83,8 +87,9 @@ def test_output_shape_and_dtype(case):
 MODE_CASES = [(c, t) for c in CASES for t in c.training_modes]
 
 
-@pytest.mark.parametrize("case, training", MODE_CASES,
-                         ids=[f"{c.id}-{'train' if t else 'infer'}" for c, t in MODE_CASES])
+@pytest.mark.parametrize(
+    "case, training", MODE_CASES, ids=[f"{c.id}-{'train' if t else 'infer'}" for c, t in MODE_CASES]
+)
 def test_matches_numpy_reference_fp32(case, training):
     layer = built(case, seed=3)
     params = params_of(layer)
@@ -107,8 +112,9 @@ def test_gradients(case):
     results = finite_difference_grads(case, training=case.grad_training)
     if case.gradient == "fd":
         for name, auto, num in results:
-            np.testing.assert_allclose(auto, num, atol=1e-6, rtol=1e-5,
-                                       err_msg=f"{case.id}: d loss / d {name}")
+            np.testing.assert_allclose(
+                auto, num, atol=1e-6, rtol=1e-5, err_msg=f"{case.id}: d loss / d {name}"
+            )
             assert np.abs(num).max() > 0 or np.abs(auto).max() == 0
     else:
         raise AssertionError(f"unknown gradient mode {case.gradient!r}")
@@ -145,7 +151,10 @@ def test_jit_compile_matches_eager(case):
         eager_layer = built(case, seed=8)
         xla_layer = built(case, seed=8)
         eager = call(eager_layer, x, training, case).numpy()
-        xla = tf.function(lambda t: call(xla_layer, t, training, case), jit_compile=True)(x)
+        xla = tf.function(
+            lambda t, layer=xla_layer, training=training: call(layer, t, training, case),
+            jit_compile=True,
+        )(x)
         np.testing.assert_allclose(xla.numpy(), eager, atol=1e-5, rtol=1e-5)
         for a, b in zip(state_of(eager_layer), state_of(xla_layer)):
             np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
@@ -174,25 +183,31 @@ def test_kernels_as_their_own_xla_clusters_match_eager(case, monkeypatch):
     x = tf.constant(case.input_fn(rng, case.input_shape).astype("float32"))
     for training in case.training_modes:
         layers = [built(case, seed=14), built(case, seed=14)]
-        dy = None
+        out_shape = call(built(case, seed=14), x, False, case).shape
+        dy = tf.constant(rng.normal(size=out_shape).astype("float32"))
 
-        def step(layer, t):
+        def step(layer, t, training=training, dy=dy):
             with tf.GradientTape() as tape:
                 tape.watch(t)
                 y = call(layer, t, training, case)
                 loss = tf.reduce_sum(tf.cast(y, tf.float32) * dy)
             grads = tape.gradient(loss, [t] + list(layer.trainable_weights))
-            return [y] + [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
-                          for g, v in zip(grads, [t] + list(layer.trainable_weights))]
+            return [y] + [
+                tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+                for g, v in zip(grads, [t] + list(layer.trainable_weights))
+            ]
 
-        out_shape = call(built(case, seed=14), x, False, case).shape
-        dy = tf.constant(rng.normal(size=out_shape).astype("float32"))
         eager = step(layers[0], x)
         graph = tf.function(step, jit_compile=False)(layers[1], x)
-        for what, a, b in zip(["output", "input gradient"] + [
-                f"gradient of {v.path}" for v in layers[0].trainable_weights], eager, graph):
-            np.testing.assert_allclose(b.numpy(), a.numpy(), atol=2e-5, rtol=2e-5,
-                                       err_msg=f"{what}, training={training}")
+        for what, a, b in zip(
+            ["output", "input gradient"]
+            + [f"gradient of {v.path}" for v in layers[0].trainable_weights],
+            eager,
+            graph,
+        ):
+            np.testing.assert_allclose(
+                b.numpy(), a.numpy(), atol=2e-5, rtol=2e-5, err_msg=f"{what}, training={training}"
+            )
         for a, b in zip(state_of(layers[0]), state_of(layers[1])):
             np.testing.assert_allclose(b, a, atol=1e-6, rtol=1e-5)
 

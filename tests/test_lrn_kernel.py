@@ -19,7 +19,6 @@ from tests.kernel_paths import MODES, compiled
 from tfnorm.ops.lrn import lrn
 
 
-
 def np_lrn(x, radius, bias, alpha, beta, axis):
     """b[c] = a[c] / (bias + alpha * sum_{|j - c| <= radius} a[j]**2) ** beta."""
     xm = np.moveaxis(x, axis, -1)
@@ -130,7 +129,7 @@ def test_second_order_gradient(mode):
 
     def plain(v):  # the same function by autodiff of explicit per-channel window sums
         sq = tf.square(v)
-        sums = tf.stack([tf.reduce_sum(sq[..., max(0, c - 2):c + 3], -1) for c in range(6)], -1)
+        sums = tf.stack([tf.reduce_sum(sq[..., max(0, c - 2) : c + 3], -1) for c in range(6)], -1)
         return v * tf.pow(2.0 + 0.5 * sums, -0.75)
 
     def penalty_grad(f, x):

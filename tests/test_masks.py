@@ -55,8 +55,9 @@ def _check_layer(layer, y, x, weights, axis, gamma, beta):
     ref, mean, var = _np_batch_norm(x, weights, axis, gamma, beta)
     np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(layer.moving_mean.numpy(), MOMENTUM * mean, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(layer.moving_variance.numpy(), MOMENTUM + (1 - MOMENTUM) * var,
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        layer.moving_variance.numpy(), MOMENTUM + (1 - MOMENTUM) * var, rtol=1e-4, atol=1e-5
+    )
 
 
 def _channels_first_bn(rng, channels):
@@ -82,6 +83,7 @@ def _masking_model(layer, shape):
 
 # --- Keras-produced masks ---------------------------------------------------------
 
+
 @pytest.mark.parametrize("axis", [-1, 1])
 def test_masking_layer_mask_matches_numpy_and_keras(axis):
     rng = np.random.default_rng(0)
@@ -96,8 +98,12 @@ def test_masking_layer_mask_matches_numpy_and_keras(axis):
         _set_affine(layer, gamma, beta)
         outputs[cls] = model(x, training=True).numpy()
         _check_layer(layer, outputs[cls], x, _keras_weights(mask), axis, gamma, beta)
-    np.testing.assert_allclose(outputs[tfnorm.BatchNormalization],
-                               outputs[keras.layers.BatchNormalization], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        outputs[tfnorm.BatchNormalization],
+        outputs[keras.layers.BatchNormalization],
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
 @pytest.mark.parametrize("axis", [-1, 1])
@@ -120,8 +126,12 @@ def test_embedding_mask_zero_matches_numpy_and_keras(axis):
         _set_affine(layer, gamma, beta)
         outputs[cls] = model(tokens, training=True).numpy()
         _check_layer(layer, outputs[cls], x, _keras_weights(mask), axis, gamma, beta)
-    np.testing.assert_allclose(outputs[tfnorm.BatchNormalization],
-                               outputs[keras.layers.BatchNormalization], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        outputs[tfnorm.BatchNormalization],
+        outputs[keras.layers.BatchNormalization],
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
 def test_keras_mask_on_a_4d_input_with_a_middle_channel_axis():
@@ -139,7 +149,9 @@ def test_keras_mask_with_unknown_sizes_in_a_traced_call():
     layer.build(x.shape)
     _set_affine(layer, gamma, beta)
 
-    @tf.function(input_signature=[tf.TensorSpec((None, 6, None)), tf.TensorSpec((None, 6), tf.bool)])
+    @tf.function(
+        input_signature=[tf.TensorSpec((None, 6, None)), tf.TensorSpec((None, 6), tf.bool)]
+    )
     def step(a, m):
         return layer(a, training=True, mask=m)
 
@@ -149,10 +161,11 @@ def test_keras_mask_with_unknown_sizes_in_a_traced_call():
 
 # --- tfnorm's own convention: the input's shape without the channel axis ---------
 
+
 def test_channels_first_mask_without_the_channel_axis_still_works():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(3, 4, 6)).astype("float32")  # (N, C, T)
-    mask = np.ones((3, 6), bool)                      # (N, T)
+    mask = np.ones((3, 6), bool)  # (N, T)
     mask[1, 3:] = False
     mask[2, 1:] = False
     x[~np.broadcast_to(mask[:, None, :], x.shape)] = 1e3  # padded garbage must not count
@@ -169,8 +182,7 @@ def test_a_shape_that_fits_both_readings_is_read_the_tfnorm_way():
 
 def test_unknown_sizes_pick_the_reading_the_run_time_shapes_fit():
     rng = np.random.default_rng(6)
-    layer = tfnorm.BatchNormalization(axis=1, momentum=0.0, epsilon=EPS, center=False,
-                                      scale=False)
+    layer = tfnorm.BatchNormalization(axis=1, momentum=0.0, epsilon=EPS, center=False, scale=False)
     layer.build((None, 4, None))
 
     @tf.function(input_signature=[tf.TensorSpec((None, 4, None)), tf.TensorSpec((None, None))])
@@ -192,6 +204,7 @@ def test_unknown_sizes_pick_the_reading_the_run_time_shapes_fit():
 
 # --- mask values -------------------------------------------------------------------
 
+
 def test_a_float_mask_is_read_as_nonzero_means_kept_like_keras():
     rng = np.random.default_rng(7)
     x, mask = _padded_sequences(rng)
@@ -202,25 +215,29 @@ def test_a_float_mask_is_read_as_nonzero_means_kept_like_keras():
         results.append(layer(x, training=True, mask=m).numpy())
         _check_layer(layer, results[-1], x, _keras_weights(mask), -1, np.ones(4), np.zeros(4))
     keras_bn = keras.layers.BatchNormalization(momentum=MOMENTUM, epsilon=EPS)
-    np.testing.assert_allclose(results[-1], keras_bn(x, training=True, mask=values).numpy(),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        results[-1], keras_bn(x, training=True, mask=values).numpy(), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_a_non_numeric_mask_is_rejected():
     layer = tfnorm.BatchNormalization()
     with pytest.raises(ValueError, match=r"mask must be boolean or numeric.*string"):
-        layer(np.ones((2, 5, 3), "float32"), training=True,
-              mask=tf.constant([["a"] * 5] * 2))
+        layer(np.ones((2, 5, 3), "float32"), training=True, mask=tf.constant([["a"] * 5] * 2))
 
 
 # --- shapes that fit no convention -------------------------------------------------
+
 
 @pytest.mark.parametrize("training", [True, False])
 def test_a_mask_of_another_shape_names_the_shapes(training):
     layer = tfnorm.BatchNormalization()
     x = np.ones((3, 6, 4), "float32")
-    with pytest.raises(ValueError, match=r"mask of shape \(3, 5\).*input of shape \(3, 6, 4\)"
-                                         r".*\(3, 6\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"mask of shape \(3, 5\).*input of shape \(3, 6, 4\)"
+        r".*\(3, 6\)",
+    ):
         layer(x, training=training, mask=np.ones((3, 5), bool))
     np.testing.assert_array_equal(layer.moving_mean.numpy(), np.zeros(4))
 
@@ -228,8 +245,11 @@ def test_a_mask_of_another_shape_names_the_shapes(training):
 def test_a_channels_first_mask_of_another_shape_lists_both_readings():
     layer = tfnorm.BatchNormalization(axis=1)
     x = np.ones((3, 4, 6), "float32")
-    with pytest.raises(ValueError, match=r"mask of shape \(3, 5\).*input of shape \(3, 4, 6\)"
-                                         r".*\(3, 6\).*\(3, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"mask of shape \(3, 5\).*input of shape \(3, 4, 6\)"
+        r".*\(3, 6\).*\(3, 4\)",
+    ):
         layer(x, training=True, mask=np.ones((3, 5), bool))
 
 
@@ -259,11 +279,15 @@ def test_mask_with_ghost_batches_stays_an_error():
 
 # --- per-sample layers pass the mask on --------------------------------------------
 
-@pytest.mark.parametrize("make", [
-    lambda: tfnorm.LayerNormalization(),
-    lambda: tfnorm.GroupNormalization(groups=2),
-    lambda: tfnorm.InstanceNormalization(),
-])
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: tfnorm.LayerNormalization(),
+        lambda: tfnorm.GroupNormalization(groups=2),
+        lambda: tfnorm.InstanceNormalization(),
+    ],
+)
 def test_per_sample_layers_pass_the_mask_through(make):
     rng = np.random.default_rng(8)
     x, mask = _padded_sequences(rng)
@@ -277,10 +301,11 @@ def test_per_sample_layers_pass_the_mask_through(make):
 
 # --- group and instance normalization over time ignore padded steps ----------------
 
+
 def _np_group_norm(x, keep, channel_axis, groups, gamma, beta, eps=EPS):
     """Reference: per sample and channel group, over the kept positions only."""
-    x = np.moveaxis(x.astype(np.float64), channel_axis, -1)   # (N, ..., C)
-    w = np.asarray(keep, np.float64)[..., None]               # (N, ..., 1)
+    x = np.moveaxis(x.astype(np.float64), channel_axis, -1)  # (N, ..., C)
+    w = np.asarray(keep, np.float64)[..., None]  # (N, ..., 1)
     n, c = x.shape[0], x.shape[-1]
     xg = x.reshape(n, -1, groups, c // groups)
     wg = np.broadcast_to(w.reshape(n, -1, 1, 1), xg.shape)
@@ -291,10 +316,13 @@ def _np_group_norm(x, keep, channel_axis, groups, gamma, beta, eps=EPS):
     return np.moveaxis(y, -1, channel_axis)
 
 
-@pytest.mark.parametrize("make,groups", [
-    (lambda: tfnorm.GroupNormalization(groups=2, epsilon=EPS), 2),
-    (lambda: tfnorm.InstanceNormalization(epsilon=EPS), 4),
-])
+@pytest.mark.parametrize(
+    "make,groups",
+    [
+        (lambda: tfnorm.GroupNormalization(groups=2, epsilon=EPS), 2),
+        (lambda: tfnorm.InstanceNormalization(epsilon=EPS), 4),
+    ],
+)
 def test_group_and_instance_norm_over_time_ignore_padded_steps(make, groups):
     rng = np.random.default_rng(9)
     x, mask = _padded_sequences(rng)
@@ -322,6 +350,9 @@ def test_instance_norm_channels_first_with_a_mask_ignores_padded_garbage():
 
 def test_group_norm_rejects_a_mask_of_another_shape():
     layer = tfnorm.GroupNormalization(groups=2)
-    with pytest.raises(ValueError, match=r"mask of shape \(3, 5\).*input of shape \(3, 6, 4\)"
-                                         r".*\(3, 6\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"mask of shape \(3, 5\).*input of shape \(3, 6, 4\)"
+        r".*\(3, 6\)",
+    ):
         layer(np.ones((3, 6, 4), "float32"), mask=np.ones((3, 5), bool))

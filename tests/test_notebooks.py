@@ -82,11 +82,15 @@ def kernel_spec_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("kernels")
     spec = root / "python3"
     spec.mkdir()
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (tfnorm tests)",
-        "language": "python",
-    }))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python 3 (tfnorm tests)",
+                "language": "python",
+            }
+        )
+    )
     return str(root)
 
 
@@ -103,15 +107,18 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, kernel_spec_dir):
     km = KernelManager(kernel_name="python3", kernel_spec_manager=ksm)
     assert km.kernel_spec.argv[0] == sys.executable
     env = dict(os.environ)
-    env.update({
-        "TFNORM_NOTEBOOK_SMALL": "1",
-        "KERAS_BACKEND": "tensorflow",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "MPLBACKEND": "Agg",
-        "PYTHONPATH": os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")])),
-    })
-    client = NotebookClient(nb, km=km, timeout=300, allow_errors=False,
-                            resources={"metadata": {"path": str(tmp_path)}})
+    env.update(
+        {
+            "TFNORM_NOTEBOOK_SMALL": "1",
+            "KERAS_BACKEND": "tensorflow",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "MPLBACKEND": "Agg",
+            "PYTHONPATH": os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")])),
+        }
+    )
+    client = NotebookClient(
+        nb, km=km, timeout=300, allow_errors=False, resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute(env=env, cwd=str(tmp_path))
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
     assert code_cells and all(c.execution_count for c in code_cells)

@@ -63,8 +63,9 @@ def _check_steps(kwargs, shape, steps, dtype, tol, seed=0):
             np.testing.assert_allclose(dgamma, dgamma_ref, rtol=tol, atol=tol * 10, err_msg=msg)
             np.testing.assert_allclose(dbeta, dbeta_ref, rtol=tol, atol=tol * 10, err_msg=msg)
         for name, value in _layer_state(layer).items():
-            np.testing.assert_allclose(value, ref.state()[name], rtol=tol, atol=tol,
-                                       err_msg=f"{msg}: {name}")
+            np.testing.assert_allclose(
+                value, ref.state()[name], rtol=tol, atol=tol, err_msg=f"{msg}: {name}"
+            )
     return layer, ref
 
 
@@ -91,8 +92,9 @@ def test_successive_batches_match_per_sample_algorithm_float32(name):
 
 @pytest.mark.parametrize("shape", [(1, 4), (1, 4, 4, 3)], ids=["dense", "conv"])
 def test_trains_at_batch_size_one(shape):
-    layer, ref = _check_steps(dict(alpha_fwd=0.8, alpha_bkw=0.7), shape, steps=6,
-                              dtype="float64", tol=1e-9)
+    layer, ref = _check_steps(
+        dict(alpha_fwd=0.8, alpha_bkw=0.7), shape, steps=6, dtype="float64", tol=1e-9
+    )
     # the stream of six single samples moved the statistics away from their start
     assert np.abs(layer.streaming_mean.numpy()).min() > 0
     assert np.abs(layer.u_control.numpy()).min() > 0
@@ -105,7 +107,7 @@ def test_batch_equals_the_same_samples_streamed_one_by_one():
     whole = tfnorm.OnlineNormalization(alpha_fwd=0.8, alpha_bkw=0.7, dtype="float64")
     single = tfnorm.OnlineNormalization(alpha_fwd=0.8, alpha_bkw=0.7, dtype="float64")
     z, dx, _, _ = _train_step(whole, x, dz)
-    parts = [_train_step(single, x[i:i + 1], dz[i:i + 1]) for i in range(len(x))]
+    parts = [_train_step(single, x[i : i + 1], dz[i : i + 1]) for i in range(len(x))]
     np.testing.assert_allclose(z, np.concatenate([p[0] for p in parts]), atol=1e-12)
     np.testing.assert_allclose(dx, np.concatenate([p[1] for p in parts]), atol=1e-12)
     for name, value in _layer_state(whole).items():
@@ -123,8 +125,9 @@ def test_inference_uses_streamed_statistics_and_leaves_them():
     layer.beta.assign(rng.uniform(-1, 1, 3))
     x = rng.normal(size=(4, 5, 3))
     y = layer(x, training=False).numpy()
-    expected = ((x - state["streaming_mean"]) / np.sqrt(state["streaming_variance"] + 1e-5)
-                * layer.gamma.numpy() + layer.beta.numpy())
+    expected = (x - state["streaming_mean"]) / np.sqrt(
+        state["streaming_variance"] + 1e-5
+    ) * layer.gamma.numpy() + layer.beta.numpy()
     np.testing.assert_allclose(y, expected, atol=1e-12)
     # each sample on its own: inference does not mix the batch
     np.testing.assert_allclose(layer(x[1:2], training=False).numpy(), y[1:2], atol=1e-12)
@@ -144,18 +147,17 @@ def _fit_model(mode, policy=None):
     optimizer = keras.optimizers.SGD(0.0)
     if policy == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    model.compile(optimizer, "mse", jit_compile=(mode == "xla"),
-                  run_eagerly=(mode == "eager"))
+    model.compile(optimizer, "mse", jit_compile=(mode == "xla"), run_eagerly=(mode == "eager"))
     return model, layer
 
 
 def _fit_reference(x, y, batch, scale=1.0, backward_passes=1):
     ref = OnlineNormNumpy(3, alpha_fwd=0.9, alpha_bkw=0.8)
     for i in range(0, len(x), batch):
-        z = ref.forward(x[i:i + batch].astype(np.float64))
+        z = ref.forward(x[i : i + batch].astype(np.float64))
         flat = z.reshape(len(z), -1)
         # mse: mean over the 48 features, then over the batch
-        dz = 2.0 * (flat - y[i:i + batch]) / (flat.shape[1] * len(z)) * scale
+        dz = 2.0 * (flat - y[i : i + batch]) / (flat.shape[1] * len(z)) * scale
         for _ in range(backward_passes):
             ref.backward(dz.reshape(z.shape))
     return ref.state()
@@ -209,8 +211,9 @@ def test_mixed_float16_fit_keeps_float32_state():
     scale = float(model.optimizer.dynamic_scale.numpy())
     expected = _fit_reference(x, y, 4, scale=scale)
     for name, value in _layer_state(layer).items():
-        np.testing.assert_allclose(value, expected[name], rtol=2e-2,
-                                   atol=2e-2 * np.abs(expected[name]).max(), err_msg=name)
+        np.testing.assert_allclose(
+            value, expected[name], rtol=2e-2, atol=2e-2 * np.abs(expected[name]).max(), err_msg=name
+        )
 
 
 def test_non_finite_gradient_leaves_the_control_state_of_its_channel():
@@ -283,23 +286,28 @@ def test_linear_recurrence_matches_a_loop(n, static):
         if static:
             before, last = linear_recurrence(coef, tf.constant(b), tf.constant(h0))
         else:
-            run = tf.function(lambda bt: linear_recurrence(coef, bt, tf.constant(h0)),
-                              input_signature=[tf.TensorSpec([None, 3], tf.float64)])
+            run = tf.function(
+                lambda bt, coef=coef: linear_recurrence(coef, bt, tf.constant(h0)),
+                input_signature=[tf.TensorSpec([None, 3], tf.float64)],
+            )
             before, last = run(tf.constant(b))
         want_before, want_last = loop(coef_np)
         np.testing.assert_allclose(before.numpy(), want_before, rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(last.numpy(), want_last, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("kwargs, argname", [
-    (dict(ecm="clamp"), "ecm"),
-    (dict(alpha_fwd=1.5), "alpha_fwd"),
-    (dict(alpha_bkw=-0.1), "alpha_bkw"),
-    (dict(axis=[1, 2]), "axis"),
-    (dict(epsilon=0.0), "epsilon"),
-    (dict(clamp_value=0), "clamp_value"),
-    (dict(ls_epsilon=-1.0), "ls_epsilon"),
-])
+@pytest.mark.parametrize(
+    "kwargs, argname",
+    [
+        (dict(ecm="clamp"), "ecm"),
+        (dict(alpha_fwd=1.5), "alpha_fwd"),
+        (dict(alpha_bkw=-0.1), "alpha_bkw"),
+        (dict(axis=[1, 2]), "axis"),
+        (dict(epsilon=0.0), "epsilon"),
+        (dict(clamp_value=0), "clamp_value"),
+        (dict(ls_epsilon=-1.0), "ls_epsilon"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs, argname):
     with pytest.raises(ValueError, match=argname):
         tfnorm.OnlineNormalization(**kwargs)
@@ -355,8 +363,14 @@ def test_distributed_replicas_stream_their_own_samples_and_average_the_state(tmp
     script = tmp_path / "dist.py"
     script.write_text(_DISTRIBUTED)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=300, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     x, dz = np.array(result["x"]), np.array(result["dz"])
@@ -368,5 +382,6 @@ def test_distributed_replicas_stream_their_own_samples_and_average_the_state(tmp
         states.append(ref.state())
     for name in STATE:
         expected = (states[0][name] + states[1][name]) / 2
-        np.testing.assert_allclose(result["state"][name], expected, rtol=1e-5, atol=1e-6,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            result["state"][name], expected, rtol=1e-5, atol=1e-6, err_msg=name
+        )

@@ -16,8 +16,9 @@ from tfnorm import ops
 def _run(args, env_extra=None):
     env = dict(os.environ)
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_other_keras_backend_gives_a_clear_import_error():
@@ -90,5 +91,6 @@ def test_ops_work_in_a_user_tf_function_with_xla():
         return ops.normalize(t, m, v, epsilon=1e-5)
 
     eager_m, eager_v = ops.moments(x, [1])
-    np.testing.assert_allclose(f(x).numpy(), ops.normalize(x, eager_m, eager_v, epsilon=1e-5),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        f(x).numpy(), ops.normalize(x, eager_m, eager_v, epsilon=1e-5), atol=1e-6
+    )

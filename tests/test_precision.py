@@ -50,8 +50,13 @@ def test_magnitude_1e4_and_constant_input(case, policy):
         assert np.isfinite(y).all(), f"not finite for |x| = {MAGNITUDE:g}, training={training}"
         expected = case.reference(tf.cast(x, tf.float64).numpy(), params, training)
         scale = max(1.0, float(np.abs(expected).max()))
-        np.testing.assert_allclose(y / scale, expected / scale, atol=TOLERANCE[compute], rtol=0,
-                                   err_msg=f"training={training}")
+        np.testing.assert_allclose(
+            y / scale,
+            expected / scale,
+            atol=TOLERANCE[compute],
+            rtol=0,
+            err_msg=f"training={training}",
+        )
         params = params_of(layer)
         yc = call(layer, const, training, case)
         assert yc.dtype == compute
@@ -59,8 +64,13 @@ def test_magnitude_1e4_and_constant_input(case, policy):
         assert np.isfinite(yc).all(), "constant input not finite"
         expected = case.reference(np.full(case.input_shape, MAGNITUDE), params, training)
         scale = max(1.0, float(np.abs(expected).max()))
-        np.testing.assert_allclose(yc / scale, expected / scale, atol=TOLERANCE[compute], rtol=0,
-                                   err_msg=f"constant input, training={training}")
+        np.testing.assert_allclose(
+            yc / scale,
+            expected / scale,
+            atol=TOLERANCE[compute],
+            rtol=0,
+            err_msg=f"constant input, training={training}",
+        )
         for v in layer.weights:  # statistics, streamed state and parameters stay float32
             assert v.dtype == "float32", f"{v.path} is {v.dtype} under {policy}"
             assert np.isfinite(v.numpy()).all(), f"{v.path} not finite after training={training}"
@@ -102,8 +112,9 @@ def test_loss_scaled_training_has_no_nan(family):
     model.compile(optimizer, "mse", run_eagerly=True)
     rng = np.random.default_rng(33)
     n = 12 * BATCH  # the first steps at the initial scale 2**15 overflow and are skipped
-    xs = [case.input_fn(rng, (n,) + tuple(case.input_shape[1:])).astype("float32")
-          for case in cases]
+    xs = [
+        case.input_fn(rng, (n,) + tuple(case.input_shape[1:])).astype("float32") for case in cases
+    ]
     y = rng.normal(size=(n, 1)).astype("float32")
     before = [v.numpy().copy() for v in model.trainable_weights]
     hist = model.fit(xs, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
@@ -130,18 +141,23 @@ def test_distributed_loop_scales_the_loss():
     y = rng.integers(0, 3, 64)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     runs = []
-    for optimizer in (keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.05)),
-                      keras.optimizers.SGD(0.05)):
+    for optimizer in (
+        keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.05)),
+        keras.optimizers.SGD(0.05),
+    ):
         keras.utils.set_random_seed(0)
-        model = keras.Sequential([
-            keras.Input((6,)),
-            keras.layers.Dense(16, dtype=policy),
-            tfnorm.BatchNormalization(synchronized=True, dtype=policy),
-            keras.layers.Dense(3, dtype=policy),
-        ])
+        model = keras.Sequential(
+            [
+                keras.Input((6,)),
+                keras.layers.Dense(16, dtype=policy),
+                tfnorm.BatchNormalization(synchronized=True, dtype=policy),
+                keras.layers.Dense(3, dtype=policy),
+            ]
+        )
         start = [v.numpy().copy() for v in model.trainable_weights]
-        hist = distribute.train(model, x, y, loss=loss, optimizer=optimizer, batch_size=16,
-                                epochs=2, verbose=0)
+        hist = distribute.train(
+            model, x, y, loss=loss, optimizer=optimizer, batch_size=16, epochs=2, verbose=0
+        )
         assert np.isfinite(hist["loss"]).all()
         for v in model.weights:
             assert np.isfinite(v.numpy()).all(), v.path
@@ -149,5 +165,4 @@ def test_distributed_loop_scales_the_loss():
     scaled, plain = (np.concatenate([d.ravel() for d in run]) for run in runs)
     assert np.abs(plain).max() > 1e-3
     # float16 gradients: agreement to a few per cent of the largest step
-    np.testing.assert_allclose(scaled / np.abs(plain).max(), plain / np.abs(plain).max(),
-                               atol=3e-2)
+    np.testing.assert_allclose(scaled / np.abs(plain).max(), plain / np.abs(plain).max(), atol=3e-2)

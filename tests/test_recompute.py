@@ -42,8 +42,13 @@ def assert_stats(layer, inputs, kept=(-1,), rtol=RTOL, mean=True):
     kept = tuple(k % np.ndim(inputs) for k in kept)
     m, v = np_stats(inputs, kept)
     if mean:
-        np.testing.assert_allclose(layer.moving_mean.numpy(), m, rtol=rtol,
-                                   atol=rtol * np.sqrt(v.max()), err_msg=layer.name)
+        np.testing.assert_allclose(
+            layer.moving_mean.numpy(),
+            m,
+            rtol=rtol,
+            atol=rtol * np.sqrt(v.max()),
+            err_msg=layer.name,
+        )
     np.testing.assert_allclose(layer.moving_variance.numpy(), v, rtol=rtol, err_msg=layer.name)
     return m, v
 
@@ -51,7 +56,7 @@ def assert_stats(layer, inputs, kept=(-1,), rtol=RTOL, mean=True):
 def warm_up(model, x, steps=3, batch=16):
     """A few training-mode calls: the moving averages move, but stay far from the truth."""
     for i in range(steps):
-        model(x[i * batch:(i + 1) * batch], training=True)
+        model(x[i * batch : (i + 1) * batch], training=True)
 
 
 def randomize(model, seed=1):
@@ -79,6 +84,7 @@ def variables_bytes(variables):
 # --------------------------------------------------------------------------------------
 # A NumPy reference: Dense -> BN -> ReLU chains
 # --------------------------------------------------------------------------------------
+
 
 def dense_chain(bn_classes, widths=(6, 5, 4), din=5):
     inp = keras.Input((din,))
@@ -112,8 +118,11 @@ def numpy_chain(model, x, n_layers, sequential=True):
     return out
 
 
-BN_MIX = [tfnorm.BatchNormalization, keras.layers.BatchNormalization,
-          lambda name: tfnorm.BatchNormalization(renorm=True, name=name)]
+BN_MIX = [
+    tfnorm.BatchNormalization,
+    keras.layers.BatchNormalization,
+    lambda name: tfnorm.BatchNormalization(renorm=True, name=name),
+]
 
 
 def test_dense_chain_matches_numpy_layer_by_layer():
@@ -131,7 +140,7 @@ def test_dense_chain_matches_numpy_layer_by_layer():
         np.testing.assert_allclose(bn.moving_mean.numpy(), m, rtol=RTOL, atol=1e-6)
         np.testing.assert_allclose(bn.moving_variance.numpy(), v, rtol=RTOL)
     # the order matters: after the first layer, the one-pass answer is far off
-    for (m, v), (m1, v1) in zip(sequential[1:], one_pass[1:]):
+    for (_, v), (_, v1) in zip(sequential[1:], one_pass[1:]):
         assert np.max(np.abs(v1 - v) / v) > 0.05
     # renorm: renorm_mean is the mean, renorm_stddev sqrt(var + epsilon)
     bn2 = model.get_layer("bn2")
@@ -141,14 +150,23 @@ def test_dense_chain_matches_numpy_layer_by_layer():
 
     assert isinstance(report, RecomputeReport) and len(report) == 3
     assert [r.name for r in report] == ["bn0", "bn1", "bn2"]
-    assert [r.layer_class for r in report] == [tfnorm.BatchNormalization,
-                                               keras.layers.BatchNormalization,
-                                               tfnorm.BatchNormalization]
+    assert [r.layer_class for r in report] == [
+        tfnorm.BatchNormalization,
+        keras.layers.BatchNormalization,
+        tfnorm.BatchNormalization,
+    ]
     # renorm keeps the paper's moving standard deviation (the Keras weight layout)
-    assert report[2].variables == ("moving_mean", "moving_variance", "moving_stddev",
-                                   "renorm_mean", "renorm_stddev")
-    assert all(isinstance(r, LayerStatistics) and r.samples == 300 and r.positions == 300
-               and r.calls == 1 for r in report)
+    assert report[2].variables == (
+        "moving_mean",
+        "moving_variance",
+        "moving_stddev",
+        "renorm_mean",
+        "renorm_stddev",
+    )
+    assert all(
+        isinstance(r, LayerStatistics) and r.samples == 300 and r.positions == 300 and r.calls == 1
+        for r in report
+    )
     assert report.samples == 300 and report.batches == 5
     assert all(r.variance_change > 0.01 and r.mean_change > 0.01 for r in report)
     text = str(report)
@@ -172,6 +190,7 @@ def test_keras_renorm_keeps_its_stddev_consistent():
 # Images: every layer kind and layout, against sub-model inputs
 # --------------------------------------------------------------------------------------
 
+
 def conv_model(norm, channels_first=False):
     fmt = "channels_first" if channels_first else "channels_last"
     shape = (3, 6, 6) if channels_first else (6, 6, 3)
@@ -188,14 +207,16 @@ CONV_CASES = {
     "tfnorm_bn": (lambda: tfnorm.BatchNormalization(), False, (-1,), True),
     "keras_bn": (lambda: keras.layers.BatchNormalization(), False, (-1,), True),
     "tfnorm_bn_channels_first": (lambda: tfnorm.BatchNormalization(axis=1), True, (1,), True),
-    "keras_bn_channels_first": (lambda: keras.layers.BatchNormalization(axis=1), True, (1,),
-                                True),
+    "keras_bn_channels_first": (lambda: keras.layers.BatchNormalization(axis=1), True, (1,), True),
     "ghost_bn": (lambda: tfnorm.BatchNormalization(virtual_batch_size=4), False, (-1,), True),
-    "renorm_bn": (lambda: tfnorm.BatchNormalization(renorm=True, renorm_clipping={"rmax": 2}),
-                  False, (-1,), True),
+    "renorm_bn": (
+        lambda: tfnorm.BatchNormalization(renorm=True, renorm_clipping={"rmax": 2}),
+        False,
+        (-1,),
+        True,
+    ),
     "switchable": (lambda: tfnorm.SwitchableNormalization(), False, (-1,), True),
-    "switchable_channels_first": (lambda: tfnorm.SwitchableNormalization(axis=1), True, (1,),
-                                  True),
+    "switchable_channels_first": (lambda: tfnorm.SwitchableNormalization(axis=1), True, (1,), True),
     "evonorm_b0": (lambda: tfnorm.EvoNormB0(), False, (-1,), False),
 }
 
@@ -216,8 +237,9 @@ def test_image_layers_match_numpy(case):
         m, v = assert_stats(layer, input_of(model, layer, x), kept, mean=has_mean)
         assert not np.allclose(old, v, rtol=1e-2)
         if getattr(layer, "renorm", False):
-            np.testing.assert_allclose(layer.renorm_stddev.numpy(), np.sqrt(v + layer.epsilon),
-                                       rtol=RTOL)
+            np.testing.assert_allclose(
+                layer.renorm_stddev.numpy(), np.sqrt(v + layer.epsilon), rtol=RTOL
+            )
     assert [r.positions for r in report] == [64 * 36, 64 * 16]  # 6x6, then 4x4
     if not has_mean:
         assert report[0].variables == ("moving_variance",) and report[0].mean_change is None
@@ -229,8 +251,10 @@ def test_inference_output_is_normalized_afterwards():
     warm_up(model, x)
     # gamma = 1, beta = 0: after the recompute the outputs are standardized over the data
     tfnorm.recompute_batch_statistics(model, x)
-    for layer, out in ((n1, keras.Model(model.input, n1.output)(x).numpy()),
-                       (n2, model(x, training=False).numpy())):
+    for layer, out in (
+        (n1, keras.Model(model.input, n1.output)(x).numpy()),
+        (n2, model(x, training=False).numpy()),
+    ):
         m, v = np_stats(out, (3,))
         moving = layer.moving_variance.numpy().astype(np.float64)
         np.testing.assert_allclose(m, 0.0, atol=1e-5)
@@ -241,10 +265,17 @@ def test_inference_output_is_normalized_afterwards():
 # Model structures
 # --------------------------------------------------------------------------------------
 
+
 def test_nested_models_are_recursed_in_call_order():
-    inner = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, name="inner_dense"),
-                              keras.layers.BatchNormalization(name="inner_bn"),
-                              keras.layers.ReLU()], name="inner")
+    inner = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(5, name="inner_dense"),
+            keras.layers.BatchNormalization(name="inner_bn"),
+            keras.layers.ReLU(),
+        ],
+        name="inner",
+    )
     inp = keras.Input((4,))
     h = tfnorm.BatchNormalization(name="outer_bn0")(keras.layers.Dense(6)(inp))
     h = inner(h)
@@ -356,6 +387,7 @@ def test_keras_style_mask_with_channels_not_last():
 # What must not change
 # --------------------------------------------------------------------------------------
 
+
 def test_weights_other_variables_and_optimizer_untouched():
     inp = keras.Input((5,))
     h = keras.layers.Dense(5, trainable=False)(inp)  # frozen: non-trainable, not statistics
@@ -367,8 +399,9 @@ def test_weights_other_variables_and_optimizer_untouched():
     x = f32(r.normal(size=(96, 5)))
     model.fit(x, f32(r.normal(size=(96, 1))), batch_size=32, epochs=1, verbose=0)
     stats = {id(layer.moving_mean) for layer in model.layers if hasattr(layer, "moving_mean")}
-    stats |= {id(layer.moving_variance) for layer in model.layers
-              if hasattr(layer, "moving_variance")}
+    stats |= {
+        id(layer.moving_variance) for layer in model.layers if hasattr(layer, "moving_variance")
+    }
     others = [v for v in model.variables if id(v) not in stats]
     assert any(not v.trainable for v in others)  # the frozen Dense layer's
     trainable = variables_bytes(model.trainable_variables)
@@ -381,8 +414,10 @@ def test_weights_other_variables_and_optimizer_untouched():
     assert variables_bytes(model.trainable_variables) == trainable
     assert variables_bytes(others) == other
     assert variables_bytes(model.optimizer.variables) == optimizer
-    assert all(a != b for a, b in zip(variables_bytes([v for v in model.variables
-                                                       if id(v) in stats]), moving))
+    assert all(
+        a != b
+        for a, b in zip(variables_bytes([v for v in model.variables if id(v) in stats]), moving)
+    )
 
 
 def test_model_restored_when_data_changes_between_passes():
@@ -405,17 +440,25 @@ def test_model_restored_when_data_changes_between_passes():
 # Kinds of data
 # --------------------------------------------------------------------------------------
 
+
 def _small_model():
-    model = dense_chain([tfnorm.BatchNormalization, keras.layers.BatchNormalization],
-                        widths=(5, 4), din=3)
+    model = dense_chain(
+        [tfnorm.BatchNormalization, keras.layers.BatchNormalization], widths=(5, 4), din=3
+    )
     randomize(model, seed=11)
     return model
 
 
 def _stats_of(model):
-    return [np.concatenate([model.get_layer(f"bn{i}").moving_mean.numpy(),
-                            model.get_layer(f"bn{i}").moving_variance.numpy()])
-            for i in range(2)]
+    return [
+        np.concatenate(
+            [
+                model.get_layer(f"bn{i}").moving_mean.numpy(),
+                model.get_layer(f"bn{i}").moving_variance.numpy(),
+            ]
+        )
+        for i in range(2)
+    ]
 
 
 X = f32(rng(10).normal(0.5, 2.0, size=(130, 3)))
@@ -429,7 +472,7 @@ def _reference(x):
 
 
 def _batched(x, size):
-    return [x[i:i + size] for i in range(0, len(x), size)]
+    return [x[i : i + size] for i in range(0, len(x), size)]
 
 
 DATA_KINDS = {
@@ -446,10 +489,18 @@ DATA_KINDS = {
     # steps: exactly the first batches
     "array_steps": (lambda: X, {"batch_size": 20, "steps": 3}, 60, 3),
     "array_default_batch_steps": (lambda: X, {"steps": 2}, 64, 2),
-    "dataset_steps": (lambda: tf.data.Dataset.from_tensor_slices((X, Y)).batch(30), {"steps": 2},
-                      60, 2),
-    "infinite_dataset_steps": (lambda: tf.data.Dataset.from_tensor_slices(X).batch(45).repeat(),
-                               {"steps": 2}, 90, 2),
+    "dataset_steps": (
+        lambda: tf.data.Dataset.from_tensor_slices((X, Y)).batch(30),
+        {"steps": 2},
+        60,
+        2,
+    ),
+    "infinite_dataset_steps": (
+        lambda: tf.data.Dataset.from_tensor_slices(X).batch(45).repeat(),
+        {"steps": 2},
+        90,
+        2,
+    ),
     "infinite_generator_steps": (lambda: itertools.cycle(_batched(X, 50)), {"steps": 2}, 100, 2),
 }
 
@@ -466,15 +517,20 @@ def test_every_kind_of_data(kind):
 
 
 def test_run_eagerly_and_unbuilt_sequential():
-    model = keras.Sequential([keras.layers.Dense(5, name="dense0"),
-                              tfnorm.BatchNormalization(name="bn0"), keras.layers.ReLU(),
-                              keras.layers.Dense(4, name="dense1"),
-                              keras.layers.BatchNormalization(name="bn1"), keras.layers.ReLU()])
+    model = keras.Sequential(
+        [
+            keras.layers.Dense(5, name="dense0"),
+            tfnorm.BatchNormalization(name="bn0"),
+            keras.layers.ReLU(),
+            keras.layers.Dense(4, name="dense1"),
+            keras.layers.BatchNormalization(name="bn1"),
+            keras.layers.ReLU(),
+        ]
+    )
     model.compile(loss="mse", run_eagerly=True)  # the passes run eagerly
     report = tfnorm.recompute_batch_statistics(model, (X, Y), batch_size=40)
     assert report.samples == 130 and len(report) == 2
-    for got, want in zip(_stats_of(model), [np.concatenate(mv) for mv in
-                                            numpy_chain(model, X, 2)]):
+    for got, want in zip(_stats_of(model), [np.concatenate(mv) for mv in numpy_chain(model, X, 2)]):
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-6)
 
 
@@ -501,8 +557,9 @@ def test_generator_is_read_once():
 
 
 def test_model_without_statistics_layers_gives_an_empty_report():
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2),
-                              tfnorm.GroupNormalization(groups=1)])
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(2), tfnorm.GroupNormalization(groups=1)]
+    )
     consumed = []
 
     def gen():
@@ -518,14 +575,20 @@ def test_model_without_statistics_layers_gives_an_empty_report():
 # Bad input
 # --------------------------------------------------------------------------------------
 
+
 def _endless():
     while True:
         yield X[:1]
 
 
 BAD = {
-    "layer_not_model": (lambda: tfnorm.BatchNormalization(), X, {}, TypeError,
-                        r"model must be a keras\.Model.*BatchNormalization"),
+    "layer_not_model": (
+        lambda: tfnorm.BatchNormalization(),
+        X,
+        {},
+        TypeError,
+        r"model must be a keras\.Model.*BatchNormalization",
+    ),
     "batch_size_zero": (_small_model, X, {"batch_size": 0}, ValueError, r"batch_size=0"),
     "batch_size_negative": (_small_model, X, {"batch_size": -4}, ValueError, r"batch_size=-4"),
     "batch_size_float": (_small_model, X, {"batch_size": 2.5}, ValueError, r"batch_size=2\.5"),
@@ -535,22 +598,50 @@ BAD = {
     "data_none": (_small_model, None, {}, TypeError, r"data must be.*NoneType"),
     "data_string": (_small_model, "x.npy", {}, TypeError, r"data must be.*str"),
     "data_number": (_small_model, 3.0, {}, TypeError, r"data must be.*float"),
-    "empty_array": (_small_model, np.zeros((0, 3), np.float32), {}, ValueError,
-                    r"data holds no samples.*\(0, 3\)"),
+    "empty_array": (
+        _small_model,
+        np.zeros((0, 3), np.float32),
+        {},
+        ValueError,
+        r"data holds no samples.*\(0, 3\)",
+    ),
     "empty_generator": (_small_model, iter(()), {}, ValueError, r"data gave no batches"),
-    "empty_dataset": (_small_model, tf.data.Dataset.from_tensor_slices(X).batch(4).take(0), {},
-                      ValueError, r"data gave no batches"),
-    "infinite_dataset": (_small_model, tf.data.Dataset.from_tensor_slices(X).batch(4).repeat(),
-                         {}, ValueError, r"infinite tf\.data\.Dataset.*steps="),
-    "batch_size_with_dataset": (_small_model, tf.data.Dataset.from_tensor_slices(X).batch(4),
-                                {"batch_size": 8}, ValueError,
-                                r"batch_size=8 applies to array data only.*Dataset"),
-    "batch_size_with_generator": (_small_model, iter(_batched(X, 4)), {"batch_size": 8},
-                                  ValueError, r"batch_size=8 applies to array data only"),
-    "arrays_of_different_lengths": (_small_model, ({"a": X, "b": X[:5]}, Y), {}, ValueError,
-                                    r"different numbers of samples \[5, 130\]"),
-    "long_tuple_element": (_small_model, iter([(X, Y, Y, Y)]), {}, ValueError,
-                           r"tuple of 4 items"),
+    "empty_dataset": (
+        _small_model,
+        tf.data.Dataset.from_tensor_slices(X).batch(4).take(0),
+        {},
+        ValueError,
+        r"data gave no batches",
+    ),
+    "infinite_dataset": (
+        _small_model,
+        tf.data.Dataset.from_tensor_slices(X).batch(4).repeat(),
+        {},
+        ValueError,
+        r"infinite tf\.data\.Dataset.*steps=",
+    ),
+    "batch_size_with_dataset": (
+        _small_model,
+        tf.data.Dataset.from_tensor_slices(X).batch(4),
+        {"batch_size": 8},
+        ValueError,
+        r"batch_size=8 applies to array data only.*Dataset",
+    ),
+    "batch_size_with_generator": (
+        _small_model,
+        iter(_batched(X, 4)),
+        {"batch_size": 8},
+        ValueError,
+        r"batch_size=8 applies to array data only",
+    ),
+    "arrays_of_different_lengths": (
+        _small_model,
+        ({"a": X, "b": X[:5]}, Y),
+        {},
+        ValueError,
+        r"different numbers of samples \[5, 130\]",
+    ),
+    "long_tuple_element": (_small_model, iter([(X, Y, Y, Y)]), {}, ValueError, r"tuple of 4 items"),
 }
 
 
@@ -563,6 +654,7 @@ def test_bad_input(case):
 
 def test_endless_generator_without_steps(monkeypatch):
     from tfnorm.recompute import data as recompute
+
     monkeypatch.setattr(recompute, "_MAX_UNBOUNDED_BATCHES", 50)
     with pytest.raises(ValueError, match=r"without running out, and steps=None.*steps="):
         tfnorm.recompute_batch_statistics(_small_model(), _endless())
@@ -572,8 +664,10 @@ def test_endless_generator_without_steps(monkeypatch):
 # Numbers
 # --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cls", [tfnorm.BatchNormalization, keras.layers.BatchNormalization],
-                         ids=["tfnorm", "keras"])
+
+@pytest.mark.parametrize(
+    "cls", [tfnorm.BatchNormalization, keras.layers.BatchNormalization], ids=["tfnorm", "keras"]
+)
 def test_large_offset_keeps_the_variance(cls):
     x = f32(1e4 + rng(12).normal(0.0, 1.0, size=(3000, 2)) * np.array([1.0, 0.01]))
     bn = cls()
@@ -592,8 +686,7 @@ def test_non_finite_channel_keeps_its_statistics():
     report = tfnorm.recompute_batch_statistics(model, x)
     assert report[0].unchanged_channels == 1
     assert bn.moving_variance.numpy()[1] == 1.0 and bn.moving_mean.numpy()[1] == 0.0
-    np.testing.assert_allclose(bn.moving_variance.numpy()[[0, 2]], x[:, [0, 2]].var(0),
-                               rtol=RTOL)
+    np.testing.assert_allclose(bn.moving_variance.numpy()[[0, 2]], x[:, [0, 2]].var(0), rtol=RTOL)
     assert "1 channel(s) kept" in str(report)
 
 
@@ -601,8 +694,7 @@ class CallCounter(keras.layers.Layer):
     """Changes a variable on every call, inference included (not batch statistics)."""
 
     def build(self, input_shape):
-        self.count = self.add_weight(shape=(), initializer="zeros", trainable=False,
-                                     name="count")
+        self.count = self.add_weight(shape=(), initializer="zeros", trainable=False, name="count")
 
     def call(self, x):
         self.count.assign_add(1.0)

@@ -13,14 +13,34 @@ from tfnorm import registry
 from tfnorm.layers import registration
 
 # The short names published so far: code outside tfnorm calls them, so none may go away.
-PUBLISHED = ("batch", "layer", "rms", "group", "instance", "online", "adanorm", "detach", "frn",
-             "evonorm_b0", "evonorm_s0", "switchable", "lrn", "pixel", "scale", "dyt")
+PUBLISHED = (
+    "batch",
+    "layer",
+    "rms",
+    "group",
+    "instance",
+    "online",
+    "adanorm",
+    "detach",
+    "frn",
+    "evonorm_b0",
+    "evonorm_s0",
+    "switchable",
+    "lrn",
+    "pixel",
+    "scale",
+    "dyt",
+)
 
 
 def _public_layer_classes():
-    return [obj for obj in (getattr(tfnorm, n) for n in tfnorm.__all__)
-            if inspect.isclass(obj) and issubclass(obj, keras.layers.Layer)
-            and obj is not tfnorm.NormalizationLayer]
+    return [
+        obj
+        for obj in (getattr(tfnorm, n) for n in tfnorm.__all__)
+        if inspect.isclass(obj)
+        and issubclass(obj, keras.layers.Layer)
+        and obj is not tfnorm.NormalizationLayer
+    ]
 
 
 def test_available_lists_every_published_name_sorted():
@@ -49,9 +69,15 @@ def test_short_and_class_names_build_the_public_class(name):
     cls = tfnorm.registry.resolve(name)
     assert getattr(tfnorm, cls.__name__) is cls
     assert tfnorm.traits(cls).name == name
-    needs = {"layer": keras.layers.Dense(2)} if tfnorm.traits(cls).kind == "wrapper" else \
-        {"filters": 2, "kernel_size": 1} if "conv" in name else \
-        {"units": 2} if name == "cosine_dense" else {}
+    needs = (
+        {"layer": keras.layers.Dense(2)}
+        if tfnorm.traits(cls).kind == "wrapper"
+        else {"filters": 2, "kernel_size": 1}
+        if "conv" in name
+        else {"units": 2}
+        if name == "cosine_dense"
+        else {}
+    )
     for alias in (name, cls.__name__, cls.__name__.lower(), name.upper(), name.replace("_", "-")):
         assert type(tfnorm.get(alias, **needs)) is cls, alias
 
@@ -76,15 +102,18 @@ def test_batch_statistics_trait_matches_the_batch_dependence_of_the_output():
         assert depends == tfnorm.traits(cls).batch_statistics, name
 
 
-@pytest.mark.parametrize("name, kwargs, attr", [
-    ("group", {"groups": 4}, "groups"),
-    ("evonorm_s0", {"groups": 2}, "groups"),
-    ("evonorm_b0", {"momentum": 0.9}, "momentum"),
-    ("lrn", {"depth_radius": 2}, "depth_radius"),
-    ("frn", {"learned_epsilon": True}, "learned_epsilon"),
-    ("dyt", {"alpha_init": 0.25}, "alpha_init"),
-    ("scale", {"epsilon": 1e-6}, "epsilon"),
-])
+@pytest.mark.parametrize(
+    "name, kwargs, attr",
+    [
+        ("group", {"groups": 4}, "groups"),
+        ("evonorm_s0", {"groups": 2}, "groups"),
+        ("evonorm_b0", {"momentum": 0.9}, "momentum"),
+        ("lrn", {"depth_radius": 2}, "depth_radius"),
+        ("frn", {"learned_epsilon": True}, "learned_epsilon"),
+        ("dyt", {"alpha_init": 0.25}, "alpha_init"),
+        ("scale", {"epsilon": 1e-6}, "epsilon"),
+    ],
+)
 def test_get_passes_keyword_arguments(name, kwargs, attr):
     layer = tfnorm.get(name, **kwargs)
     assert getattr(layer, attr) == kwargs[attr]
@@ -102,8 +131,9 @@ def test_registry_layers_run():
 def test_get_accepts_a_class():
     layer = tfnorm.get(tfnorm.PixelNormalization, epsilon=1e-6)
     assert isinstance(layer, tfnorm.PixelNormalization) and layer.epsilon == 1e-6
-    assert isinstance(tfnorm.get(keras.layers.LayerNormalization, epsilon=1e-4),
-                      keras.layers.LayerNormalization)
+    assert isinstance(
+        tfnorm.get(keras.layers.LayerNormalization, epsilon=1e-4), keras.layers.LayerNormalization
+    )
     with pytest.raises(TypeError, match="keras Layer subclass"):
         tfnorm.get(dict)
 
@@ -118,12 +148,15 @@ def test_get_accepts_a_callable():
         tfnorm.get(lambda: 3)
 
 
-@pytest.mark.parametrize("name, close", [
-    ("swichable", ["switchable"]),
-    ("evonorm", ["evonorm_b0", "evonorm_s0"]),
-    ("GroupNorm", ["group"]),
-    ("pixle", ["pixel"]),
-])
+@pytest.mark.parametrize(
+    "name, close",
+    [
+        ("swichable", ["switchable"]),
+        ("evonorm", ["evonorm_b0", "evonorm_s0"]),
+        ("GroupNorm", ["group"]),
+        ("pixle", ["pixel"]),
+    ],
+)
 def test_unknown_name_lists_close_matches(name, close):
     with pytest.raises(ValueError) as err:
         tfnorm.get(name)
@@ -152,6 +185,7 @@ def test_register_name_adds_and_refuses_non_layers(monkeypatch):
 
 # ---------------------------------------------------------------------------
 # tfnorm.register: one decorator for serialization, tfnorm.get, swap and the study
+
 
 def _scoped_register(monkeypatch):
     """Registrations made in a test are undone after it."""
@@ -200,6 +234,7 @@ def test_register_refuses_bad_names_kinds_and_non_layers(monkeypatch):
     with pytest.raises(TypeError, match=r"decorates a keras Layer subclass"):
         tfnorm.register("x")(dict)
     with pytest.raises(ValueError, match=r"name='group' is taken by .*GroupNormalization"):
+
         @tfnorm.register("group")
         class Other(keras.layers.Layer):
             pass
@@ -209,8 +244,8 @@ def test_available_filters_by_kind():
     assert "tlu" in tfnorm.available("activation") and "tlu" not in tfnorm.available()
     assert {"weight", "spectral"} <= set(tfnorm.available("wrapper"))
     assert set(tfnorm.available()) | set(tfnorm.available("layer")) | set(
-        tfnorm.available("activation")) | set(tfnorm.available("wrapper")) == set(
-        tfnorm.available(None))
+        tfnorm.available("activation")
+    ) | set(tfnorm.available("wrapper")) == set(tfnorm.available(None))
     with pytest.raises(ValueError, match=r"kind must be one of .*received kind='norms'"):
         tfnorm.available("norms")
 

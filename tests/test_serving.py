@@ -14,7 +14,7 @@ from tests.descriptors import CASES
 from tests.harness import single_layer_model
 
 CHUNK = 10
-chunks = [CASES[i:i + CHUNK] for i in range(0, len(CASES), CHUNK)]
+chunks = [CASES[i : i + CHUNK] for i in range(0, len(CASES), CHUNK)]
 
 
 @pytest.mark.parametrize("chunk", range(len(chunks)), ids=lambda i: f"cases{i * CHUNK}-")
@@ -28,14 +28,21 @@ def test_exported_savedmodel_serves_without_tfnorm(chunk, tmp_path):
         d = os.path.join(tmp_path, case.id)
         model.export(d, verbose=False)
         np.savez(d + "-in.npz", x=x)
-        manifest.append({"id": case.id, "model": d, "inputs": d + "-in.npz",
-                         "output": d + "-out.npy"})
+        manifest.append(
+            {"id": case.id, "model": d, "inputs": d + "-in.npz", "output": d + "-out.npy"}
+        )
     with open(tmp_path / "manifest.json", "w") as f:
         json.dump(manifest, f)
     script = os.path.join(os.path.dirname(__file__), "serve_without_tfnorm.py")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, script, str(tmp_path / "manifest.json")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, script, str(tmp_path / "manifest.json")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     failures = []
     for entry in manifest:

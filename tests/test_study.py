@@ -34,14 +34,24 @@ def our_lines(stderr: str):
 def test_default_design_puts_batch_everywhere_and_the_others_after_every_layer():
     configs, skipped = models.expand_configs(["batch", "layer", "none"])
     assert [c.label for c in configs] == [
-        "batch@every", "batch@first", "batch@input", "layer@every", "none"]
+        "batch@every",
+        "batch@first",
+        "batch@input",
+        "layer@every",
+        "none",
+    ]
     assert not skipped
 
 
 def test_explicit_placements_apply_to_every_norm_and_none_is_one_config():
     configs, _ = models.expand_configs(["none", "group", "batch"], ["input", "every"])
     assert [c.label for c in configs] == [
-        "none", "group@input", "group@every", "batch@input", "batch@every"]
+        "none",
+        "group@input",
+        "group@every",
+        "batch@input",
+        "batch@every",
+    ]
 
 
 def test_cosine_has_no_input_placement():
@@ -61,16 +71,22 @@ def test_default_norms_are_the_available_ones_in_order():
 def test_unknown_names_are_rejected_with_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown norm 'bogus'; valid: .*batch.*none"):
         models.check_norms(["batch", "bogus"])
-    with pytest.raises(ValueError, match=r"unknown placement 'everywhere'; valid: every, first, input"):
+    with pytest.raises(
+        ValueError, match=r"unknown placement 'everywhere'; valid: every, first, input"
+    ):
         models.check_placements(["every", "everywhere"])
     with pytest.raises(ValueError, match=r"unknown model 'rnn'; valid: mlp, cnn"):
         models.check_model("rnn")
     assert models.check_norms(["batch", "GroupNormalization", "batch"]) == [
-        "batch", "GroupNormalization"]
+        "batch",
+        "GroupNormalization",
+    ]
 
 
-@pytest.mark.parametrize("channels, groups", [(128, 32), (64, 16), (32, 8), (16, 4), (12, 3),
-                                              (784, 28), (3, 1), (1, 1), (7, 1)])
+@pytest.mark.parametrize(
+    "channels, groups",
+    [(128, 32), (64, 16), (32, 8), (16, 4), (12, 3), (784, 28), (3, 1), (1, 1), (7, 1)],
+)
 def test_choose_groups_divides_and_keeps_groups_of_four(channels, groups):
     assert models.choose_groups(channels) == groups
     assert channels % groups == 0
@@ -82,8 +98,11 @@ def norm_layers(model):
 
 
 def kernel_layers(model):
-    return [l for l in model.layers if isinstance(l, (keras.layers.Dense, keras.layers.Conv2D))
-            and l.name != "logits"]
+    return [
+        l
+        for l in model.layers
+        if isinstance(l, (keras.layers.Dense, keras.layers.Conv2D)) and l.name != "logits"
+    ]
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
@@ -214,8 +233,9 @@ def test_train_run_records_every_epoch(tiny):
 
 
 def test_seeds_make_runs_repeatable_and_distinct_with_or_without_model_reuse(tiny):
-    s = train.TrainSettings(model="cnn", depth=1, width=4, epochs=1, batch_size=64,
-                            optimizer="nadam")  # Nadam: optimizer state that does not start at 0
+    s = train.TrainSettings(
+        model="cnn", depth=1, width=4, epochs=1, batch_size=64, optimizer="nadam"
+    )  # Nadam: optimizer state that does not start at 0
     cfg = Config("batch", "every")
     alone = train.train_run(tiny, cfg, seed=3, settings=s)
     cache = train.CompiledModels()
@@ -225,8 +245,9 @@ def test_seeds_make_runs_repeatable_and_distinct_with_or_without_model_reuse(tin
     assert cache.model is first_model  # the compiled model was reused...
     keys = ("loss", "accuracy", "test_loss", "test_accuracy")
     # ...and seed 3 gave the same run as when trained alone in a fresh model
-    np.testing.assert_allclose([reused.epochs[0][k] for k in keys],
-                               [alone.epochs[0][k] for k in keys], rtol=1e-6)
+    np.testing.assert_allclose(
+        [reused.epochs[0][k] for k in keys], [alone.epochs[0][k] for k in keys], rtol=1e-6
+    )
     assert alone.epochs[0]["loss"] != other.epochs[0]["loss"]
     assert alone.model is not None and reused.model is None
 
@@ -240,14 +261,30 @@ def test_optimizers_and_unknown_optimizer():
 
 def test_progress_one_line_per_run_in_logs_and_redrawn_on_a_terminal():
     cfg = Config("batch", "every")
-    res = train.RunResult(cfg, 0, 10, [{"epoch": 1, "loss": 0.5, "accuracy": 0.8,
-                                        "test_loss": 0.6, "test_accuracy": 0.75, "seconds": 1.5}])
+    res = train.RunResult(
+        cfg,
+        0,
+        10,
+        [
+            {
+                "epoch": 1,
+                "loss": 0.5,
+                "accuracy": 0.8,
+                "test_loss": 0.6,
+                "test_accuracy": 0.75,
+                "seconds": 1.5,
+            }
+        ],
+    )
     log = io.StringIO()
     p = train.Progress(2, stream=log, dynamic=False)
     prefix = p.start(cfg, 0)
     p.update(prefix, 1, 1, 0.5, {"loss": 0.5, "accuracy": 0.8})
     p.finish(prefix, res)
-    assert log.getvalue() == "[1/2] batch@every    seed 0  loss 0.5000  test acc 0.7500  1.50 s/epoch\n"
+    assert (
+        log.getvalue()
+        == "[1/2] batch@every    seed 0  loss 0.5000  test acc 0.7500  1.50 s/epoch\n"
+    )
     tty = io.StringIO()
     p = train.Progress(2, stream=tty, dynamic=True)
     prefix = p.start(cfg, 1)
@@ -264,11 +301,17 @@ def fake_runs():
     runs = []
     for cfg in (Config("batch", "every"), Config("none")):
         for seed in range(3):
-            epochs = [{"epoch": i + 1, "loss": float(rng.uniform(0.1, 1)),
-                       "accuracy": float(rng.uniform(0.5, 1)),
-                       "test_loss": float(rng.uniform(0.1, 1)),
-                       "test_accuracy": float(rng.uniform(0.5, 1)),
-                       "seconds": float(rng.uniform(0.5, 2))} for i in range(4)]
+            epochs = [
+                {
+                    "epoch": i + 1,
+                    "loss": float(rng.uniform(0.1, 1)),
+                    "accuracy": float(rng.uniform(0.5, 1)),
+                    "test_loss": float(rng.uniform(0.1, 1)),
+                    "test_accuracy": float(rng.uniform(0.5, 1)),
+                    "seconds": float(rng.uniform(0.5, 2)),
+                }
+                for i in range(4)
+            ]
             runs.append(train.RunResult(cfg, seed, 1234, epochs))
     return runs
 
@@ -336,15 +379,22 @@ def run_cli(argv, capsys):
     return rc, out, err
 
 
-@pytest.mark.parametrize("argv, bad, valid", [
-    (["--norms", "batch,bogus"], "'bogus'", "batch"),
-    (["--norms", "batch", "--placement", "every,everywhere"], "'everywhere'", "every, first, input"),
-    (["--model", "rnn"], "'rnn'", "mlp, cnn"),
-    (["--dataset", "mnist60k"], "'mnist60k'", "mnist10k"),
-    (["--optimizer", "adamm"], "'adamm'", "sgd"),
-    (["--norms", "batch", "--epochs", "0"], "--epochs 0", ">= 1"),
-    (["--norms", ""], "--norms is empty", "batch,none"),
-])
+@pytest.mark.parametrize(
+    "argv, bad, valid",
+    [
+        (["--norms", "batch,bogus"], "'bogus'", "batch"),
+        (
+            ["--norms", "batch", "--placement", "every,everywhere"],
+            "'everywhere'",
+            "every, first, input",
+        ),
+        (["--model", "rnn"], "'rnn'", "mlp, cnn"),
+        (["--dataset", "mnist60k"], "'mnist60k'", "mnist10k"),
+        (["--optimizer", "adamm"], "'adamm'", "sgd"),
+        (["--norms", "batch", "--epochs", "0"], "--epochs 0", ">= 1"),
+        (["--norms", ""], "--norms is empty", "batch,none"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_code_2(argv, bad, valid, capsys, tmp_path):
     rc, out, err = run_cli([*argv, "--out", str(tmp_path)], capsys)
     assert rc == 2
@@ -356,39 +406,95 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, bad, valid, capsys, tmp_pat
 
 
 def test_tfds_name_not_available_offline_suggests_data_dir_or_the_default(capsys, tmp_path):
-    rc, out, err = run_cli(["--dataset", "tfds:mnist", "--data-dir", str(tmp_path / "none"),
-                            "--norms", "none", "--out", str(tmp_path / "o")], capsys)
+    rc, out, err = run_cli(
+        [
+            "--dataset",
+            "tfds:mnist",
+            "--data-dir",
+            str(tmp_path / "none"),
+            "--norms",
+            "none",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert rc == 2
     (line,) = err.strip().splitlines()
     assert "not available offline" in line and "--data-dir" in line and "mnist10k" in line
 
 
 def test_unknown_tfds_name_exit_code_2(capsys, tmp_path):
-    rc, _, err = run_cli(["--dataset", "tfds:no_such_dataset_zz", "--data-dir", str(tmp_path),
-                          "--norms", "none", "--out", str(tmp_path / "o")], capsys)
+    rc, _, err = run_cli(
+        [
+            "--dataset",
+            "tfds:no_such_dataset_zz",
+            "--data-dir",
+            str(tmp_path),
+            "--norms",
+            "none",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert "no_such_dataset_zz" in err
 
 
 @pytest.mark.slow
 def test_unknown_norm_in_a_real_process_has_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "tfnorm", "study", "--norms", "bacth"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfnorm", "study", "--norms", "bacth"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert our_lines(proc.stderr) == [
-        "tfnorm study: error: unknown norm 'bacth'; valid: " + ", ".join(models.valid_norms())]
+        "tfnorm study: error: unknown norm 'bacth'; valid: " + ", ".join(models.valid_norms())
+    ]
     assert proc.stdout == ""
 
 
 @pytest.mark.slow
 def test_end_to_end_python_m_tfnorm_study(tmp_path):
     out = tmp_path / "study"
-    argv = [sys.executable, "-m", "tfnorm", "study", "--norms", "batch,none",
-            "--placement", "first", "--depth", "2", "--width", "16",
-            "--train-size", "300", "--test-size", "100", "--epochs", "2", "--seeds", "2",
-            "--batch-size", "50", "--out", str(out)]
-    proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": REPO})
+    argv = [
+        sys.executable,
+        "-m",
+        "tfnorm",
+        "study",
+        "--norms",
+        "batch,none",
+        "--placement",
+        "first",
+        "--depth",
+        "2",
+        "--width",
+        "16",
+        "--train-size",
+        "300",
+        "--test-size",
+        "100",
+        "--epochs",
+        "2",
+        "--seeds",
+        "2",
+        "--batch-size",
+        "50",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(
+        argv,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not our_lines(proc.stderr), proc.stderr[-3000:]
     labels = ["batch@first", "none"]
@@ -426,7 +532,16 @@ def test_study_is_a_registered_subcommand():
 
     assert study_cli.experiments_of(args) == ["headline"]
     assert study_cli.experiments_of(parser.parse_args(["study", "--norms", "batch"])) == ["compare"]
-    assert study_cli.experiments_of(parser.parse_args(["study", "--placement", "first"])) == ["compare"]
+    assert study_cli.experiments_of(parser.parse_args(["study", "--placement", "first"])) == [
+        "compare"
+    ]
     all_ = study_cli.experiments_of(parser.parse_args(["study", "--experiment", "depth,all"]))
-    assert all_[0] == "depth" and set(all_) == {"headline", "depth", "gradients", "batch-size",
-                                                 "statistics", "residual", "har"}
+    assert all_[0] == "depth" and set(all_) == {
+        "headline",
+        "depth",
+        "gradients",
+        "batch-size",
+        "statistics",
+        "residual",
+        "har",
+    }

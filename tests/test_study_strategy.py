@@ -18,9 +18,27 @@ import numpy as np
 from tests.test_distributed import ROOT, _env, _free_ports
 from tfnorm import cli
 
-TINY = ["study", "--norms", "batch", "--placement", "every", "--epochs", "2", "--seeds", "1",
-        "--train-size", "256", "--test-size", "128", "--batch-size", "32", "--depth", "2",
-        "--width", "16"]
+TINY = [
+    "study",
+    "--norms",
+    "batch",
+    "--placement",
+    "every",
+    "--epochs",
+    "2",
+    "--seeds",
+    "1",
+    "--train-size",
+    "256",
+    "--test-size",
+    "128",
+    "--batch-size",
+    "32",
+    "--depth",
+    "2",
+    "--width",
+    "16",
+]
 TIMEOUT_S = 300
 
 
@@ -28,9 +46,19 @@ def _run_all(commands, tmp_path):
     procs = []
     for name, argv, env in commands:
         log = open(tmp_path / f"{name}.log", "w")
-        procs.append((name, log, subprocess.Popen([sys.executable, "-m", "tfnorm"] + argv,
-                                                  cwd=ROOT, env=env, stdout=log,
-                                                  stderr=subprocess.STDOUT)))
+        procs.append(
+            (
+                name,
+                log,
+                subprocess.Popen(
+                    [sys.executable, "-m", "tfnorm"] + argv,
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                ),
+            )
+        )
     deadline = time.monotonic() + TIMEOUT_S
     codes = {}
     try:
@@ -51,13 +79,18 @@ def _run_all(commands, tmp_path):
 def test_study_under_mirrored_and_multiworker_strategies(tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    commands = [("mirrored", TINY + ["--strategy", "mirrored", "--out", str(tmp_path / "m")],
-                 _env())]
+    commands = [
+        ("mirrored", TINY + ["--strategy", "mirrored", "--out", str(tmp_path / "m")], _env())
+    ]
     for i in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-        commands.append((f"worker{i}",
-                         TINY + ["--strategy", "multiworker", "--out", str(tmp_path / f"w{i}")],
-                         _env(TF_CONFIG=tf_config)))
+        commands.append(
+            (
+                f"worker{i}",
+                TINY + ["--strategy", "multiworker", "--out", str(tmp_path / f"w{i}")],
+                _env(TF_CONFIG=tf_config),
+            )
+        )
     codes = _run_all(commands, tmp_path)
     for name, code in codes.items():
         assert code == 0, f"{name}: {code}\n" + (tmp_path / f"{name}.log").read_text()[-3000:]
@@ -65,8 +98,11 @@ def test_study_under_mirrored_and_multiworker_strategies(tmp_path):
     assert "strategy: mirrored, 2 replicas in sync" in logs["mirrored"]
     assert "strategy: multiworker, 2 replicas in sync" in logs["worker0"]
     results = {}
-    for name, out, strategy in (("mirrored", "m", "mirrored"), ("worker0", "w0", "multiworker"),
-                                ("worker1", "w1", "multiworker")):
+    for name, out, strategy in (
+        ("mirrored", "m", "mirrored"),
+        ("worker0", "w0", "multiworker"),
+        ("worker1", "w1", "multiworker"),
+    ):
         with open(tmp_path / out / "results.json") as f:
             doc = json.load(f)["experiments"]["compare"]
         assert doc["settings"]["strategy"] == strategy
@@ -76,9 +112,13 @@ def test_study_under_mirrored_and_multiworker_strategies(tmp_path):
         for other in ("worker0", "worker1"):
             theirs = results[other][config]
             for key in ("loss", "accuracy", "test_loss", "test_accuracy"):
-                np.testing.assert_allclose([e[key] for e in theirs["epochs"]],
-                                           [e[key] for e in run["epochs"]], rtol=1e-4, atol=1e-6,
-                                           err_msg=f"{config} {key}: {other} vs mirrored")
+                np.testing.assert_allclose(
+                    [e[key] for e in theirs["epochs"]],
+                    [e[key] for e in run["epochs"]],
+                    rtol=1e-4,
+                    atol=1e-6,
+                    err_msg=f"{config} {key}: {other} vs mirrored",
+                )
         assert np.isfinite([e["loss"] for e in run["epochs"]]).all()
 
 
@@ -91,9 +131,16 @@ def test_study_rejects_an_unknown_strategy(capsys):
 def test_study_batch_size_must_split_over_the_replicas(tmp_path):
     argv = TINY[:]
     argv[argv.index("--batch-size") + 1] = "33"
-    proc = subprocess.run([sys.executable, "-m", "tfnorm"] + argv +
-                          ["--strategy", "mirrored", "--out", str(tmp_path)],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfnorm"]
+        + argv
+        + ["--strategy", "mirrored", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("tfnorm study: error")]
     assert lines and "--batch-size 33" in lines[0] and "2 replicas" in lines[0]

@@ -26,6 +26,7 @@ RNG = np.random.default_rng(5)
 # utilities
 # --------------------------------------------------------------------------------------
 
+
 def walk(model):
     """Every operation of ``model``: layers, keras.ops nodes, input layers, nested models
     (and their contents), and sublayers of custom layers."""
@@ -71,12 +72,17 @@ def _digest(array) -> str:
 
 def snapshot(model):
     """Configs, variable checksums, graph nodes and flags of every object in ``model``."""
-    state = {"model_config": json.dumps(model.get_config(), sort_keys=True, default=str),
-             "n_objects": len(walk(model))}
+    state = {
+        "model_config": json.dumps(model.get_config(), sort_keys=True, default=str),
+        "n_objects": len(walk(model)),
+    }
     for op in walk(model):
-        entry = {"class": type(op), "name": op.name,
-                 "nodes": len(getattr(op, "_inbound_nodes", [])),
-                 "outbound": len(getattr(op, "_outbound_nodes", []))}
+        entry = {
+            "class": type(op),
+            "name": op.name,
+            "nodes": len(getattr(op, "_inbound_nodes", [])),
+            "outbound": len(getattr(op, "_outbound_nodes", [])),
+        }
         if isinstance(op, keras.layers.Layer):
             entry["config"] = json.dumps(op.get_config(), sort_keys=True, default=str)
             entry["trainable"] = op.trainable
@@ -142,6 +148,7 @@ def x_of(shape):
 # exact numbers on small models
 # --------------------------------------------------------------------------------------
 
+
 def test_bn_to_tfnorm_bn_carries_every_statistic_and_keeps_predictions():
     inputs = keras.Input((5,))
     h = keras.layers.Dense(6, name="d1")(inputs)
@@ -152,15 +159,20 @@ def test_bn_to_tfnorm_bn_carries_every_statistic_and_keeps_predictions():
 
     assert isinstance(new.get_layer("bn"), tfnorm.BatchNormalization)
     (record,) = new.swap_report
-    assert record.carried == (("gamma", "gamma"), ("beta", "beta"),
-                              ("moving_mean", "moving_mean"),
-                              ("moving_variance", "moving_variance"))
+    assert record.carried == (
+        ("gamma", "gamma"),
+        ("beta", "beta"),
+        ("moving_mean", "moving_mean"),
+        ("moving_variance", "moving_variance"),
+    )
     assert record.fresh == () and record.dropped == ()
 
     x = x_of((4, 5))
     gamma, beta, mean, var = bn_params(old.get_layer("bn"))
-    expected = np_dense(np_bn(np_dense(x.astype(np.float64), old.get_layer("d1")),
-                              gamma, beta, mean, var, 1e-3), old.get_layer("d2"))
+    expected = np_dense(
+        np_bn(np_dense(x.astype(np.float64), old.get_layer("d1")), gamma, beta, mean, var, 1e-3),
+        old.get_layer("d2"),
+    )
     np.testing.assert_allclose(predict(new, x), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(predict(new, x), predict(old, x), rtol=1e-6, atol=1e-6)
 
@@ -174,7 +186,10 @@ def test_remove_with_keep_first_one_leaves_exactly_the_first_bn():
     assert [l.name for l in bns] == ["bn_0"]
     assert [l.name for l in new.layers] == ["dense_0", "bn_0", "dense_1", "dense_2", "head"]
     assert [(r.path, r.action) for r in new.swap_report] == [
-        ("bn_0", "kept"), ("bn_1", "removed"), ("bn_2", "removed")]
+        ("bn_0", "kept"),
+        ("bn_1", "removed"),
+        ("bn_2", "removed"),
+    ]
     assert new.swap_report[1].dropped == ("gamma", "beta", "moving_mean", "moving_variance")
 
     x = x_of((4, 5))
@@ -230,15 +245,19 @@ def test_gamma_goes_to_a_weight_named_scale():
 
 def test_moving_statistics_go_to_a_layer_that_keeps_them():
     old = mlp(n_bn=1)
-    new = tfnorm.swap_normalization(old, tfnorm.BatchNormalization,
-                                    to_kwargs={"renorm": True, "epsilon": 1e-3})
+    new = tfnorm.swap_normalization(
+        old, tfnorm.BatchNormalization, to_kwargs={"renorm": True, "epsilon": 1e-3}
+    )
     new_bn, old_bn = new.get_layer("bn_0"), old.get_layer("bn_0")
     np.testing.assert_array_equal(new_bn.moving_mean.numpy(), old_bn.moving_mean.numpy())
     np.testing.assert_array_equal(new_bn.moving_variance.numpy(), old_bn.moving_variance.numpy())
     (record,) = new.swap_report
-    assert dict(record.carried) == {"gamma": "gamma", "beta": "beta",
-                                    "moving_mean": "moving_mean",
-                                    "moving_variance": "moving_variance"}
+    assert dict(record.carried) == {
+        "gamma": "gamma",
+        "beta": "beta",
+        "moving_mean": "moving_mean",
+        "moving_variance": "moving_variance",
+    }
     # renorm's moving standard deviation (Keras' layout) has no counterpart in a plain BN
     assert record.fresh == ("moving_stddev", "renorm_mean", "renorm_stddev")
 
@@ -287,8 +306,9 @@ def test_untouched_layers_are_exact_copies():
 def test_copy_weights_false_starts_everything_fresh():
     old = mlp(n_bn=1)
     new = tfnorm.swap_normalization(old, "batch", copy_weights=False)
-    assert not np.array_equal(new.get_layer("dense_0").kernel.numpy(),
-                              old.get_layer("dense_0").kernel.numpy())
+    assert not np.array_equal(
+        new.get_layer("dense_0").kernel.numpy(), old.get_layer("dense_0").kernel.numpy()
+    )
     np.testing.assert_array_equal(new.get_layer("bn_0").gamma.numpy(), np.ones(6, np.float32))
     (record,) = new.swap_report
     assert record.carried == () and "moving_mean" in record.fresh
@@ -298,9 +318,16 @@ def test_copy_weights_false_starts_everything_fresh():
 # the input model is never modified, and nothing is shared
 # --------------------------------------------------------------------------------------
 
+
 def _mixed_model():
-    inner = keras.Sequential([keras.Input((6,)), keras.layers.Dense(6, name="inner_dense"),
-                              keras.layers.BatchNormalization(name="inner_bn")], name="inner")
+    inner = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(6, name="inner_dense"),
+            keras.layers.BatchNormalization(name="inner_bn"),
+        ],
+        name="inner",
+    )
     inputs = keras.Input((5,))
     h = keras.layers.Dense(6, name="d1")(inputs)
     shared_bn = keras.layers.BatchNormalization(name="shared_bn")
@@ -312,12 +339,16 @@ def _mixed_model():
     return randomize(keras.Model(inputs, outputs, name="mixed"))
 
 
-@pytest.mark.parametrize("to, kwargs", [
-    ("group", {"to_kwargs": {"groups": 2}}),
-    (None, {"keep_first": 1}),
-    (lambda old: tfnorm.RMSNormalization(), {}),
-    ("batch", {"copy_weights": False}),
-], ids=["name", "remove", "callable", "no-copy"])
+@pytest.mark.parametrize(
+    "to, kwargs",
+    [
+        ("group", {"to_kwargs": {"groups": 2}}),
+        (None, {"keep_first": 1}),
+        (lambda old: tfnorm.RMSNormalization(), {}),
+        ("batch", {"copy_weights": False}),
+    ],
+    ids=["name", "remove", "callable", "no-copy"],
+)
 def test_input_model_is_never_modified_and_shares_nothing(to, kwargs):
     old = _mixed_model()
     x = x_of((3, 5))
@@ -358,9 +389,15 @@ def test_nested_model_is_rewritten_once_and_stays_shared():
 
 
 def test_keep_first_counts_in_topological_order_through_nested_models():
-    inner = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization(name="b"),
-                              keras.layers.Dense(4), keras.layers.BatchNormalization(name="c")],
-                             name="inner")
+    inner = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.BatchNormalization(name="b"),
+            keras.layers.Dense(4),
+            keras.layers.BatchNormalization(name="c"),
+        ],
+        name="inner",
+    )
     inputs = keras.Input((4,))
     h = keras.layers.BatchNormalization(name="a")(inputs)
     h = inner(keras.layers.Dense(4)(h))
@@ -369,7 +406,11 @@ def test_keep_first_counts_in_topological_order_through_nested_models():
 
     new = tfnorm.swap_normalization(old, "layer", keep_first=2)
     assert [(r.path, r.action) for r in new.swap_report] == [
-        ("a", "kept"), ("inner/b", "kept"), ("inner/c", "replaced"), ("d", "replaced")]
+        ("a", "kept"),
+        ("inner/b", "kept"),
+        ("inner/c", "replaced"),
+        ("d", "replaced"),
+    ]
     assert type(new.get_layer("a")) is keras.layers.BatchNormalization
     assert type(new.get_layer("inner").get_layer("b")) is keras.layers.BatchNormalization
     assert isinstance(new.get_layer("inner").get_layer("c"), tfnorm.LayerNormalization)
@@ -407,15 +448,17 @@ def test_replacement_inherits_name_dtype_policy_and_trainable():
 # forms of `to` and `match`
 # --------------------------------------------------------------------------------------
 
+
 def test_to_forms_name_class_partial_and_callable_agree():
     old = mlp(n_bn=2, width=8)
     by_name = tfnorm.swap_normalization(old, "group", to_kwargs={"groups": 2})
-    by_class = tfnorm.swap_normalization(old, tfnorm.GroupNormalization,
-                                         to_kwargs={"groups": 2})
+    by_class = tfnorm.swap_normalization(old, tfnorm.GroupNormalization, to_kwargs={"groups": 2})
     by_partial = tfnorm.swap_normalization(
-        old, functools.partial(tfnorm.GroupNormalization, groups=2))
+        old, functools.partial(tfnorm.GroupNormalization, groups=2)
+    )
     by_callable = tfnorm.swap_normalization(
-        old, lambda layer: tfnorm.GroupNormalization(groups=2, name=f"gn_{layer.name}"))
+        old, lambda layer: tfnorm.GroupNormalization(groups=2, name=f"gn_{layer.name}")
+    )
     x = x_of((4, 5))
     reference = predict(by_name, x)
     for model in (by_class, by_partial, by_callable):
@@ -433,19 +476,24 @@ def test_callable_chooses_arguments_per_layer():
     outputs = keras.layers.BatchNormalization(name="bn8")(h)
     old = keras.Model(inputs, outputs)
     new = tfnorm.swap_normalization(
-        old, lambda layer: tfnorm.GroupNormalization(groups=math.gcd(32, layer.input.shape[-1])))
+        old, lambda layer: tfnorm.GroupNormalization(groups=math.gcd(32, layer.input.shape[-1]))
+    )
     groups = {r.path: layers_by_path(new)[r.new_name].groups for r in new.swap_report}
     assert groups == {"bn12": 4, "bn8": 8}
 
 
-@pytest.mark.parametrize("match, expected", [
-    (keras.layers.BatchNormalization, {"kbn"}),
-    ((keras.layers.LayerNormalization, "rms"), {"kln", "trms"}),
-    ("batch", {"kbn", "tbn"}),
-    ("LayerNormalization", {"kln", "tln"}),
-    (lambda layer: layer.name.startswith("t"), {"tbn", "tln", "trms", "tgn"}),
-    (None, {"kbn", "kln", "kunit", "tbn", "tln", "trms", "tgn"}),
-], ids=["class", "tuple", "name-twins", "class-name", "predicate", "default"])
+@pytest.mark.parametrize(
+    "match, expected",
+    [
+        (keras.layers.BatchNormalization, {"kbn"}),
+        ((keras.layers.LayerNormalization, "rms"), {"kln", "trms"}),
+        ("batch", {"kbn", "tbn"}),
+        ("LayerNormalization", {"kln", "tln"}),
+        (lambda layer: layer.name.startswith("t"), {"tbn", "tln", "trms", "tgn"}),
+        (None, {"kbn", "kln", "kunit", "tbn", "tln", "trms", "tgn"}),
+    ],
+    ids=["class", "tuple", "name-twins", "class-name", "predicate", "default"],
+)
 def test_match_forms(match, expected):
     layers = [
         keras.layers.BatchNormalization(name="kbn"),
@@ -474,8 +522,14 @@ def test_default_match_follows_the_registry(monkeypatch):
             return keras.ops.maximum(inputs, 0.0)
 
     def model():
-        return keras.Sequential([keras.Input((3,)), Halve(name="halve"),
-                                 Threshold(name="threshold"), keras.layers.Dense(2)])
+        return keras.Sequential(
+            [
+                keras.Input((3,)),
+                Halve(name="halve"),
+                Threshold(name="threshold"),
+                keras.layers.Dense(2),
+            ]
+        )
 
     with pytest.warns(UserWarning, match="no layer"):
         assert len(tfnorm.swap_normalization(model(), None).swap_report) == 0
@@ -504,6 +558,7 @@ def test_default_match_leaves_wrappers_and_preprocessing_alone():
 # report, verbose, warnings
 # --------------------------------------------------------------------------------------
 
+
 def test_verbose_prints_the_report_table(capsys):
     old = mlp(n_bn=2)
     new = tfnorm.swap_normalization(old, "layer", keep_first=1, verbose=True)
@@ -526,13 +581,20 @@ def test_no_match_warns_and_returns_a_copy():
     with pytest.warns(UserWarning, match="no layer .* matched"):
         new = tfnorm.swap_normalization(old, "group")
     assert new is not old and len(new.swap_report) == 0
-    np.testing.assert_array_equal(new.get_layer("d").kernel.numpy(),
-                                  old.get_layer("d").kernel.numpy())
+    np.testing.assert_array_equal(
+        new.get_layer("d").kernel.numpy(), old.get_layer("d").kernel.numpy()
+    )
 
 
 def test_normalization_inside_a_custom_layer_is_reported_and_warned():
-    old = keras.Sequential([keras.Input((2, 3)), keras.layers.TimeDistributed(
-        keras.layers.BatchNormalization(name="inner_bn"), name="td")])
+    old = keras.Sequential(
+        [
+            keras.Input((2, 3)),
+            keras.layers.TimeDistributed(
+                keras.layers.BatchNormalization(name="inner_bn"), name="td"
+            ),
+        ]
+    )
     with pytest.warns(UserWarning, match="inner_bn"):
         new = tfnorm.swap_normalization(old, "layer")
     (record,) = new.swap_report
@@ -543,6 +605,7 @@ def test_normalization_inside_a_custom_layer_is_reported_and_warned():
 # --------------------------------------------------------------------------------------
 # errors
 # --------------------------------------------------------------------------------------
+
 
 class Subclassed(keras.Model):
     def __init__(self, **kwargs):
@@ -599,47 +662,116 @@ def _param(id_, error, pattern, **kwargs):
     return pytest.param(kwargs, error, pattern, id=id_)
 
 
-@pytest.mark.parametrize("kwargs, error, pattern", [
-    _param("to-unknown-name", ValueError, r"to='grup'.*Did you mean 'group'", to="grup"),
-    _param("to-int", TypeError, r"to must be .*received to=42", to=42),
-    _param("to-not-a-layer-class", TypeError, r"to must be a keras Layer class",
-           to=keras.optimizers.SGD),
-    _param("to-partial-positional", TypeError, r"to=.*positional",
-           to=functools.partial(tfnorm.GroupNormalization, 4)),
-    _param("to-returns-none", TypeError, r"returned None for layer 'bn_0'.*to=None",
-           to=lambda old: None),
-    _param("to-returns-str", TypeError, r"returned str for layer 'bn_0'", to=lambda old: "gn"),
-    _param("to-returns-old-layer", ValueError, r"layer of the original model \('bn_0'\)",
-           to=lambda old: old),
-    _param("to_kwargs-not-dict", TypeError, r"to_kwargs must be a dict",
-           to="group", to_kwargs=[("groups", 2)]),
-    _param("to_kwargs-invalid-value", ValueError,
-           r"to_kwargs=\{'groups': 0\} are not valid arguments for GroupNormalization",
-           to="group", to_kwargs={"groups": 0}),
-    _param("to_kwargs-unknown-key", ValueError, r"to_kwargs=.*grops",
-           to="group", to_kwargs={"grops": 2}),
-    _param("to_kwargs-name", ValueError, r"sets 'name'", to="group", to_kwargs={"name": "gn"}),
-    _param("to_kwargs-with-callable", TypeError,
-           r"to_kwargs goes with a registry name or a layer class",
-           to=lambda old: tfnorm.LayerNormalization(), to_kwargs={"axis": -1}),
-    _param("to_kwargs-with-none", TypeError, r"to=None .* takes no to_kwargs",
-           to=None, to_kwargs={"groups": 2}),
-    _param("match-int", TypeError, r"match must be .*received match=42", to="layer", match=42),
-    _param("match-unknown-name", ValueError, r"match='nope' is not a known normalization",
-           to="layer", match="nope"),
-    _param("match-tuple-item", TypeError, r"match=.* holds 3",
-           to="layer", match=(keras.layers.BatchNormalization, 3)),
-    _param("match-empty", ValueError, r"match=\(\) matches nothing", to="layer", match=()),
-    _param("match-not-layer-class", TypeError, r"match must name keras Layer classes",
-           to="layer", match=int),
-    _param("keep_first-negative", ValueError, r"keep_first must be an integer >= 0",
-           to="layer", keep_first=-1),
-    _param("keep_first-float", ValueError, r"keep_first=1.5", to="layer", keep_first=1.5),
-    _param("keep_first-bool", ValueError, r"keep_first=True", to="layer", keep_first=True),
-    _param("copy_weights-str", TypeError, r"copy_weights must be True or False",
-           to="layer", copy_weights="yes"),
-    _param("verbose-none", TypeError, r"verbose must be True or False", to="layer", verbose=None),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, pattern",
+    [
+        _param("to-unknown-name", ValueError, r"to='grup'.*Did you mean 'group'", to="grup"),
+        _param("to-int", TypeError, r"to must be .*received to=42", to=42),
+        _param(
+            "to-not-a-layer-class",
+            TypeError,
+            r"to must be a keras Layer class",
+            to=keras.optimizers.SGD,
+        ),
+        _param(
+            "to-partial-positional",
+            TypeError,
+            r"to=.*positional",
+            to=functools.partial(tfnorm.GroupNormalization, 4),
+        ),
+        _param(
+            "to-returns-none",
+            TypeError,
+            r"returned None for layer 'bn_0'.*to=None",
+            to=lambda old: None,
+        ),
+        _param("to-returns-str", TypeError, r"returned str for layer 'bn_0'", to=lambda old: "gn"),
+        _param(
+            "to-returns-old-layer",
+            ValueError,
+            r"layer of the original model \('bn_0'\)",
+            to=lambda old: old,
+        ),
+        _param(
+            "to_kwargs-not-dict",
+            TypeError,
+            r"to_kwargs must be a dict",
+            to="group",
+            to_kwargs=[("groups", 2)],
+        ),
+        _param(
+            "to_kwargs-invalid-value",
+            ValueError,
+            r"to_kwargs=\{'groups': 0\} are not valid arguments for GroupNormalization",
+            to="group",
+            to_kwargs={"groups": 0},
+        ),
+        _param(
+            "to_kwargs-unknown-key",
+            ValueError,
+            r"to_kwargs=.*grops",
+            to="group",
+            to_kwargs={"grops": 2},
+        ),
+        _param("to_kwargs-name", ValueError, r"sets 'name'", to="group", to_kwargs={"name": "gn"}),
+        _param(
+            "to_kwargs-with-callable",
+            TypeError,
+            r"to_kwargs goes with a registry name or a layer class",
+            to=lambda old: tfnorm.LayerNormalization(),
+            to_kwargs={"axis": -1},
+        ),
+        _param(
+            "to_kwargs-with-none",
+            TypeError,
+            r"to=None .* takes no to_kwargs",
+            to=None,
+            to_kwargs={"groups": 2},
+        ),
+        _param("match-int", TypeError, r"match must be .*received match=42", to="layer", match=42),
+        _param(
+            "match-unknown-name",
+            ValueError,
+            r"match='nope' is not a known normalization",
+            to="layer",
+            match="nope",
+        ),
+        _param(
+            "match-tuple-item",
+            TypeError,
+            r"match=.* holds 3",
+            to="layer",
+            match=(keras.layers.BatchNormalization, 3),
+        ),
+        _param("match-empty", ValueError, r"match=\(\) matches nothing", to="layer", match=()),
+        _param(
+            "match-not-layer-class",
+            TypeError,
+            r"match must name keras Layer classes",
+            to="layer",
+            match=int,
+        ),
+        _param(
+            "keep_first-negative",
+            ValueError,
+            r"keep_first must be an integer >= 0",
+            to="layer",
+            keep_first=-1,
+        ),
+        _param("keep_first-float", ValueError, r"keep_first=1.5", to="layer", keep_first=1.5),
+        _param("keep_first-bool", ValueError, r"keep_first=True", to="layer", keep_first=True),
+        _param(
+            "copy_weights-str",
+            TypeError,
+            r"copy_weights must be True or False",
+            to="layer",
+            copy_weights="yes",
+        ),
+        _param(
+            "verbose-none", TypeError, r"verbose must be True or False", to="layer", verbose=None
+        ),
+    ],
+)
 def test_bad_arguments_are_named(kwargs, error, pattern):
     model = mlp(n_bn=2)
     with pytest.raises(error, match=pattern):
@@ -655,6 +787,7 @@ def test_one_layer_returned_for_two_places_is_refused():
 # --------------------------------------------------------------------------------------
 # keras.applications (weights=None: nothing is downloaded)
 # --------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def resnet50():
@@ -703,9 +836,13 @@ def test_resnet50_every_batch_norm_to_group_norm_32(resnet50, tmp_path):
 
 
 def test_mobilenet_v2_groups_that_do_not_divide_are_named(mobilenet_v2):
-    with pytest.raises(ValueError, match=(
+    with pytest.raises(
+        ValueError,
+        match=(
             r"'expanded_conv_project_BN' \(input shape \(None, 32, 32, 16\)\).*"
-            r"groups=32 must divide the 16 channels.*groups=16.*callable to=")):
+            r"groups=32 must divide the 16 channels.*groups=16.*callable to="
+        ),
+    ):
         tfnorm.swap_normalization(mobilenet_v2, "group", to_kwargs={"groups": 32})
 
 
@@ -726,15 +863,21 @@ def test_mobilenet_v2_with_groups_chosen_per_layer(mobilenet_v2, tmp_path):
     x = x_of((2, 64, 64, 3))
     y = predict(new, x)
     assert np.isfinite(y).all()
-    np.testing.assert_allclose(predict(saved_and_loaded(new, tmp_path), x), y,
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(predict(saved_and_loaded(new, tmp_path), x), y, rtol=1e-6, atol=1e-6)
 
 
 def test_application_inside_a_model_with_a_nested_sequential(tmp_path):
-    stem = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(3, 1, name="mix"),
-                             keras.layers.BatchNormalization(name="stem_bn")], name="stem")
-    base = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), alpha=0.35,
-                                          include_top=False, pooling="avg")
+    stem = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(3, 1, name="mix"),
+            keras.layers.BatchNormalization(name="stem_bn"),
+        ],
+        name="stem",
+    )
+    base = keras.applications.MobileNetV2(
+        weights=None, input_shape=(32, 32, 3), alpha=0.35, include_top=False, pooling="avg"
+    )
     inputs = keras.Input((32, 32, 3))
     outputs = keras.layers.Dense(4, name="head")(base(stem(inputs)))
     old = keras.Model(inputs, outputs, name="transfer")
@@ -746,8 +889,11 @@ def test_application_inside_a_model_with_a_nested_sequential(tmp_path):
     assert snapshot(old) == before
     assert_nothing_shared(old, one_bn)
     assert isinstance(one_bn.get_layer("stem"), keras.Sequential)
-    assert [p for p, l in layers_by_path(one_bn).items()
-            if isinstance(l, keras.layers.BatchNormalization)] == ["stem/stem_bn"]
+    assert [
+        p
+        for p, l in layers_by_path(one_bn).items()
+        if isinstance(l, keras.layers.BatchNormalization)
+    ] == ["stem/stem_bn"]
     assert len(one_bn.swap_report.removed) == n_bn - 1
     assert one_bn.swap_report[0].path == "stem/stem_bn"
     assert one_bn.swap_report[1].path.startswith(base.name + "/")
@@ -763,6 +909,7 @@ def test_application_inside_a_model_with_a_nested_sequential(tmp_path):
 # --------------------------------------------------------------------------------------
 # what the rewrite keeps of the model itself
 # --------------------------------------------------------------------------------------
+
 
 def _squared_error(y_true, y_pred):  # a plain function: not serializable by name
     return keras.ops.mean((y_true - y_pred) ** 2)
@@ -787,7 +934,7 @@ def test_frozen_model_stays_frozen_and_keeps_its_name():
 
 
 def test_inputs_keep_their_layer_names_sparsity_and_optional_flag():
-    dense = keras.Input((3,))                               # unnamed: named by its InputLayer
+    dense = keras.Input((3,))  # unnamed: named by its InputLayer
     sparse = keras.Input((3,), sparse=True, name="sparse_in")
     extra = keras.Input((3,), name="extra", optional=True)
     h = keras.layers.Dense(3, name="d")(keras.ops.add(dense, keras.layers.Dense(3)(sparse)))
@@ -810,8 +957,16 @@ def test_nested_functional_subclass_is_refused_naming_it():
 
 
 def test_sequential_replacement_that_cannot_be_built_is_named():
-    old = keras.Sequential([keras.Input((4, 4, 6)), keras.layers.Conv2D(6, 1, name="conv"),
-                            keras.layers.BatchNormalization(name="bn6")])
-    with pytest.raises(ValueError, match=r"replacing BatchNormalization 'bn6' \(input shape "
-                                         r"\(None, 4, 4, 6\)\) with GroupNormalization failed"):
+    old = keras.Sequential(
+        [
+            keras.Input((4, 4, 6)),
+            keras.layers.Conv2D(6, 1, name="conv"),
+            keras.layers.BatchNormalization(name="bn6"),
+        ]
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"replacing BatchNormalization 'bn6' \(input shape "
+        r"\(None, 4, 4, 6\)\) with GroupNormalization failed",
+    ):
         tfnorm.swap_normalization(old, keras.layers.GroupNormalization, to_kwargs={"groups": 4})

@@ -60,8 +60,9 @@ def _model(indexed_cases):
         case.randomize(layer, np.random.default_rng(41 + i))
         inputs.append(inp)
         outputs.append(keras.layers.Identity(name=f"y{i}")(y))
-        data[f"x{i}"] = case.input_fn(np.random.default_rng(42 + i),
-                                      case.input_shape).astype("float32")
+        data[f"x{i}"] = case.input_fn(np.random.default_rng(42 + i), case.input_shape).astype(
+            "float32"
+        )
     model = keras.Model(inputs, outputs)
     expected = model([tf.constant(data[k.name]) for k in inputs], training=False)
     expected = list(expected) if isinstance(expected, (list, tuple)) else [expected]
@@ -139,8 +140,10 @@ def test_tflite_conversion_of_every_case():
     for case in CASES:
         want = _expected(case)
         if modes[case.id] != want:
-            wrong.append(f"{case.id}: converts with {modes[case.id]!r}, the table says {want!r}"
-                         f" ({errors.get(case.id, 'no error')})")
+            wrong.append(
+                f"{case.id}: converts with {modes[case.id]!r}, the table says {want!r}"
+                f" ({errors.get(case.id, 'no error')})"
+            )
     assert not wrong, "\n".join(wrong)
 
 
@@ -155,17 +158,19 @@ def test_interpreter_matches_keras_for_a_conv_model():
     import tfnorm
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((12, 12, 3), name="x0"),
-        keras.layers.Conv2D(8, 3),
-        tfnorm.BatchNormalization(),
-        keras.layers.ReLU(),
-        keras.layers.Conv2D(8, 3),
-        tfnorm.GroupNormalization(groups=4),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(4),
-        tfnorm.LayerNormalization(),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((12, 12, 3), name="x0"),
+            keras.layers.Conv2D(8, 3),
+            tfnorm.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Conv2D(8, 3),
+            tfnorm.GroupNormalization(groups=4),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(4),
+            tfnorm.LayerNormalization(),
+        ]
+    )
     bn = model.layers[1]
     bn.moving_mean.assign(np.linspace(-0.5, 0.5, 8).astype("float32"))
     bn.moving_variance.assign(np.linspace(0.5, 2.0, 8).astype("float32"))

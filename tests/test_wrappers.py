@@ -54,8 +54,7 @@ def depthwise(x, w, **conv):
     return conv_nd(x, grouped, groups=w.shape[-2], **conv)
 
 
-def recurrence(kind, x, kernel, recurrent, bias, units, return_sequences=False,
-               go_backwards=False):
+def recurrence(kind, x, kernel, recurrent, bias, units, return_sequences=False, go_backwards=False):
     """SimpleRNN / LSTM / GRU (reset_after=True) on (batch, time, features), zero initial
     state; the final output, or the outputs in processing order."""
     h = np.zeros((x.shape[0], units))
@@ -94,20 +93,48 @@ def _np_weights(layer):
 
 # (id, layer factory, input, numpy op(x, kernels dict) before bias)
 _SN_CASES = [
-    ("conv1d-transpose", lambda: L.Conv1DTranspose(3, 3, strides=2), (2, 4, 2),
-     lambda x, k: conv_transpose_valid(x, k["kernel"], 2)),
-    ("conv2d-transpose", lambda: L.Conv2DTranspose(3, (2, 3), strides=(2, 1), activation="relu"),
-     (2, 3, 3, 2), lambda x, k: conv_transpose_valid(x, k["kernel"], (2, 1))),
-    ("conv3d-transpose", lambda: L.Conv3DTranspose(2, 2, use_bias=False), (1, 2, 2, 2, 2),
-     lambda x, k: conv_transpose_valid(x, k["kernel"], 1)),
-    ("depthwise1d", lambda: L.DepthwiseConv1D(2, depth_multiplier=3), (2, 5, 2),
-     lambda x, k: depthwise(x, k["kernel"])),
-    ("depthwise2d", lambda: L.DepthwiseConv2D((2, 2), depth_multiplier=2, padding="same"),
-     (2, 4, 4, 3), lambda x, k: depthwise(x, k["kernel"], padding="same")),
-    ("separable1d", lambda: L.SeparableConv1D(4, 2, depth_multiplier=2), (2, 5, 3),
-     lambda x, k: depthwise(x, k["depthwise_kernel"]) @ k["pointwise_kernel"][0]),
-    ("separable2d", lambda: L.SeparableConv2D(3, 2, strides=2), (2, 4, 4, 2),
-     lambda x, k: depthwise(x, k["depthwise_kernel"], strides=2) @ k["pointwise_kernel"][0, 0]),
+    (
+        "conv1d-transpose",
+        lambda: L.Conv1DTranspose(3, 3, strides=2),
+        (2, 4, 2),
+        lambda x, k: conv_transpose_valid(x, k["kernel"], 2),
+    ),
+    (
+        "conv2d-transpose",
+        lambda: L.Conv2DTranspose(3, (2, 3), strides=(2, 1), activation="relu"),
+        (2, 3, 3, 2),
+        lambda x, k: conv_transpose_valid(x, k["kernel"], (2, 1)),
+    ),
+    (
+        "conv3d-transpose",
+        lambda: L.Conv3DTranspose(2, 2, use_bias=False),
+        (1, 2, 2, 2, 2),
+        lambda x, k: conv_transpose_valid(x, k["kernel"], 1),
+    ),
+    (
+        "depthwise1d",
+        lambda: L.DepthwiseConv1D(2, depth_multiplier=3),
+        (2, 5, 2),
+        lambda x, k: depthwise(x, k["kernel"]),
+    ),
+    (
+        "depthwise2d",
+        lambda: L.DepthwiseConv2D((2, 2), depth_multiplier=2, padding="same"),
+        (2, 4, 4, 3),
+        lambda x, k: depthwise(x, k["kernel"], padding="same"),
+    ),
+    (
+        "separable1d",
+        lambda: L.SeparableConv1D(4, 2, depth_multiplier=2),
+        (2, 5, 3),
+        lambda x, k: depthwise(x, k["depthwise_kernel"]) @ k["pointwise_kernel"][0],
+    ),
+    (
+        "separable2d",
+        lambda: L.SeparableConv2D(3, 2, strides=2),
+        (2, 4, 4, 2),
+        lambda x, k: depthwise(x, k["depthwise_kernel"], strides=2) @ k["pointwise_kernel"][0, 0],
+    ),
 ]
 _KERNEL_NAMES = {"separable": ("depthwise_kernel", "pointwise_kernel")}
 
@@ -156,12 +183,16 @@ def test_spectral_matches_numpy(case_id, make, shape, op):
         np.testing.assert_allclose(y, np.maximum(ref, 0) if relu else ref, rtol=2e-5, atol=2e-5)
 
 
-@pytest.mark.parametrize("make, shape", [
-    (lambda: L.Conv2DTranspose(4, 3), (1, 3, 3, 5)),
-    (lambda: L.DepthwiseConv2D(2, depth_multiplier=3), (1, 3, 3, 2)),
-    (lambda: L.SeparableConv1D(3, 2, depth_multiplier=2), (1, 4, 3)),
-    (lambda: L.Embedding(7, 5), None),
-], ids=["conv2d-transpose", "depthwise2d", "separable1d", "embedding"])
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: L.Conv2DTranspose(4, 3), (1, 3, 3, 5)),
+        (lambda: L.DepthwiseConv2D(2, depth_multiplier=3), (1, 3, 3, 2)),
+        (lambda: L.SeparableConv1D(3, 2, depth_multiplier=2), (1, 4, 3)),
+        (lambda: L.Embedding(7, 5), None),
+    ],
+    ids=["conv2d-transpose", "depthwise2d", "separable1d", "embedding"],
+)
 def test_spectral_sigma_is_the_largest_singular_value(make, shape):
     """After enough power iteration each kernel, as the (-1, last axis) matrix Keras uses,
     has largest singular value 1 once divided by the layer's sigma (compared with NumPy's SVD)."""
@@ -214,15 +245,18 @@ def test_spectral_embedding_keeps_the_mask():
 _RNN_CASES = [
     ("simplernn", lambda: L.SimpleRNN(3), "simple", {}),
     ("lstm", lambda: L.LSTM(3), "lstm", {}),
-    ("lstm-sequences-backwards", lambda: L.LSTM(2, return_sequences=True, go_backwards=True),
-     "lstm", {"return_sequences": True, "go_backwards": True}),
+    (
+        "lstm-sequences-backwards",
+        lambda: L.LSTM(2, return_sequences=True, go_backwards=True),
+        "lstm",
+        {"return_sequences": True, "go_backwards": True},
+    ),
     ("lstm-implementation1", lambda: L.LSTM(2, implementation=1), "lstm", {}),
     ("gru", lambda: L.GRU(3, return_sequences=True), "gru", {"return_sequences": True}),
 ]
 
 
-@pytest.mark.parametrize("case_id, make, kind, opts", _RNN_CASES,
-                         ids=[c[0] for c in _RNN_CASES])
+@pytest.mark.parametrize("case_id, make, kind, opts", _RNN_CASES, ids=[c[0] for c in _RNN_CASES])
 def test_weightnorm_recurrent_matches_numpy(case_id, make, kind, opts):
     rng = np.random.default_rng(4)
     wn = tfnorm.WeightNormalization(make(), data_init=False)
@@ -233,11 +267,19 @@ def test_weightnorm_recurrent_matches_numpy(case_id, make, kind, opts):
     cell = wn.layer.cell
     v = cell.kernel.numpy().astype(np.float64)
     w = wn.g.numpy() * v / np.linalg.norm(v, axis=0)  # per column: one gate of one unit
-    ref = recurrence(kind, x, w, cell.recurrent_kernel.numpy().astype(np.float64),
-                     cell.bias.numpy().astype(np.float64), cell.units, **opts)
+    ref = recurrence(
+        kind,
+        x,
+        w,
+        cell.recurrent_kernel.numpy().astype(np.float64),
+        cell.bias.numpy().astype(np.float64),
+        cell.units,
+        **opts,
+    )
     for training in (False, True):
-        np.testing.assert_allclose(wn(x.astype("float32"), training=training).numpy(), ref,
-                                   rtol=2e-5, atol=2e-6)
+        np.testing.assert_allclose(
+            wn(x.astype("float32"), training=training).numpy(), ref, rtol=2e-5, atol=2e-6
+        )
     y = tf.function(lambda t: wn(t), jit_compile=True)(x.astype("float32"))
     np.testing.assert_allclose(y.numpy(), ref, rtol=2e-5, atol=2e-6)
 
@@ -283,6 +325,7 @@ def test_weightnorm_recurrent_mixed_precision():
 # ---------------------------------------------------------------------------
 # Gradients reach the stored kernels; the wrapped layer's variables are never written
 
+
 def _wn_rnn(layer):
     return tfnorm.WeightNormalization(layer, data_init=False)
 
@@ -291,16 +334,26 @@ _ALL = [
     ("wn-simplernn", lambda: _wn_rnn(L.SimpleRNN(2)), (2, 3, 2)),
     ("wn-lstm", lambda: _wn_rnn(L.LSTM(2, dropout=0.3)), (2, 3, 2)),
     ("wn-gru", lambda: _wn_rnn(L.GRU(2, reset_after=False)), (2, 3, 2)),
-    ("sn-conv2d-transpose",
-     lambda: tfnorm.SpectralNormalization(L.Conv2DTranspose(2, 2, strides=2)), (2, 3, 3, 2)),
-    ("sn-conv1d-transpose", lambda: tfnorm.SpectralNormalization(L.Conv1DTranspose(2, 2)),
-     (2, 3, 2)),
-    ("sn-depthwise2d",
-     lambda: tfnorm.SpectralNormalization(L.DepthwiseConv2D(2, depth_multiplier=2)),
-     (2, 3, 3, 2)),
-    ("sn-separable2d",
-     lambda: tfnorm.SpectralNormalization(L.SeparableConv2D(3, 2, activation="relu")),
-     (2, 3, 3, 2)),
+    (
+        "sn-conv2d-transpose",
+        lambda: tfnorm.SpectralNormalization(L.Conv2DTranspose(2, 2, strides=2)),
+        (2, 3, 3, 2),
+    ),
+    (
+        "sn-conv1d-transpose",
+        lambda: tfnorm.SpectralNormalization(L.Conv1DTranspose(2, 2)),
+        (2, 3, 2),
+    ),
+    (
+        "sn-depthwise2d",
+        lambda: tfnorm.SpectralNormalization(L.DepthwiseConv2D(2, depth_multiplier=2)),
+        (2, 3, 3, 2),
+    ),
+    (
+        "sn-separable2d",
+        lambda: tfnorm.SpectralNormalization(L.SeparableConv2D(3, 2, activation="relu")),
+        (2, 3, 3, 2),
+    ),
     ("sn-embedding", lambda: tfnorm.SpectralNormalization(L.Embedding(5, 3)), (2, 3)),
     ("sn-dense", lambda: tfnorm.SpectralNormalization(L.Dense(3)), (2, 4)),
     ("wn-conv2d", lambda: tfnorm.WeightNormalization(L.Conv2D(2, 2)), (2, 3, 3, 2)),
@@ -390,13 +443,17 @@ def test_config_and_keras_file_round_trip(case_id, make, shape, tmp_path):
 
 _REMOVE = _ALL + [
     ("wn-dense-data-init", lambda: tfnorm.WeightNormalization(L.Dense(3)), (6, 4)),
-    ("wn-conv1d-causal",
-     lambda: tfnorm.WeightNormalization(L.Conv1D(2, 2, padding="causal"), data_init=False),
-     (2, 5, 3)),
-    ("sn-conv2d", lambda: tfnorm.SpectralNormalization(L.Conv2D(3, 2), power_iterations=3),
-     (2, 4, 4, 2)),
-    ("sn-separable1d", lambda: tfnorm.SpectralNormalization(L.SeparableConv1D(2, 2)),
-     (2, 4, 3)),
+    (
+        "wn-conv1d-causal",
+        lambda: tfnorm.WeightNormalization(L.Conv1D(2, 2, padding="causal"), data_init=False),
+        (2, 5, 3),
+    ),
+    (
+        "sn-conv2d",
+        lambda: tfnorm.SpectralNormalization(L.Conv2D(3, 2), power_iterations=3),
+        (2, 4, 4, 2),
+    ),
+    ("sn-separable1d", lambda: tfnorm.SpectralNormalization(L.SeparableConv1D(2, 2)), (2, 4, 3)),
 ]
 
 
@@ -432,19 +489,23 @@ def test_remove_holds_the_effective_kernel():
     wn(x, training=True)
     v = wn.layer.kernel.numpy().astype(np.float64)
     plain = wn.remove()
-    np.testing.assert_allclose(plain.kernel.numpy(), wn.g.numpy() * v / np.linalg.norm(v, axis=0),
-                               rtol=1e-6)
-    np.testing.assert_allclose(plain.bias.numpy(), wn.layer.bias.numpy() + wn.offset.numpy(),
-                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        plain.kernel.numpy(), wn.g.numpy() * v / np.linalg.norm(v, axis=0), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        plain.bias.numpy(), wn.layer.bias.numpy() + wn.offset.numpy(), rtol=1e-6, atol=1e-7
+    )
     rnn = tfnorm.WeightNormalization(L.SimpleRNN(2), data_init=False)
     rnn.build((1, 3, 4))
     rnn.g.assign([2.0, 0.5])
     v = rnn.layer.cell.kernel.numpy().astype(np.float64)
     plain = rnn.remove()
-    np.testing.assert_allclose(plain.cell.kernel.numpy(),
-                               [2.0, 0.5] * v / np.linalg.norm(v, axis=0), rtol=1e-6)
-    np.testing.assert_array_equal(plain.cell.recurrent_kernel.numpy(),
-                                  rnn.layer.cell.recurrent_kernel.numpy())
+    np.testing.assert_allclose(
+        plain.cell.kernel.numpy(), [2.0, 0.5] * v / np.linalg.norm(v, axis=0), rtol=1e-6
+    )
+    np.testing.assert_array_equal(
+        plain.cell.recurrent_kernel.numpy(), rnn.layer.cell.recurrent_kernel.numpy()
+    )
 
 
 def test_remove_needs_a_built_wrapper():
@@ -456,21 +517,38 @@ def test_remove_needs_a_built_wrapper():
 # What stays unsupported
 
 
-@pytest.mark.parametrize("make, pattern", [
-    (lambda: tfnorm.WeightNormalization(L.Embedding(3, 2)),
-     r"WeightNormalization wraps keras.layers Dense, Conv1D, Conv2D, Conv3D, SimpleRNN, LSTM, "
-     r"GRU \(with their own call\), received layer=.*Embedding"),
-    (lambda: tfnorm.WeightNormalization(L.Conv2DTranspose(3, 2)), r"type Conv2DTranspose"),
-    (lambda: tfnorm.SpectralNormalization(L.LSTM(3)),
-     r"SpectralNormalization wraps keras.layers Dense, .*Conv2DTranspose.*DepthwiseConv2D.*"
-     r"SeparableConv2D, Embedding .*type LSTM"),
-    (lambda: tfnorm.WeightNormalization(L.RNN(L.LSTMCell(2))), r"type RNN"),
-    (lambda: tfnorm.WeightNormalization(L.LSTM(3), data_init=True),
-     r"feed-forward layers.*data_init=False"),
-    (lambda: _wn_rnn(L.GRU(3, stateful=True)), r"stateful=False"),
-    (lambda: _wn_rnn(L.LSTM(3, use_cudnn=True)), r"use_cudnn=True"),
-], ids=["wn-embedding", "wn-conv-transpose", "sn-lstm", "wn-generic-rnn", "wn-rnn-data-init",
-        "wn-stateful", "wn-cudnn"])
+@pytest.mark.parametrize(
+    "make, pattern",
+    [
+        (
+            lambda: tfnorm.WeightNormalization(L.Embedding(3, 2)),
+            r"WeightNormalization wraps keras.layers Dense, Conv1D, Conv2D, Conv3D, SimpleRNN, LSTM, "
+            r"GRU \(with their own call\), received layer=.*Embedding",
+        ),
+        (lambda: tfnorm.WeightNormalization(L.Conv2DTranspose(3, 2)), r"type Conv2DTranspose"),
+        (
+            lambda: tfnorm.SpectralNormalization(L.LSTM(3)),
+            r"SpectralNormalization wraps keras.layers Dense, .*Conv2DTranspose.*DepthwiseConv2D.*"
+            r"SeparableConv2D, Embedding .*type LSTM",
+        ),
+        (lambda: tfnorm.WeightNormalization(L.RNN(L.LSTMCell(2))), r"type RNN"),
+        (
+            lambda: tfnorm.WeightNormalization(L.LSTM(3), data_init=True),
+            r"feed-forward layers.*data_init=False",
+        ),
+        (lambda: _wn_rnn(L.GRU(3, stateful=True)), r"stateful=False"),
+        (lambda: _wn_rnn(L.LSTM(3, use_cudnn=True)), r"use_cudnn=True"),
+    ],
+    ids=[
+        "wn-embedding",
+        "wn-conv-transpose",
+        "sn-lstm",
+        "wn-generic-rnn",
+        "wn-rnn-data-init",
+        "wn-stateful",
+        "wn-cudnn",
+    ],
+)
 def test_unsupported_layers_are_rejected(make, pattern):
     with pytest.raises(ValueError, match=pattern):
         make()

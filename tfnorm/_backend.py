@@ -5,7 +5,7 @@ import os
 _HOW = (
     "Set KERAS_BACKEND=tensorflow before Python starts (shell: export KERAS_BACKEND=tensorflow; "
     "notebook: os.environ['KERAS_BACKEND'] = 'tensorflow' before the first import of keras), "
-    "or set \"backend\": \"tensorflow\" in ~/.keras/keras.json."
+    'or set "backend": "tensorflow" in ~/.keras/keras.json.'
 )
 
 

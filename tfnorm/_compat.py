@@ -66,8 +66,10 @@ def _versions() -> str:
 
 
 def _problem(function: str, what: str, err: BaseException) -> str:
-    return (f"tfnorm._compat.{function}: {what} is not available in {_versions()} "
-            f"({type(err).__name__}: {err})")
+    return (
+        f"tfnorm._compat.{function}: {what} is not available in {_versions()} "
+        f"({type(err).__name__}: {err})"
+    )
 
 
 def _fall_back(function: str, what: str, err: BaseException, instead: str) -> None:
@@ -81,7 +83,8 @@ def _fall_back(function: str, what: str, err: BaseException, instead: str) -> No
 def _missing(function: str, what: str, err: BaseException) -> KerasInternalsError:
     return KerasInternalsError(
         f"{_problem(function, what, err)}. This tfnorm release needs a Keras 3 / TensorFlow "
-        "version that has it (see the dependencies of the tfnorm package)")
+        "version that has it (see the dependencies of the tfnorm package)"
+    )
 
 
 def fallbacks() -> Dict[str, str]:
@@ -99,6 +102,7 @@ def fallbacks() -> Dict[str, str]:
 # models and layers
 # --------------------------------------------------------------------------------------
 
+
 @functools.lru_cache(maxsize=None)
 def functional_class() -> type:
     """The class of the models ``keras.Model(inputs, outputs)`` returns (not exported by Keras).
@@ -107,10 +111,15 @@ def functional_class() -> type:
     """
     try:
         from keras.src.models.functional import Functional
+
         return Functional
     except ImportError as err:
-        _fall_back("functional_class", "keras.src.models.functional.Functional", err,
-                   "using the type of a small functional model instead")
+        _fall_back(
+            "functional_class",
+            "keras.src.models.functional.Functional",
+            err,
+            "using the type of a small functional model instead",
+        )
     return _type_of_a_functional_model()
 
 
@@ -128,8 +137,9 @@ def sequential_input_layer(model: keras.Sequential) -> Optional[keras.layers.Inp
     try:
         tracked = model._layers
     except AttributeError as err:
-        raise _missing("sequential_input_layer", "the layer list of keras.Sequential "
-                       "(Sequential._layers)", err) from None
+        raise _missing(
+            "sequential_input_layer", "the layer list of keras.Sequential (Sequential._layers)", err
+        ) from None
     if tracked and isinstance(tracked[0], keras.layers.InputLayer):
         return tracked[0]
     return None
@@ -144,11 +154,17 @@ def _public_sublayers(layer) -> List[keras.layers.Layer]:
             return []
     found: List[keras.layers.Layer] = []
     for value in vars(layer).values():
-        items = value.values() if isinstance(value, dict) else (
-            value if isinstance(value, (list, tuple)) else (value,))
+        items = (
+            value.values()
+            if isinstance(value, dict)
+            else (value if isinstance(value, (list, tuple)) else (value,))
+        )
         for item in items:
-            if isinstance(item, keras.layers.Layer) and item is not layer and all(
-                    item is not f for f in found):
+            if (
+                isinstance(item, keras.layers.Layer)
+                and item is not layer
+                and all(item is not f for f in found)
+            ):
                 found.append(item)
     return found
 
@@ -163,13 +179,18 @@ def direct_sublayers(layer) -> List[keras.layers.Layer]:
     except AttributeError as err:
         if not isinstance(layer, keras.layers.Layer):
             return []
-        _fall_back("direct_sublayers", "the tracked sublayers of keras.Layer (Layer._layers)",
-                   err, "reading the layers held in each layer's attributes instead")
+        _fall_back(
+            "direct_sublayers",
+            "the tracked sublayers of keras.Layer (Layer._layers)",
+            err,
+            "reading the layers held in each layer's attributes instead",
+        )
     return _public_sublayers(layer)
 
 
-def flatten_layers(layer, include_self: bool = True,
-                   recursive: bool = True) -> List[keras.layers.Layer]:
+def flatten_layers(
+    layer, include_self: bool = True, recursive: bool = True
+) -> List[keras.layers.Layer]:
     """Every layer inside ``layer`` (nested models and sublayers of custom layers), each once.
 
     Falls back to a walk over :func:`direct_sublayers`.
@@ -177,8 +198,12 @@ def flatten_layers(layer, include_self: bool = True,
     try:
         flatten = layer._flatten_layers
     except AttributeError as err:
-        _fall_back("flatten_layers", "keras.Layer._flatten_layers", err,
-                   "walking the tracked sublayers instead")
+        _fall_back(
+            "flatten_layers",
+            "keras.Layer._flatten_layers",
+            err,
+            "walking the tracked sublayers instead",
+        )
     else:
         return list(flatten(include_self=include_self, recursive=recursive))
     out: List[keras.layers.Layer] = [layer] if include_self else []
@@ -199,6 +224,7 @@ def flatten_layers(layer, include_self: bool = True,
 # training
 # --------------------------------------------------------------------------------------
 
+
 def optimizer_strategy(optimizer, default=None):
     """The ``tf.distribute`` strategy ``optimizer`` was created under, else ``default``.
 
@@ -215,9 +241,12 @@ def optimizer_strategy(optimizer, default=None):
         return optimizer._distribution_strategy
     except AttributeError as err:
         if isinstance(optimizer, keras.optimizers.Optimizer):
-            _fall_back("optimizer_strategy", "the strategy of a Keras optimizer "
-                       "(Optimizer._distribution_strategy)", err,
-                       "the optimizer's strategy is not checked")
+            _fall_back(
+                "optimizer_strategy",
+                "the strategy of a Keras optimizer (Optimizer._distribution_strategy)",
+                err,
+                "the optimizer's strategy is not checked",
+            )
         return default
 
 
@@ -237,8 +266,12 @@ def no_autocast():
     try:
         from keras.src.backend import AutocastScope
     except ImportError as err:
-        _fall_back("no_autocast", "keras.src.backend.AutocastScope", err,
-                   "variables are read in the compute dtype under mixed precision")
+        _fall_back(
+            "no_autocast",
+            "keras.src.backend.AutocastScope",
+            err,
+            "variables are read in the compute dtype under mixed precision",
+        )
         return contextlib.nullcontext()
     return AutocastScope(None)
 
@@ -247,14 +280,18 @@ def no_autocast():
 # TensorFlow
 # --------------------------------------------------------------------------------------
 
+
 @functools.lru_cache(maxsize=None)
 def _xla_context_test():
     try:
         from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
     except ImportError as err:
-        _fall_back("graph_in_xla_context",
-                   "tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext", err,
-                   "XLA traces are not recognized (plain reductions are used)")
+        _fall_back(
+            "graph_in_xla_context",
+            "tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext",
+            err,
+            "XLA traces are not recognized (plain reductions are used)",
+        )
         return None
     return GraphOrParentsInXlaContext
 

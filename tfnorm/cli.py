@@ -16,8 +16,14 @@ from tfnorm.__about__ import __version__
 
 # name -> (module, one-line help). Each module defines add_arguments(parser) and run(args) -> int.
 SUBCOMMANDS = {
-    "demo": ("tfnorm.demo", "train a small model with a few tfnorm layers on the embedded MNIST digits"),
-    "study": ("tfnorm.study.cli", "may too much batch normalization hurt? when and why? experiments with measured evidence and a computed verdict"),
+    "demo": (
+        "tfnorm.demo",
+        "train a small model with a few tfnorm layers on the embedded MNIST digits",
+    ),
+    "study": (
+        "tfnorm.study.cli",
+        "may too much batch normalization hurt? when and why? experiments with measured evidence and a computed verdict",
+    ),
     "bench": ("tfnorm.bench", "time tfnorm's layers against their Keras twins and the x*2 floor"),
 }
 
@@ -48,7 +54,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if getattr(args, "command", None) in argv:  # the sub-command's own arguments, as given
-        args._argv = argv[argv.index(args.command) + 1:]
+        args._argv = argv[argv.index(args.command) + 1 :]
     if not getattr(args, "command", None):
         parser.print_help()
         return 0

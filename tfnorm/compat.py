@@ -41,8 +41,16 @@ from tfnorm.layers.weight import WeightNormalization
 
 __all__ = ["tfa_objects"]
 
-_AFFINE_KEYS = ("center", "scale", "beta_initializer", "gamma_initializer",
-                "beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint")
+_AFFINE_KEYS = (
+    "center",
+    "scale",
+    "beta_initializer",
+    "gamma_initializer",
+    "beta_regularizer",
+    "gamma_regularizer",
+    "beta_constraint",
+    "gamma_constraint",
+)
 
 
 class _Slot:
@@ -64,8 +72,10 @@ def _split(config: dict, keys, cls_name: str) -> Tuple[dict, dict]:
     base = {k: v for k, v in config.items() if k in BASE_LAYER_KEYS}
     unknown = sorted(set(config) - set(own) - set(base))
     if unknown:
-        raise ValueError(f"tfa_objects: the saved config of Addons>{cls_name} has key(s) "
-                         f"{unknown} that tfnorm does not know how to translate")
+        raise ValueError(
+            f"tfa_objects: the saved config of Addons>{cls_name} has key(s) "
+            f"{unknown} that tfnorm does not know how to translate"
+        )
     return own, base
 
 
@@ -127,8 +137,9 @@ def _assign(variable, value) -> None:
 
 
 def _affine_slots(layer, shape) -> List[_Slot]:
-    return ([_Slot("gamma", shape)] if layer.gamma is not None else []) + \
-           ([_Slot("beta", shape)] if layer.beta is not None else [])
+    return ([_Slot("gamma", shape)] if layer.gamma is not None else []) + (
+        [_Slot("beta", shape)] if layer.beta is not None else []
+    )
 
 
 def _assign_affine(layer, values) -> None:
@@ -171,15 +182,22 @@ class _TFAFilterResponseNormalization(_FromTFA, FilterResponseNormalization):
 
     @classmethod
     def _translate(cls, config):
-        own, base = _split(config, ("axis", "epsilon", "learned_epsilon",
-                                    "learned_epsilon_constraint") + _AFFINE_KEYS, cls._tfa_name)
+        own, base = _split(
+            config,
+            ("axis", "epsilon", "learned_epsilon", "learned_epsilon_constraint") + _AFFINE_KEYS,
+            cls._tfa_name,
+        )
         axis = own.pop("axis", [1, 2])
         if list(axis) != [1, 2]:  # TF-Addons itself refused anything else
-            raise ValueError(f"tfa_objects: Addons>FilterResponseNormalization with axis={axis!r}"
-                             " (TF-Addons normalizes over axes [1, 2] of NHWC inputs)")
+            raise ValueError(
+                f"tfa_objects: Addons>FilterResponseNormalization with axis={axis!r}"
+                " (TF-Addons normalizes over axes [1, 2] of NHWC inputs)"
+            )
         if own.pop("learned_epsilon_constraint", None) is not None:
-            raise ValueError("tfa_objects: Addons>FilterResponseNormalization has a "
-                             "learned_epsilon_constraint; tfnorm's learned epsilon has none")
+            raise ValueError(
+                "tfa_objects: Addons>FilterResponseNormalization has a "
+                "learned_epsilon_constraint; tfnorm's learned epsilon has none"
+            )
         return {"axis": -1, **own, **base}
 
     def _tfa_layout(self, input_shape):
@@ -198,8 +216,11 @@ class _TFATLU(_FromTFA, TLU):
 
     @classmethod
     def _translate(cls, config):
-        keys = ("affine",) + tuple(f"{p}_{k}" for p in ("tau", "alpha")
-                                   for k in ("initializer", "regularizer", "constraint"))
+        keys = ("affine",) + tuple(
+            f"{p}_{k}"
+            for p in ("tau", "alpha")
+            for k in ("initializer", "regularizer", "constraint")
+        )
         own, base = _split(config, keys, cls._tfa_name)
         return {**own, **base}
 
@@ -229,7 +250,8 @@ def _wrapped(config, cls_name, keys):
             f"tfa_objects: Addons>WeightNormalization wraps the recurrent layer "
             f"{inner['class_name']} {inner['config'].get('name')!r}; TF-Addons normalized its "
             f"recurrent kernel, tfnorm's WeightNormalization normalizes the input kernel, so "
-            f"the saved weights would not give the saved model's outputs")
+            f"the saved weights would not give the saved model's outputs"
+        )
     return keras.layers.deserialize(inner), own, base
 
 
@@ -290,9 +312,11 @@ class _TFASpectralNormalization(_FromTFA, SpectralNormalization):
     def _translate(cls, config):
         layer, own, base = _wrapped(config, cls._tfa_name, ("power_iterations",))
         if kernels.kind(layer) not in ("dense", "conv", "embedding"):
-            raise ValueError(f"tfa_objects: Addons>SpectralNormalization wraps "
-                             f"{type(layer).__name__} {layer.name!r}, which TF-Addons "
-                             f"normalized as a plain kernel; tfnorm cannot reproduce that")
+            raise ValueError(
+                f"tfa_objects: Addons>SpectralNormalization wraps "
+                f"{type(layer).__name__} {layer.name!r}, which TF-Addons "
+                f"normalized as a plain kernel; tfnorm cannot reproduce that"
+            )
         return {"layer": layer, **own, **base}
 
     def _tfa_layout(self, input_shape):
@@ -314,15 +338,23 @@ class _TFASpectralNormalization(_FromTFA, SpectralNormalization):
         u = _unit_gain_u(w, values["sn_u"])
         gain = np.linalg.norm(w.reshape(-1, w.shape[-1]).astype(np.float64) @ u)
         if abs(gain - 1.0) > 1e-6:
-            warnings.warn(f"tfa_objects: {self.name!r}: no u gives the kernel a gain of 1 "
-                          f"(singular values outside 1); inference outputs are divided by "
-                          f"{gain:.6g} relative to TF-Addons until the next training call",
-                          stacklevel=2)
+            warnings.warn(
+                f"tfa_objects: {self.name!r}: no u gives the kernel a gain of 1 "
+                f"(singular values outside 1); inference outputs are divided by "
+                f"{gain:.6g} relative to TF-Addons until the next training call",
+                stacklevel=2,
+            )
         _assign(self.u, u)
 
 
-_CLASSES = (_TFAGroupNormalization, _TFAInstanceNormalization, _TFAWeightNormalization,
-            _TFAFilterResponseNormalization, _TFATLU, _TFASpectralNormalization)
+_CLASSES = (
+    _TFAGroupNormalization,
+    _TFAInstanceNormalization,
+    _TFAWeightNormalization,
+    _TFAFilterResponseNormalization,
+    _TFATLU,
+    _TFASpectralNormalization,
+)
 
 
 def tfa_objects() -> Dict[str, type]:

@@ -7,8 +7,11 @@ import time
 
 def add_arguments(parser):
     parser.add_argument("--epochs", type=int, default=1, help="epochs per model (default 1)")
-    parser.add_argument("--norms", default="batch,layer,group",
-                        help="comma-separated registry names (default batch,layer,group)")
+    parser.add_argument(
+        "--norms",
+        default="batch,layer,group",
+        help="comma-separated registry names (default batch,layer,group)",
+    )
 
 
 def run(args) -> int:
@@ -36,20 +39,25 @@ def run(args) -> int:
         keras.utils.set_random_seed(0)
         traits = tfnorm.traits(classes[name])
         kw = {"groups": 8} if traits is not None and traits.groups else {}
-        model = keras.Sequential([
-            keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(16, 3, padding="same"),
-            tfnorm.get(name, **kw),
-            keras.layers.ReLU(),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(32, 3, padding="same"),
-            tfnorm.get(name, **kw),
-            keras.layers.ReLU(),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(data.num_classes),
-        ])
-        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
+        model = keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                keras.layers.Conv2D(16, 3, padding="same"),
+                tfnorm.get(name, **kw),
+                keras.layers.ReLU(),
+                keras.layers.MaxPooling2D(),
+                keras.layers.Conv2D(32, 3, padding="same"),
+                tfnorm.get(name, **kw),
+                keras.layers.ReLU(),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(data.num_classes),
+            ]
+        )
+        model.compile(
+            "adam",
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
         print(f"\n== {name} ==")
         t0 = time.time()
         model.fit(x_tr, data.y_train, batch_size=64, epochs=args.epochs, verbose=2)

@@ -91,7 +91,8 @@ def logical_cpus(n: int = 2) -> List[str]:
     cpu = tf.config.list_physical_devices("CPU")[0]
     try:
         tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)])
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
+        )
     except RuntimeError as err:
         have = tf.config.list_logical_devices("CPU")
         if len(have) != n:
@@ -103,8 +104,11 @@ def logical_cpus(n: int = 2) -> List[str]:
     return [d.name for d in tf.config.list_logical_devices("CPU")]
 
 
-def make_strategy(name: Optional[str] = "default", devices: Optional[Sequence[str]] = None,
-                  cpu_replicas: Optional[int] = None) -> tf.distribute.Strategy:
+def make_strategy(
+    name: Optional[str] = "default",
+    devices: Optional[Sequence[str]] = None,
+    cpu_replicas: Optional[int] = None,
+) -> tf.distribute.Strategy:
     """Creates a ``tf.distribute`` strategy by name.
 
     Args:
@@ -126,8 +130,7 @@ def make_strategy(name: Optional[str] = "default", devices: Optional[Sequence[st
     """
     key = "default" if name is None else str(name).strip().lower()
     if key not in STRATEGIES:
-        raise ValueError(
-            f"unknown strategy name={name!r}; valid names are {', '.join(STRATEGIES)}")
+        raise ValueError(f"unknown strategy name={name!r}; valid names are {', '.join(STRATEGIES)}")
     if key == "default":
         return tf.distribute.get_strategy()
     if key == "mirrored":
@@ -140,7 +143,8 @@ def make_strategy(name: Optional[str] = "default", devices: Optional[Sequence[st
     if devices is not None:
         raise ValueError(
             "devices is only used with name='mirrored'; MultiWorkerMirroredStrategy takes its "
-            f"devices from TF_CONFIG and the local accelerators, received devices={devices!r}")
+            f"devices from TF_CONFIG and the local accelerators, received devices={devices!r}"
+        )
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
@@ -153,8 +157,15 @@ def _worker_layout(strategy, input_context=None):
     return input_context.input_pipeline_id, pipelines, replicas // pipelines
 
 
-def sample_order(n: int, batch_size: int, *, epochs: int = 1, shuffle: bool = False,
-                 seed: int = 0, steps_per_epoch: Optional[int] = None) -> np.ndarray:
+def sample_order(
+    n: int,
+    batch_size: int,
+    *,
+    epochs: int = 1,
+    shuffle: bool = False,
+    seed: int = 0,
+    steps_per_epoch: Optional[int] = None,
+) -> np.ndarray:
     """The sample indices, epoch after epoch, that :func:`distribute_arrays` batches.
 
     Each epoch is a permutation of ``range(n)`` (from ``numpy``'s generator
@@ -162,17 +173,27 @@ def sample_order(n: int, batch_size: int, *, epochs: int = 1, shuffle: bool = Fa
     the identity, cut to ``steps_per_epoch`` full batches (default: all full
     batches; a trailing partial batch is dropped).
     """
-    steps = n // batch_size if steps_per_epoch is None else min(int(steps_per_epoch), n // batch_size)
+    steps = (
+        n // batch_size if steps_per_epoch is None else min(int(steps_per_epoch), n // batch_size)
+    )
     parts = []
     for epoch in range(epochs):
         order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
-        parts.append(order[:steps * batch_size])
+        parts.append(order[: steps * batch_size])
     return np.concatenate(parts).astype(np.int64)
 
 
-def distribute_arrays(strategy: tf.distribute.Strategy, x, y=None, *, batch_size: int,
-                      shuffle: bool = False, seed: int = 0, epochs: int = 1,
-                      steps_per_epoch: Optional[int] = None):
+def distribute_arrays(
+    strategy: tf.distribute.Strategy,
+    x,
+    y=None,
+    *,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    epochs: int = 1,
+    steps_per_epoch: Optional[int] = None,
+):
     """A distributed dataset of global batches cut into consecutive per-replica slices.
 
     Every worker reads the same arrays, forms the same global batches of
@@ -196,19 +217,24 @@ def distribute_arrays(strategy: tf.distribute.Strategy, x, y=None, *, batch_size
     """
     replicas = strategy.num_replicas_in_sync
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, received batch_size={batch_size!r}")
+        raise ValueError(
+            f"batch_size must be a positive integer, received batch_size={batch_size!r}"
+        )
     if batch_size % replicas:
         raise ValueError(
             f"batch_size={batch_size} must be a multiple of the {replicas} replicas in sync so "
             f"that every replica gets the same number of samples; try batch_size="
-            f"{max(replicas, batch_size // replicas * replicas)}")
+            f"{max(replicas, batch_size // replicas * replicas)}"
+        )
     n = len(x[0] if isinstance(x, tuple) else x)
     if n < batch_size:
         raise ValueError(
             f"batch_size={batch_size} is larger than the {n} samples; a partial batch is dropped, "
-            "so no step would run")
-    order = sample_order(n, batch_size, epochs=epochs, shuffle=shuffle, seed=seed,
-                         steps_per_epoch=steps_per_epoch)
+            "so no step would run"
+        )
+    order = sample_order(
+        n, batch_size, epochs=epochs, shuffle=shuffle, seed=seed, steps_per_epoch=steps_per_epoch
+    )
     per_replica = batch_size // replicas
     arrays = tuple(x) if isinstance(x, tuple) else (x,)
     arrays = arrays + ((y,) if y is not None else ())
@@ -219,7 +245,7 @@ def distribute_arrays(strategy: tf.distribute.Strategy, x, y=None, *, batch_size
         tensors = [tf.constant(np.asarray(a)) for a in arrays]
 
         def mine(idx):
-            idx = tf.reshape(idx[start:start + local * per_replica], [local, per_replica])
+            idx = tf.reshape(idx[start : start + local * per_replica], [local, per_replica])
             return tuple(tf.gather(t, idx) for t in tensors)
 
         ds = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
@@ -244,7 +270,8 @@ def _loss_function(loss) -> Callable:
         return loss
     raise TypeError(
         f"loss must be a keras Loss, a loss name or a callable (y_true, y_pred) -> losses, "
-        f"received loss={loss!r}")
+        f"received loss={loss!r}"
+    )
 
 
 def _per_sample(values):
@@ -258,8 +285,9 @@ def _correct(y, pred):
     """Number of correct argmax predictions for integer labels (0 otherwise)."""
     if y is None or pred.shape.rank != 2 or not tf.as_dtype(y.dtype).is_integer:
         return tf.zeros([], tf.float32)
-    hit = tf.equal(tf.argmax(pred, -1, output_type=tf.int64),
-                   tf.cast(tf.reshape(y, [-1]), tf.int64))
+    hit = tf.equal(
+        tf.argmax(pred, -1, output_type=tf.int64), tf.cast(tf.reshape(y, [-1]), tf.int64)
+    )
     return tf.reduce_sum(tf.cast(hit, tf.float32))
 
 
@@ -267,13 +295,15 @@ def _check_in_scope(strategy, model):
     if not model.built:
         raise ValueError(
             f"the model {model.name!r} is not built; build it inside strategy.scope() (e.g. "
-            "give it a keras.Input) before calling train()")
+            "give it a keras.Input) before calling train()"
+        )
     for v in model.weights:
         inner = getattr(v, "value", v)
         if not strategy.extended.variable_created_in_scope(inner):
             raise ValueError(
                 f"the variable {v.path!r} of model {model.name!r} was not created under this "
-                f"strategy's scope; create and build the model inside `with strategy.scope():`")
+                f"strategy's scope; create and build the model inside `with strategy.scope():`"
+            )
 
 
 def _optimizer_in_scope(strategy, optimizer):
@@ -283,20 +313,34 @@ def _optimizer_in_scope(strategy, optimizer):
     if not isinstance(optimizer, keras.optimizers.Optimizer):
         raise TypeError(
             f"optimizer must be a keras Optimizer, a name or a config dict, received "
-            f"optimizer={optimizer!r}")
+            f"optimizer={optimizer!r}"
+        )
     owner = _compat.optimizer_strategy(optimizer, default=strategy)
     if owner is not strategy:
         raise ValueError(
             f"the optimizer {type(optimizer).__name__} was created outside this strategy's scope; "
-            "create it inside `with strategy.scope():` or pass its name (e.g. optimizer='adam')")
+            "create it inside `with strategy.scope():` or pass its name (e.g. optimizer='adam')"
+        )
     return optimizer
 
 
-def train(model: keras.Model, x, y=None, *, loss, optimizer: Union[str, dict, keras.optimizers.Optimizer],
-          strategy: Optional[tf.distribute.Strategy] = None, batch_size: int = 32, epochs: int = 1,
-          shuffle: bool = True, seed: int = 0, steps_per_epoch: Optional[int] = None,
-          validation_data=None, on_epoch_end: Optional[Callable[[int, Dict[str, float]], None]] = None,
-          verbose: int = 1) -> Dict[str, List[float]]:
+def train(
+    model: keras.Model,
+    x,
+    y=None,
+    *,
+    loss,
+    optimizer: Union[str, dict, keras.optimizers.Optimizer],
+    strategy: Optional[tf.distribute.Strategy] = None,
+    batch_size: int = 32,
+    epochs: int = 1,
+    shuffle: bool = True,
+    seed: int = 0,
+    steps_per_epoch: Optional[int] = None,
+    validation_data=None,
+    on_epoch_end: Optional[Callable[[int, Dict[str, float]], None]] = None,
+    verbose: int = 1,
+) -> Dict[str, List[float]]:
     """Trains ``model`` with a custom loop on ``strategy.run`` (any tf.distribute strategy).
 
     The model (and an optimizer instance, if one is passed) must be created
@@ -366,16 +410,28 @@ def train(model: keras.Model, x, y=None, *, loss, optimizer: Union[str, dict, ke
     @tf.function
     def step(batch):
         value, correct = strategy.run(replica_step, args=batch if has_y else (batch,))
-        return (strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None),
-                strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
+        return (
+            strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None),
+            strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None),
+        )
 
     chief = _is_chief(strategy)
     history: Dict[str, List[float]] = {"loss": [], "accuracy": [], "seconds": []}
-    data = distribute_arrays(strategy, x, y, batch_size=batch_size, shuffle=shuffle, seed=seed,
-                             epochs=epochs, steps_per_epoch=steps_per_epoch)
+    data = distribute_arrays(
+        strategy,
+        x,
+        y,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+    )
     iterator = iter(data)
     n = len(x[0] if isinstance(x, tuple) else x)
-    steps = n // batch_size if steps_per_epoch is None else min(int(steps_per_epoch), n // batch_size)
+    steps = (
+        n // batch_size if steps_per_epoch is None else min(int(steps_per_epoch), n // batch_size)
+    )
     for epoch in range(epochs):
         t0 = time.perf_counter()
         total, hits = 0.0, 0.0
@@ -383,8 +439,11 @@ def train(model: keras.Model, x, y=None, *, loss, optimizer: Union[str, dict, ke
             value, correct = step(next(iterator))
             total += float(value)
             hits += float(correct)
-        logs = {"loss": total / steps, "accuracy": hits / (steps * batch_size),
-                "seconds": time.perf_counter() - t0}
+        logs = {
+            "loss": total / steps,
+            "accuracy": hits / (steps * batch_size),
+            "seconds": time.perf_counter() - t0,
+        }
         if validation_data is not None:
             val_loss, val_acc = evaluate(model, *validation_data, loss=loss, batch_size=batch_size)
             logs.update(val_loss=val_loss, val_accuracy=val_acc)
@@ -392,8 +451,11 @@ def train(model: keras.Model, x, y=None, *, loss, optimizer: Union[str, dict, ke
             history.setdefault(k, []).append(float(v))
         if verbose and chief:
             shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items() if k != "seconds")
-            print(f"epoch {epoch + 1}/{epochs} - {logs['seconds']:.1f}s - {shown} "
-                  f"({replicas} replica{'s' if replicas > 1 else ''})", flush=True)
+            print(
+                f"epoch {epoch + 1}/{epochs} - {logs['seconds']:.1f}s - {shown} "
+                f"({replicas} replica{'s' if replicas > 1 else ''})",
+                flush=True,
+            )
         if on_epoch_end is not None:
             on_epoch_end(epoch, logs)
     return history
@@ -412,9 +474,12 @@ def evaluate(model: keras.Model, x, y, *, loss, batch_size: int = 256):
     n = len(x[0] if isinstance(x, tuple) else x)
     total, hits = 0.0, 0.0
     for start in range(0, n, batch_size):
-        xb = (tuple(t[start:start + batch_size] for t in x) if isinstance(x, tuple)
-              else x[start:start + batch_size])
-        yb = tf.convert_to_tensor(y[start:start + batch_size])
+        xb = (
+            tuple(t[start : start + batch_size] for t in x)
+            if isinstance(x, tuple)
+            else x[start : start + batch_size]
+        )
+        yb = tf.convert_to_tensor(y[start : start + batch_size])
         pred = tf.cast(model(xb, training=False), tf.float32)
         total += float(tf.reduce_sum(_per_sample(loss_fn(yb, pred))))
         hits += float(_correct(yb, pred))

@@ -19,8 +19,18 @@ from tfnorm import layers  # noqa: F401  (importing the layers registers them)
 from tfnorm.layers import registration
 from tfnorm.layers.registration import Traits, register
 
-__all__ = ["Traits", "available", "classes", "get", "lookup", "register", "register_name",
-           "resolve", "traits", "unregister"]
+__all__ = [
+    "Traits",
+    "available",
+    "classes",
+    "get",
+    "lookup",
+    "register",
+    "register_name",
+    "resolve",
+    "traits",
+    "unregister",
+]
 
 # short name -> class: the store @register fills (one dict, shared with it).
 _REGISTRY: Dict[str, type] = registration._CLASSES
@@ -48,8 +58,11 @@ def register_name(name: str, cls: type) -> None:
 def unregister(name: str) -> None:
     """Removes the short ``name`` (the class stays registered for serialization)."""
     cls = _REGISTRY.pop(name, None)
-    if cls is not None and registration._TRAITS.get(cls, None) is not None \
-            and registration._TRAITS[cls].name == name:
+    if (
+        cls is not None
+        and registration._TRAITS.get(cls, None) is not None
+        and registration._TRAITS[cls].name == name
+    ):
         del registration._TRAITS[cls]
 
 
@@ -86,9 +99,11 @@ def available(kind: Optional[str] = "normalization") -> List[str]:
     """
     if kind is not None and kind not in registration.KINDS:
         raise ValueError(
-            f"kind must be one of {list(registration.KINDS)} or None, received kind={kind!r}")
-    return sorted(name for name, cls in _REGISTRY.items()
-                  if kind is None or _kind(name, cls) == kind)
+            f"kind must be one of {list(registration.KINDS)} or None, received kind={kind!r}"
+        )
+    return sorted(
+        name for name, cls in _REGISTRY.items() if kind is None or _kind(name, cls) == kind
+    )
 
 
 def _kind(name, cls) -> str:
@@ -156,7 +171,8 @@ def get(name, /, **kwargs) -> keras.layers.Layer:
         layer = name(**kwargs)
         if not isinstance(layer, keras.layers.Layer):
             raise TypeError(
-                f"the callable name={name!r} returned {type(layer).__name__}, not a keras Layer")
+                f"the callable name={name!r} returned {type(layer).__name__}, not a keras Layer"
+            )
         return layer
     raise TypeError(f"name must be a string, a Layer class or a callable, received name={name!r}")
 

@@ -35,15 +35,20 @@ def join_wrapped_names(app, what, name, obj, options, lines):
             i += 1
             section_indent = len(header.group(1))
             # the section runs while lines are blank or indented deeper than its header
-            while i < len(lines) and (not lines[i].strip()
-                                      or len(lines[i]) - len(lines[i].lstrip()) > section_indent):
+            while i < len(lines) and (
+                not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > section_indent
+            ):
                 current = lines[i]
                 indent = len(current) - len(current.lstrip())
                 if current.strip() and item_indent is None:
                     item_indent = indent
-                while (indent == item_indent and current.rstrip().endswith(",")
-                       and ":" not in current and i + 1 < len(lines)
-                       and len(lines[i + 1]) - len(lines[i + 1].lstrip()) == item_indent):
+                while (
+                    indent == item_indent
+                    and current.rstrip().endswith(",")
+                    and ":" not in current
+                    and i + 1 < len(lines)
+                    and len(lines[i + 1]) - len(lines[i + 1].lstrip()) == item_indent
+                ):
                     i += 1
                     current = current.rstrip() + " " + lines[i].strip()
                 out.append(current)
@@ -78,8 +83,9 @@ class CommandHelp(SphinxDirective):
         parser = cli.build_parser()
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         if name not in sub.choices:
-            raise self.error(f"tfnorm-help: unknown sub-command {name!r}; "
-                             f"known: {', '.join(sub.choices)}")
+            raise self.error(
+                f"tfnorm-help: unknown sub-command {name!r}; known: {', '.join(sub.choices)}"
+            )
         saved = os.environ.get("COLUMNS")
         os.environ["COLUMNS"] = "92"  # argparse wraps to $COLUMNS
         try:
@@ -107,18 +113,23 @@ class RegistryTable(SphinxDirective):
         for short in registry.available(None):
             cls = registry.resolve(short)
             traits = registry.traits(cls)
-            rows.append(f"   * - ``{short}``\n"
-                        f"     - :class:`~tfnorm.{cls.__name__}`\n"
-                        f"     - {traits.kind}\n"
-                        f"     - {mark(traits.groups)}\n"
-                        f"     - {mark(traits.batch_statistics)}\n"
-                        f"     - {mark(traits.synchronized)}")
-        text = ("\n.. list-table::\n   :header-rows: 1\n   :widths: auto\n\n"
-                "   * - short name\n     - class\n     - kind\n     - groups\n"
-                "     - batch stats\n     - sync\n" + "\n".join(rows) + "\n")
+            rows.append(
+                f"   * - ``{short}``\n"
+                f"     - :class:`~tfnorm.{cls.__name__}`\n"
+                f"     - {traits.kind}\n"
+                f"     - {mark(traits.groups)}\n"
+                f"     - {mark(traits.batch_statistics)}\n"
+                f"     - {mark(traits.synchronized)}"
+            )
+        text = (
+            "\n.. list-table::\n   :header-rows: 1\n   :widths: auto\n\n"
+            "   * - short name\n     - class\n     - kind\n     - groups\n"
+            "     - batch stats\n     - sync\n" + "\n".join(rows) + "\n"
+        )
         container = nodes.container()
-        self.state.nested_parse(StringList(text.splitlines(), source="tfnorm-registry"),
-                                self.content_offset, container)
+        self.state.nested_parse(
+            StringList(text.splitlines(), source="tfnorm-registry"), self.content_offset, container
+        )
         return container.children
 
 

@@ -23,8 +23,16 @@ def _axes(axis, rank):
     return sorted(a % rank for a in axis)
 
 
-def bn_reference(axis=-1, epsilon=1e-3, center=True, scale=True, virtual_batch_size=None,
-                 renorm=False, renorm_clipping=None, **_):
+def bn_reference(
+    axis=-1,
+    epsilon=1e-3,
+    center=True,
+    scale=True,
+    virtual_batch_size=None,
+    renorm=False,
+    renorm_clipping=None,
+    **_,
+):
     """Ioffe & Szegedy 2015, Alg. 1; ghost batches (Hoffer 2017); renorm (Ioffe 2017, Alg. 1)."""
 
     def ref(x, p, training):
@@ -37,7 +45,9 @@ def bn_reference(axis=-1, epsilon=1e-3, center=True, scale=True, virtual_batch_s
             m = _bcast(p["moving_mean"], ch, rank)
             v = _bcast(p["moving_variance"], ch, rank)
             return g * (x - m) / np.sqrt(v + epsilon) + b
-        chunks = [x] if virtual_batch_size is None else np.split(x, x.shape[0] // virtual_batch_size)
+        chunks = (
+            [x] if virtual_batch_size is None else np.split(x, x.shape[0] // virtual_batch_size)
+        )
         outs = []
         for c in chunks:
             mu = c.mean(axis=red, keepdims=True)
@@ -83,8 +93,11 @@ def renorm_grad_reference(axis=-1, epsilon=1e-3, renorm_clipping=None, **_):
         if clip.get("rmax") is not None:
             r = np.clip(r, clip.get("rmin", 1.0 / clip["rmax"]), clip["rmax"])
         dxhat = dy * _bcast(p["gamma"], ch, rank) * r
-        return (dxhat - dxhat.mean(axis=red, keepdims=True)
-                - xhat * (dxhat * xhat).mean(axis=red, keepdims=True)) / sigma
+        return (
+            dxhat
+            - dxhat.mean(axis=red, keepdims=True)
+            - xhat * (dxhat * xhat).mean(axis=red, keepdims=True)
+        ) / sigma
 
     return grad
 
@@ -113,7 +126,7 @@ def rms_reference(axis=-1, epsilon=1e-6, scale=True, **_):
     def ref(x, p, training):
         rank = x.ndim
         ax = tuple(_axes(axis, rank))
-        rms = np.sqrt((x ** 2).mean(axis=ax, keepdims=True) + epsilon)
+        rms = np.sqrt((x**2).mean(axis=ax, keepdims=True) + epsilon)
         y = x / rms
         return y * _bcast(p["gamma"], ax, rank) if scale else y
 
@@ -164,44 +177,138 @@ def in_reference(axis=-1, epsilon=1e-3, center=True, scale=True, **_):
 # ---------------------------------------------------------------------------
 def _case(id, cls, ref_factory, input_shape, grad_shape=None, **kwargs):
     extra = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("case_")}
-    return Case(id=id, cls=cls, kwargs=kwargs, input_shape=input_shape,
-                reference=ref_factory(**kwargs), grad_shape=grad_shape,
-                **{k[5:]: v for k, v in extra.items()})
+    return Case(
+        id=id,
+        cls=cls,
+        kwargs=kwargs,
+        input_shape=input_shape,
+        reference=ref_factory(**kwargs),
+        grad_shape=grad_shape,
+        **{k[5:]: v for k, v in extra.items()},
+    )
 
 
 CASES = [
-    _case("batch-dense", tfnorm.BatchNormalization, bn_reference, (16, 6), (6, 3),
-          case_stateful=True),
-    _case("batch-conv2d", tfnorm.BatchNormalization, bn_reference, (4, 5, 5, 3), (3, 2, 2, 2),
-          case_stateful=True),
-    _case("batch-channels-first", tfnorm.BatchNormalization, bn_reference, (4, 3, 5, 5),
-          (3, 2, 2, 2), axis=1, momentum=0.9, epsilon=1e-5, case_stateful=True),
-    _case("batch-no-affine", tfnorm.BatchNormalization, bn_reference, (8, 4, 5), (4, 2, 3),
-          center=False, scale=False, case_stateful=True),
-    _case("batch-ghost", tfnorm.BatchNormalization, bn_reference, (12, 4, 3), (4, 2, 3),
-          virtual_batch_size=2, case_stateful=True),
-    _case("batch-renorm", tfnorm.BatchNormalization, bn_reference, (16, 5), (6, 3),
-          renorm=True, renorm_clipping={"rmax": 1.5, "dmax": 0.5}, case_stateful=True,
-          case_gradient="custom",
-          case_grad_reference=renorm_grad_reference(renorm_clipping={"rmax": 1.5, "dmax": 0.5})),
-    _case("batch-sync", tfnorm.BatchNormalization, bn_reference, (8, 5), (6, 3),
-          synchronized=True, case_stateful=True),
+    _case(
+        "batch-dense", tfnorm.BatchNormalization, bn_reference, (16, 6), (6, 3), case_stateful=True
+    ),
+    _case(
+        "batch-conv2d",
+        tfnorm.BatchNormalization,
+        bn_reference,
+        (4, 5, 5, 3),
+        (3, 2, 2, 2),
+        case_stateful=True,
+    ),
+    _case(
+        "batch-channels-first",
+        tfnorm.BatchNormalization,
+        bn_reference,
+        (4, 3, 5, 5),
+        (3, 2, 2, 2),
+        axis=1,
+        momentum=0.9,
+        epsilon=1e-5,
+        case_stateful=True,
+    ),
+    _case(
+        "batch-no-affine",
+        tfnorm.BatchNormalization,
+        bn_reference,
+        (8, 4, 5),
+        (4, 2, 3),
+        center=False,
+        scale=False,
+        case_stateful=True,
+    ),
+    _case(
+        "batch-ghost",
+        tfnorm.BatchNormalization,
+        bn_reference,
+        (12, 4, 3),
+        (4, 2, 3),
+        virtual_batch_size=2,
+        case_stateful=True,
+    ),
+    _case(
+        "batch-renorm",
+        tfnorm.BatchNormalization,
+        bn_reference,
+        (16, 5),
+        (6, 3),
+        renorm=True,
+        renorm_clipping={"rmax": 1.5, "dmax": 0.5},
+        case_stateful=True,
+        case_gradient="custom",
+        case_grad_reference=renorm_grad_reference(renorm_clipping={"rmax": 1.5, "dmax": 0.5}),
+    ),
+    _case(
+        "batch-sync",
+        tfnorm.BatchNormalization,
+        bn_reference,
+        (8, 5),
+        (6, 3),
+        synchronized=True,
+        case_stateful=True,
+    ),
     _case("layer", tfnorm.LayerNormalization, ln_reference, (4, 7, 10), (2, 2, 5)),
-    _case("layer-multi-axis", tfnorm.LayerNormalization, ln_reference, (3, 4, 5, 6), (2, 2, 2, 3),
-          axis=[2, 3], epsilon=1e-5),
-    _case("layer-simple", tfnorm.LayerNormalization, ln_reference, (4, 12), (3, 5),
-          center=False, scale=False),
+    _case(
+        "layer-multi-axis",
+        tfnorm.LayerNormalization,
+        ln_reference,
+        (3, 4, 5, 6),
+        (2, 2, 2, 3),
+        axis=[2, 3],
+        epsilon=1e-5,
+    ),
+    _case(
+        "layer-simple",
+        tfnorm.LayerNormalization,
+        ln_reference,
+        (4, 12),
+        (3, 5),
+        center=False,
+        scale=False,
+    ),
     _case("rms", tfnorm.RMSNormalization, rms_reference, (4, 7, 10), (2, 2, 5)),
-    _case("rms-axis1", tfnorm.RMSNormalization, rms_reference, (4, 6, 3), (2, 4, 2), axis=1,
-          epsilon=1e-5),
+    _case(
+        "rms-axis1",
+        tfnorm.RMSNormalization,
+        rms_reference,
+        (4, 6, 3),
+        (2, 4, 2),
+        axis=1,
+        epsilon=1e-5,
+    ),
     _case("group", tfnorm.GroupNormalization, gn_reference, (3, 5, 5, 8), (2, 2, 2, 4), groups=2),
     _case("group-dense", tfnorm.GroupNormalization, gn_reference, (4, 12), (3, 6), groups=3),
-    _case("group-per-channel", tfnorm.GroupNormalization, gn_reference, (3, 5, 5, 4),
-          (2, 2, 2, 4), groups=-1),
-    _case("group-channels-first-1d", tfnorm.GroupNormalization, gn_reference, (3, 8, 7),
-          (2, 4, 3), groups=2, axis=1, epsilon=1e-5),
+    _case(
+        "group-per-channel",
+        tfnorm.GroupNormalization,
+        gn_reference,
+        (3, 5, 5, 4),
+        (2, 2, 2, 4),
+        groups=-1,
+    ),
+    _case(
+        "group-channels-first-1d",
+        tfnorm.GroupNormalization,
+        gn_reference,
+        (3, 8, 7),
+        (2, 4, 3),
+        groups=2,
+        axis=1,
+        epsilon=1e-5,
+    ),
     _case("instance-1d", tfnorm.InstanceNormalization, in_reference, (3, 9, 4), (2, 3, 2)),
     _case("instance-2d", tfnorm.InstanceNormalization, in_reference, (2, 5, 6, 3), (2, 2, 3, 2)),
-    _case("instance-3d-channels-first", tfnorm.InstanceNormalization, in_reference,
-          (2, 3, 4, 3, 3), (1, 2, 2, 2, 2), axis=1, center=False),
+    _case(
+        "instance-3d-channels-first",
+        tfnorm.InstanceNormalization,
+        in_reference,
+        (2, 3, 4, 3, 3),
+        (1, 2, 2, 2, 2),
+        axis=1,
+        center=False,
+    ),
 ]

@@ -38,8 +38,9 @@ def _affine(y, p, axes, rank, center=True, scale=True):
 _ACT = {None: lambda t: t, "linear": lambda t: t, "relu": lambda t: np.maximum(t, 0.0)}
 
 
-def conv_nd(x, w, strides=1, padding="valid", dilation_rate=1, data_format="channels_last",
-            groups=1):
+def conv_nd(
+    x, w, strides=1, padding="valid", dilation_rate=1, data_format="channels_last", groups=1
+):
     """N-d convolution (cross-correlation, as in TF) as a sum over kernel offsets."""
     rank = w.ndim - 2
     if data_format == "channels_first":
@@ -63,12 +64,14 @@ def conv_nd(x, w, strides=1, padding="valid", dilation_rate=1, data_format="chan
     cout_g = cout // groups
     y = np.zeros((x.shape[0], *out, cout))
     for off in np.ndindex(*k):
-        idx = tuple(slice(off[i] * d[i], off[i] * d[i] + (out[i] - 1) * s[i] + 1, s[i])
-                    for i in range(rank))
+        idx = tuple(
+            slice(off[i] * d[i], off[i] * d[i] + (out[i] - 1) * s[i] + 1, s[i]) for i in range(rank)
+        )
         patch = xp[(slice(None),) + idx + (slice(None),)]
         for g in range(groups):
-            y[..., g * cout_g:(g + 1) * cout_g] += (
-                patch[..., g * cin_g:(g + 1) * cin_g] @ w[off][:, g * cout_g:(g + 1) * cout_g])
+            y[..., g * cout_g : (g + 1) * cout_g] += (
+                patch[..., g * cin_g : (g + 1) * cin_g] @ w[off][:, g * cout_g : (g + 1) * cout_g]
+            )
     return np.moveaxis(y, -1, 1) if data_format == "channels_first" else y
 
 
@@ -79,8 +82,12 @@ class Linear:
         self.kind, self.kwargs = kind, kwargs
 
     def keras_layer(self, dtype=None):
-        cls = {"dense": keras.layers.Dense, "conv1d": keras.layers.Conv1D,
-               "conv2d": keras.layers.Conv2D, "conv3d": keras.layers.Conv3D}[self.kind]
+        cls = {
+            "dense": keras.layers.Dense,
+            "conv1d": keras.layers.Conv1D,
+            "conv2d": keras.layers.Conv2D,
+            "conv3d": keras.layers.Conv3D,
+        }[self.kind]
         return cls(**self.kwargs, **({} if dtype is None else {"dtype": dtype}))
 
     def channel_axis(self, rank):
@@ -115,7 +122,7 @@ def wn_reference(lin: Linear, data_init=True):
     def ref(x, p, training):
         v = p["kernel"]
         fan = tuple(range(v.ndim - 1))
-        direction = v / np.sqrt((v ** 2).sum(axis=fan, keepdims=True))
+        direction = v / np.sqrt((v**2).sum(axis=fan, keepdims=True))
         if data_init and training and p["initialized"] < 0.5:
             t = lin.op(x, direction)
             c = lin.channel_axis(t.ndim)
@@ -163,7 +170,8 @@ def ws_reference(lin: Linear, epsilon=1e-5):
         w = p["kernel"]
         fan = tuple(range(w.ndim - 1))
         w_hat = (w - w.mean(axis=fan, keepdims=True)) / np.sqrt(
-            w.var(axis=fan, keepdims=True) + epsilon)
+            w.var(axis=fan, keepdims=True) + epsilon
+        )
         return lin.finish(lin.op(x, w_hat), p["bias"] if lin.uses_bias() else None)
 
     return ref
@@ -174,6 +182,7 @@ def _wn_randomize(initialized):
         default_randomize(layer, rng)
         if layer.initialized is not None:
             layer.initialized.assign(float(initialized))
+
     return randomize
 
 
@@ -194,6 +203,7 @@ def _wrapper_factory(wrapper, lin: Linear, **wrapper_kwargs):
     def factory(dtype=None):
         extra = {} if dtype is None else {"dtype": dtype}
         return wrapper(lin.keras_layer(dtype), **wrapper_kwargs, **extra)
+
     return factory
 
 
@@ -202,27 +212,40 @@ def _wn(id, lin, input_shape, grad_shape, data_init=True, initialized=0.0):
     # that with data_init the layer's training statistics (its initialization) span all
     # replicas (WeightNormalization.synchronized).
     kwargs = {"data_init": data_init, **({"synchronized": True} if data_init else {})}
-    return Case(id=id, cls=tfnorm.WeightNormalization, kwargs=kwargs,
-                input_shape=input_shape, grad_shape=grad_shape,
-                reference=wn_reference(lin, data_init),
-                factory=_wrapper_factory(tfnorm.WeightNormalization, lin, data_init=data_init),
-                randomize=_wn_randomize(initialized), input_fn=_small_input,
-                stateful=data_init and initialized < 0.5,
-                notes="data_init runs on the first training call when the flag is 0")
+    return Case(
+        id=id,
+        cls=tfnorm.WeightNormalization,
+        kwargs=kwargs,
+        input_shape=input_shape,
+        grad_shape=grad_shape,
+        reference=wn_reference(lin, data_init),
+        factory=_wrapper_factory(tfnorm.WeightNormalization, lin, data_init=data_init),
+        randomize=_wn_randomize(initialized),
+        input_fn=_small_input,
+        stateful=data_init and initialized < 0.5,
+        notes="data_init runs on the first training call when the flag is 0",
+    )
 
 
 def _sn(id, lin, input_shape, grad_shape, power_iterations=1):
-    return Case(id=id, cls=tfnorm.SpectralNormalization,
-                kwargs={"power_iterations": power_iterations},
-                input_shape=input_shape, grad_shape=grad_shape,
-                reference=sn_reference(lin, power_iterations),
-                factory=_wrapper_factory(tfnorm.SpectralNormalization, lin,
-                                         power_iterations=power_iterations),
-                randomize=_sn_randomize, stateful=True, grad_training=False,
-                input_fn=_small_input,
-                notes="finite differences in inference: in training u and v are constants of "
-                      "the backward pass (Miyato et al.), not of the forward; tests/test_family.py "
-                      "checks the training gradient with u, v fixed")
+    return Case(
+        id=id,
+        cls=tfnorm.SpectralNormalization,
+        kwargs={"power_iterations": power_iterations},
+        input_shape=input_shape,
+        grad_shape=grad_shape,
+        reference=sn_reference(lin, power_iterations),
+        factory=_wrapper_factory(
+            tfnorm.SpectralNormalization, lin, power_iterations=power_iterations
+        ),
+        randomize=_sn_randomize,
+        stateful=True,
+        grad_training=False,
+        input_fn=_small_input,
+        notes="finite differences in inference: in training u and v are constants of "
+        "the backward pass (Miyato et al.), not of the forward; tests/test_family.py "
+        "checks the training gradient with u, v fixed",
+    )
 
 
 # Padding "same"/"causal" in the weight-standardized cases: a standardized filter sums to 0,
@@ -232,8 +255,15 @@ def _sn(id, lin, input_shape, grad_shape, power_iterations=1):
 def _ws(id, cls, kind, input_shape, grad_shape, epsilon=1e-5, **conv_kwargs):
     lin = Linear(kind, **conv_kwargs)
     kwargs = dict(conv_kwargs, **({} if epsilon == 1e-5 else {"epsilon": epsilon}))
-    return Case(id=id, cls=cls, kwargs=kwargs, input_shape=input_shape, grad_shape=grad_shape,
-                reference=ws_reference(lin, epsilon), input_fn=_small_input)
+    return Case(
+        id=id,
+        cls=cls,
+        kwargs=kwargs,
+        input_shape=input_shape,
+        grad_shape=grad_shape,
+        reference=ws_reference(lin, epsilon),
+        input_fn=_small_input,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -248,7 +278,7 @@ def frn_reference(axis=-1, epsilon=1e-6, learned_epsilon=False, center=True, sca
         c = axis % rank
         sp = tuple(a for a in range(1, rank) if a != c)
         eps = abs(epsilon) + (abs(float(p["learned_eps"])) if learned_epsilon else 0.0)
-        y = x / np.sqrt((x ** 2).mean(axis=sp, keepdims=True) + eps)
+        y = x / np.sqrt((x**2).mean(axis=sp, keepdims=True) + eps)
         return _affine(y, p, [c], rank, center, scale)
 
     return ref
@@ -279,8 +309,9 @@ def evonorm_b0_reference(momentum=0.99, epsilon=1e-5, axis=-1, center=True, scal
         else:
             s2b = _bcast(p["moving_variance"], [c], rank)
         s2i = x.var(axis=sp, keepdims=True)
-        den = np.maximum(np.sqrt(s2b + epsilon),
-                         _bcast(p["v1"], [c], rank) * x + np.sqrt(s2i + epsilon))
+        den = np.maximum(
+            np.sqrt(s2b + epsilon), _bcast(p["v1"], [c], rank) * x + np.sqrt(s2i + epsilon)
+        )
         return _affine(x / den, p, [c], rank, center, scale)
 
     return ref
@@ -317,14 +348,17 @@ def switchable_reference(momentum=0.99, epsilon=1e-5, axis=-1, center=True, scal
         c = axis % rank
         sp = tuple(a for a in range(1, rank) if a != c)
         ln = tuple(range(1, rank))
-        stats = [(x.mean(axis=sp, keepdims=True), x.var(axis=sp, keepdims=True)),
-                 (x.mean(axis=ln, keepdims=True), x.var(axis=ln, keepdims=True))]
+        stats = [
+            (x.mean(axis=sp, keepdims=True), x.var(axis=sp, keepdims=True)),
+            (x.mean(axis=ln, keepdims=True), x.var(axis=ln, keepdims=True)),
+        ]
         if training:
             bn = (0,) + sp
             stats.append((x.mean(axis=bn, keepdims=True), x.var(axis=bn, keepdims=True)))
         else:
-            stats.append((_bcast(p["moving_mean"], [c], rank),
-                          _bcast(p["moving_variance"], [c], rank)))
+            stats.append(
+                (_bcast(p["moving_mean"], [c], rank), _bcast(p["moving_variance"], [c], rank))
+            )
         wm, wv = softmax(p["mean_weights"]), softmax(p["variance_weights"])
         mean = sum(w * m for w, (m, _) in zip(wm, stats))
         var = sum(w * v for w, (_, v) in zip(wv, stats))
@@ -354,7 +388,7 @@ def pixel_reference(epsilon=1e-8, axis=-1, **_):
 
     def ref(x, p, training):
         ax = tuple(_axes(axis, x.ndim))
-        return x / np.sqrt((x ** 2).mean(axis=ax, keepdims=True) + epsilon)
+        return x / np.sqrt((x**2).mean(axis=ax, keepdims=True) + epsilon)
 
     return ref
 
@@ -364,7 +398,7 @@ def scale_reference(epsilon=1e-5, axis=-1, **_):
 
     def ref(x, p, training):
         ax = tuple(_axes(axis, x.ndim))
-        norm = np.sqrt((x ** 2).sum(axis=ax, keepdims=True))
+        norm = np.sqrt((x**2).sum(axis=ax, keepdims=True))
         return float(p["g"]) * x / np.maximum(norm, epsilon)
 
     return ref
@@ -392,15 +426,20 @@ def _tlu_randomize(layer, rng):
     both signs for TLU-affine."""
     layer.tau.assign(rng.uniform(-0.1, 0.1, size=layer.tau.shape).astype(layer.tau.dtype))
     if layer.alpha is not None:
-        layer.alpha.assign(rng.uniform(-0.8, 0.8, size=layer.alpha.shape).astype(
-            layer.alpha.dtype))
+        layer.alpha.assign(rng.uniform(-0.8, 0.8, size=layer.alpha.shape).astype(layer.alpha.dtype))
 
 
 def _case(id, cls, ref_factory, input_shape, grad_shape=None, **kwargs):
     extra = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("case_")}
-    return Case(id=id, cls=cls, kwargs=kwargs, input_shape=input_shape,
-                reference=ref_factory(**kwargs), grad_shape=grad_shape,
-                **{k[5:]: v for k, v in extra.items()})
+    return Case(
+        id=id,
+        cls=cls,
+        kwargs=kwargs,
+        input_shape=input_shape,
+        reference=ref_factory(**kwargs),
+        grad_shape=grad_shape,
+        **{k[5:]: v for k, v in extra.items()},
+    )
 
 
 # Fan-ins stay <= 8 so that float16 outputs of the wrapped linear maps stay finite for the
@@ -424,65 +463,242 @@ CASES = [
         _wn("weightnorm-conv1d-channels-first-data-init", _conv1d_cf, (3, 2, 7), None),
         gradient=None,
         notes="on CPU Keras compiles a channels_first convolution with XLA at every eager call, "
-              "so finite differences (two calls per input and weight entry) take ~20 s; the "
-              "gradient path is that of weightnorm-conv2d-initialized and the dense cases"),
+        "so finite differences (two calls per input and weight entry) take ~20 s; the "
+        "gradient path is that of weightnorm-conv2d-initialized and the dense cases",
+    ),
     _sn("spectral-dense", _dense4, (5, 6), (3, 6)),
     _sn("spectral-conv2d", _conv2d_relu, (2, 4, 4, 2), (1, 4, 4, 2), power_iterations=3),
     _sn("spectral-conv1d-causal", _conv1d_causal, (3, 6, 2), (2, 4, 2)),
-    _ws("ws-conv1d-causal", tfnorm.WeightStandardizedConv1D, "conv1d", (3, 7, 2), (2, 5, 2),
-        filters=3, kernel_size=2, padding="causal", dilation_rate=2),
-    _ws("ws-conv2d-strided", tfnorm.WeightStandardizedConv2D, "conv2d", (2, 5, 5, 1),
-        (1, 4, 4, 1), filters=4, kernel_size=(2, 2), strides=2, padding="same"),
-    _ws("ws-conv2d-dilated", tfnorm.WeightStandardizedConv2D, "conv2d", (2, 5, 5, 2),
-        (1, 4, 4, 2), epsilon=1e-3, filters=3, kernel_size=(1, 2), dilation_rate=(1, 2),
-        padding="same", use_bias=False),
-    _ws("ws-conv3d", tfnorm.WeightStandardizedConv3D, "conv3d", (2, 3, 3, 3, 1),
-        (1, 3, 2, 3, 1), filters=2, kernel_size=(2, 1, 2), padding="same", activation="relu"),
-    _case("frn-2d", tfnorm.FilterResponseNormalization, frn_reference, (2, 4, 4, 3),
-          (2, 2, 2, 2)),
-    _case("frn-1d-learned-epsilon", tfnorm.FilterResponseNormalization, frn_reference,
-          (3, 5, 4), (2, 3, 2), learned_epsilon=True),
-    _case("frn-3d-channels-first", tfnorm.FilterResponseNormalization, frn_reference,
-          (2, 3, 2, 3, 3), (1, 2, 2, 2, 2), axis=1, epsilon=1e-4, center=False),
-    _case("tlu", tfnorm.TLU, tlu_reference, (3, 4, 4, 3), (2, 2, 2, 3),
-          case_input_fn=_tlu_input, case_randomize=_tlu_randomize),
-    _case("tlu-channels-first", tfnorm.TLU, tlu_reference, (3, 3, 5), (2, 3, 3), axis=1,
-          case_input_fn=_tlu_input, case_randomize=_tlu_randomize),
-    _case("tlu-affine", tfnorm.TLU, tlu_reference, (3, 4, 4, 3), (2, 2, 2, 3), affine=True,
-          case_input_fn=_tlu_input, case_randomize=_tlu_randomize),
+    _ws(
+        "ws-conv1d-causal",
+        tfnorm.WeightStandardizedConv1D,
+        "conv1d",
+        (3, 7, 2),
+        (2, 5, 2),
+        filters=3,
+        kernel_size=2,
+        padding="causal",
+        dilation_rate=2,
+    ),
+    _ws(
+        "ws-conv2d-strided",
+        tfnorm.WeightStandardizedConv2D,
+        "conv2d",
+        (2, 5, 5, 1),
+        (1, 4, 4, 1),
+        filters=4,
+        kernel_size=(2, 2),
+        strides=2,
+        padding="same",
+    ),
+    _ws(
+        "ws-conv2d-dilated",
+        tfnorm.WeightStandardizedConv2D,
+        "conv2d",
+        (2, 5, 5, 2),
+        (1, 4, 4, 2),
+        epsilon=1e-3,
+        filters=3,
+        kernel_size=(1, 2),
+        dilation_rate=(1, 2),
+        padding="same",
+        use_bias=False,
+    ),
+    _ws(
+        "ws-conv3d",
+        tfnorm.WeightStandardizedConv3D,
+        "conv3d",
+        (2, 3, 3, 3, 1),
+        (1, 3, 2, 3, 1),
+        filters=2,
+        kernel_size=(2, 1, 2),
+        padding="same",
+        activation="relu",
+    ),
+    _case("frn-2d", tfnorm.FilterResponseNormalization, frn_reference, (2, 4, 4, 3), (2, 2, 2, 2)),
+    _case(
+        "frn-1d-learned-epsilon",
+        tfnorm.FilterResponseNormalization,
+        frn_reference,
+        (3, 5, 4),
+        (2, 3, 2),
+        learned_epsilon=True,
+    ),
+    _case(
+        "frn-3d-channels-first",
+        tfnorm.FilterResponseNormalization,
+        frn_reference,
+        (2, 3, 2, 3, 3),
+        (1, 2, 2, 2, 2),
+        axis=1,
+        epsilon=1e-4,
+        center=False,
+    ),
+    _case(
+        "tlu",
+        tfnorm.TLU,
+        tlu_reference,
+        (3, 4, 4, 3),
+        (2, 2, 2, 3),
+        case_input_fn=_tlu_input,
+        case_randomize=_tlu_randomize,
+    ),
+    _case(
+        "tlu-channels-first",
+        tfnorm.TLU,
+        tlu_reference,
+        (3, 3, 5),
+        (2, 3, 3),
+        axis=1,
+        case_input_fn=_tlu_input,
+        case_randomize=_tlu_randomize,
+    ),
+    _case(
+        "tlu-affine",
+        tfnorm.TLU,
+        tlu_reference,
+        (3, 4, 4, 3),
+        (2, 2, 2, 3),
+        affine=True,
+        case_input_fn=_tlu_input,
+        case_randomize=_tlu_randomize,
+    ),
     # TF-Addons' layout: one tau and alpha per position and channel
-    _case("tlu-affine-per-position", tfnorm.TLU, tlu_reference, (3, 4, 2, 3), (2, 4, 2, 3),
-          affine=True, axis=[1, 2, 3], case_input_fn=_tlu_input, case_randomize=_tlu_randomize),
-    _case("evonorm-b0-2d", tfnorm.EvoNormB0, evonorm_b0_reference, (4, 3, 3, 4), (3, 2, 2, 2),
-          case_stateful=True),
-    _case("evonorm-b0-channels-first-1d", tfnorm.EvoNormB0, evonorm_b0_reference, (4, 3, 5),
-          (3, 2, 3), axis=1, momentum=0.9, case_stateful=True),
+    _case(
+        "tlu-affine-per-position",
+        tfnorm.TLU,
+        tlu_reference,
+        (3, 4, 2, 3),
+        (2, 4, 2, 3),
+        affine=True,
+        axis=[1, 2, 3],
+        case_input_fn=_tlu_input,
+        case_randomize=_tlu_randomize,
+    ),
+    _case(
+        "evonorm-b0-2d",
+        tfnorm.EvoNormB0,
+        evonorm_b0_reference,
+        (4, 3, 3, 4),
+        (3, 2, 2, 2),
+        case_stateful=True,
+    ),
+    _case(
+        "evonorm-b0-channels-first-1d",
+        tfnorm.EvoNormB0,
+        evonorm_b0_reference,
+        (4, 3, 5),
+        (3, 2, 3),
+        axis=1,
+        momentum=0.9,
+        case_stateful=True,
+    ),
     # EvoNorm-S0 does not subtract a mean: a constant input c gives c / sqrt(epsilon) exactly,
     # 3e6 for c = 1e4 and epsilon = 1e-5, beyond float16's 65504 in any implementation; the
     # cases use epsilon=0.1 so that test_precision.py's constant 1e4 input has a float16 answer.
-    _case("evonorm-s0-2d", tfnorm.EvoNormS0, evonorm_s0_reference, (2, 3, 3, 8), (2, 2, 2, 4),
-          groups=4, epsilon=0.1),
-    _case("evonorm-s0-dense", tfnorm.EvoNormS0, evonorm_s0_reference, (4, 6), (3, 6), groups=3,
-          epsilon=0.1),
-    _case("evonorm-s0-channels-first-3d", tfnorm.EvoNormS0, evonorm_s0_reference,
-          (2, 4, 2, 3, 2), (1, 4, 2, 1, 2), groups=2, axis=1, scale=False, epsilon=0.1),
-    _case("switchable-2d", tfnorm.SwitchableNormalization, switchable_reference, (4, 3, 3, 4),
-          (3, 2, 2, 2), case_stateful=True),
-    _case("switchable-channels-first-1d", tfnorm.SwitchableNormalization, switchable_reference,
-          (3, 4, 5), (3, 2, 3), axis=1, momentum=0.9, case_stateful=True),
-    _case("lrn-4d", tfnorm.LocalResponseNormalization, lrn_reference, (2, 3, 3, 8), (1, 2, 2, 6),
-          depth_radius=2, bias=2.0, alpha=0.5, beta=0.75),
-    _case("lrn-defaults-channels-first", tfnorm.LocalResponseNormalization, lrn_reference,
-          (2, 4, 3, 3), (1, 4, 2, 2), axis=1),
-    _case("lrn-dense", tfnorm.LocalResponseNormalization, lrn_reference, (3, 12), (2, 7),
-          depth_radius=1, alpha=0.3, beta=1.0),
+    _case(
+        "evonorm-s0-2d",
+        tfnorm.EvoNormS0,
+        evonorm_s0_reference,
+        (2, 3, 3, 8),
+        (2, 2, 2, 4),
+        groups=4,
+        epsilon=0.1,
+    ),
+    _case(
+        "evonorm-s0-dense",
+        tfnorm.EvoNormS0,
+        evonorm_s0_reference,
+        (4, 6),
+        (3, 6),
+        groups=3,
+        epsilon=0.1,
+    ),
+    _case(
+        "evonorm-s0-channels-first-3d",
+        tfnorm.EvoNormS0,
+        evonorm_s0_reference,
+        (2, 4, 2, 3, 2),
+        (1, 4, 2, 1, 2),
+        groups=2,
+        axis=1,
+        scale=False,
+        epsilon=0.1,
+    ),
+    _case(
+        "switchable-2d",
+        tfnorm.SwitchableNormalization,
+        switchable_reference,
+        (4, 3, 3, 4),
+        (3, 2, 2, 2),
+        case_stateful=True,
+    ),
+    _case(
+        "switchable-channels-first-1d",
+        tfnorm.SwitchableNormalization,
+        switchable_reference,
+        (3, 4, 5),
+        (3, 2, 3),
+        axis=1,
+        momentum=0.9,
+        case_stateful=True,
+    ),
+    _case(
+        "lrn-4d",
+        tfnorm.LocalResponseNormalization,
+        lrn_reference,
+        (2, 3, 3, 8),
+        (1, 2, 2, 6),
+        depth_radius=2,
+        bias=2.0,
+        alpha=0.5,
+        beta=0.75,
+    ),
+    _case(
+        "lrn-defaults-channels-first",
+        tfnorm.LocalResponseNormalization,
+        lrn_reference,
+        (2, 4, 3, 3),
+        (1, 4, 2, 2),
+        axis=1,
+    ),
+    _case(
+        "lrn-dense",
+        tfnorm.LocalResponseNormalization,
+        lrn_reference,
+        (3, 12),
+        (2, 7),
+        depth_radius=1,
+        alpha=0.3,
+        beta=1.0,
+    ),
     _case("pixel-2d", tfnorm.PixelNormalization, pixel_reference, (2, 4, 4, 5), (1, 2, 2, 5)),
-    _case("pixel-channels-first", tfnorm.PixelNormalization, pixel_reference, (2, 5, 3, 3),
-          (1, 5, 2, 2), axis=1, epsilon=1e-6),
+    _case(
+        "pixel-channels-first",
+        tfnorm.PixelNormalization,
+        pixel_reference,
+        (2, 5, 3, 3),
+        (1, 5, 2, 2),
+        axis=1,
+        epsilon=1e-6,
+    ),
     _case("scale", tfnorm.ScaleNormalization, scale_reference, (3, 4, 8), (2, 2, 8)),
-    _case("scale-multi-axis", tfnorm.ScaleNormalization, scale_reference, (2, 3, 4, 5),
-          (1, 2, 3, 4), axis=[2, 3]),
+    _case(
+        "scale-multi-axis",
+        tfnorm.ScaleNormalization,
+        scale_reference,
+        (2, 3, 4, 5),
+        (1, 2, 3, 4),
+        axis=[2, 3],
+    ),
     _case("dyt", tfnorm.DynamicTanh, dyt_reference, (3, 4, 6), (2, 2, 6)),
-    _case("dyt-channels-first", tfnorm.DynamicTanh, dyt_reference, (2, 3, 4, 4), (1, 3, 2, 2),
-          axis=1, alpha_init=0.8),
+    _case(
+        "dyt-channels-first",
+        tfnorm.DynamicTanh,
+        dyt_reference,
+        (2, 3, 4, 4),
+        (1, 3, 2, 2),
+        axis=1,
+        alpha_init=0.8,
+    ),
 ]

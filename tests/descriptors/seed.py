@@ -38,9 +38,20 @@ class OnlineNormNumpy:
     ``v``; ``forward`` then ``backward`` is one training step.
     """
 
-    def __init__(self, channels, alpha_fwd=0.999, alpha_bkw=0.99, axis=-1, epsilon=1e-5,
-                 ecm="ac", ls_epsilon=1e-5, clamp_value=5.0, center=True, scale=True,
-                 params=None):
+    def __init__(
+        self,
+        channels,
+        alpha_fwd=0.999,
+        alpha_bkw=0.99,
+        axis=-1,
+        epsilon=1e-5,
+        ecm="ac",
+        ls_epsilon=1e-5,
+        clamp_value=5.0,
+        center=True,
+        scale=True,
+        params=None,
+    ):
         self.af, self.ab, self.axis, self.eps = alpha_fwd, alpha_bkw, axis, epsilon
         self.ecm, self.ls_eps, self.clamp = ecm, ls_epsilon, clamp_value
         p = params or {}
@@ -59,7 +70,7 @@ class OnlineNormNumpy:
         if self.ecm == "ac":
             return o, np.clip(o, -self.clamp, self.clamp)
         if self.ecm == "ls":
-            rms = np.sqrt((o ** 2).mean(axis=(1, 2), keepdims=True) + self.ls_eps)
+            rms = np.sqrt((o**2).mean(axis=(1, 2), keepdims=True) + self.ls_eps)
             return o, o / rms
         return o, o
 
@@ -75,8 +86,11 @@ class OnlineNormNumpy:
             m_t, s2_t = f[t].mean(0), f[t].var(0)
             scales[t] = np.sqrt(self.var + self.eps)
             y[t] = (f[t] - self.mu) / scales[t]
-            self.var = (self.af * self.var + (1 - self.af) * s2_t
-                        + self.af * (1 - self.af) * (m_t - self.mu) ** 2)
+            self.var = (
+                self.af * self.var
+                + (1 - self.af) * s2_t
+                + self.af * (1 - self.af) * (m_t - self.mu) ** 2
+            )
             self.mu = self.mu + (1 - self.af) * (m_t - self.mu)
         o, z = self._affine_ecm(y)
         self._cache = (y, o, z, scales, moved, x.ndim)
@@ -89,8 +103,8 @@ class OnlineNormNumpy:
         if self.ecm == "ac":
             d = d * (np.abs(o) < self.clamp)
         elif self.ecm == "ls":
-            rms = np.sqrt((o ** 2).mean(axis=(1, 2), keepdims=True) + self.ls_eps)
-            d = d / rms - o * (d * o).mean(axis=(1, 2), keepdims=True) / rms ** 3
+            rms = np.sqrt((o**2).mean(axis=(1, 2), keepdims=True) + self.ls_eps)
+            d = d / rms - o * (d * o).mean(axis=(1, 2), keepdims=True) / rms**3
         dgamma = (d * y).sum((0, 1)) if self.gamma is not None else None
         dbeta = d.sum((0, 1)) if self.beta is not None else None
         if self.gamma is not None:
@@ -106,8 +120,12 @@ class OnlineNormNumpy:
         return _from_nlc(dx, moved, self.axis, ndim), dgamma, dbeta
 
     def state(self):
-        return {"streaming_mean": self.mu, "streaming_variance": self.var,
-                "u_control": self.u, "v_control": self.v}
+        return {
+            "streaming_mean": self.mu,
+            "streaming_variance": self.var,
+            "u_control": self.u,
+            "v_control": self.v,
+        }
 
 
 def _online_channels(x, kwargs):
@@ -117,6 +135,7 @@ def _online_channels(x, kwargs):
 def online_reference(**kwargs):
     def ref(x, p, training):
         return OnlineNormNumpy(_online_channels(x, kwargs), params=p, **kwargs).forward(x, training)
+
     return ref
 
 
@@ -125,6 +144,7 @@ def online_grad_reference(**kwargs):
         ref = OnlineNormNumpy(_online_channels(x, kwargs), params=p, **kwargs)
         ref.forward(x, True)
         return ref.backward(dy)[0]
+
     return grad
 
 
@@ -169,11 +189,12 @@ def adanorm_grad_reference(axis=-1, k=0.1, c=1.0, epsilon=1e-5):
         d, _ = _flat_axes(dy, axis)
         n = f.shape[1]
         xc = f - f.mean(1, keepdims=True)
-        sigma = np.sqrt((xc ** 2).sum(1, keepdims=True) / (n - 1))
+        sigma = np.sqrt((xc**2).sum(1, keepdims=True) / (n - 1))
         s = sigma + epsilon
         g = c * (1 - k * xc / s) * d
-        dx = ((g - g.mean(1, keepdims=True)) / s
-              - xc * (g * xc).sum(1, keepdims=True) / (s ** 2 * (n - 1) * sigma))
+        dx = (g - g.mean(1, keepdims=True)) / s - xc * (g * xc).sum(1, keepdims=True) / (
+            s**2 * (n - 1) * sigma
+        )
         return _unflat(dx, info)
 
     return grad
@@ -213,13 +234,14 @@ def _cosine(xv, wv, centered, epsilon):
         xv = xv - xv.mean(-1, keepdims=True)
         wv = wv - wv.mean(0, keepdims=True)
     num = xv @ wv
-    nx = np.sqrt((xv ** 2).sum(-1, keepdims=True) + epsilon)
-    nw = np.sqrt((wv ** 2).sum(0, keepdims=True) + epsilon)
+    nx = np.sqrt((xv**2).sum(-1, keepdims=True) + epsilon)
+    nw = np.sqrt((wv**2).sum(0, keepdims=True) + epsilon)
     return num / (nx * nw)
 
 
-def cosine_dense_reference(units, centered=False, use_bias=False, epsilon=1e-6,
-                           activation=None, **_):
+def cosine_dense_reference(
+    units, centered=False, use_bias=False, epsilon=1e-6, activation=None, **_
+):
     """Luo et al. 2017: the cosine of w and x (centered: Pearson); the bias is w_0 with x_0 = 1."""
 
     def ref(x, p, training):
@@ -243,9 +265,20 @@ def _pads(n, k, s, d, padding):
     return total // 2, total - total // 2
 
 
-def cosine_conv_reference(rank, filters, kernel_size, strides=1, padding="valid",
-                          dilation_rate=1, centered=False, use_bias=False, epsilon=1e-6,
-                          activation=None, data_format="channels_last", **_):
+def cosine_conv_reference(
+    rank,
+    filters,
+    kernel_size,
+    strides=1,
+    padding="valid",
+    dilation_rate=1,
+    centered=False,
+    use_bias=False,
+    epsilon=1e-6,
+    activation=None,
+    data_format="channels_last",
+    **_,
+):
     """Luo et al. 2017: each output is the cosine of a (zero-padded) patch and a filter."""
     tup = lambda v: (v,) * rank if isinstance(v, int) else tuple(v)  # noqa: E731
     ks, ss, ds = tup(kernel_size), tup(strides), tup(dilation_rate)
@@ -262,8 +295,9 @@ def cosine_conv_reference(rank, filters, kernel_size, strides=1, padding="valid"
             w = np.concatenate([w, p["bias"][None, :]], 0)
         y = np.zeros((x.shape[0],) + tuple(outs) + (filters,))
         for pos in itertools.product(*[range(o) for o in outs]):
-            idx = tuple(slice(o * s, o * s + d * (k - 1) + 1, d)
-                        for o, s, d, k in zip(pos, ss, ds, ks))
+            idx = tuple(
+                slice(o * s, o * s + d * (k - 1) + 1, d) for o, s, d, k in zip(pos, ss, ds, ks)
+            )
             patch = xp[(slice(None),) + idx + (slice(None),)].reshape(x.shape[0], -1)
             if use_bias:
                 patch = np.concatenate([patch, np.ones((x.shape[0], 1))], -1)
@@ -278,15 +312,31 @@ def cosine_conv_reference(rank, filters, kernel_size, strides=1, padding="valid"
 
 # ---------------------------------------------------------------------------
 def _online(id, input_shape, grad_shape=None, **kwargs):
-    return Case(id=id, cls=tfnorm.OnlineNormalization, kwargs=kwargs, input_shape=input_shape,
-                reference=online_reference(**kwargs), grad_shape=grad_shape, stateful=True,
-                gradient="custom", grad_reference=online_grad_reference(**kwargs))
+    return Case(
+        id=id,
+        cls=tfnorm.OnlineNormalization,
+        kwargs=kwargs,
+        input_shape=input_shape,
+        reference=online_reference(**kwargs),
+        grad_shape=grad_shape,
+        stateful=True,
+        gradient="custom",
+        grad_reference=online_grad_reference(**kwargs),
+    )
 
 
 def _per_sample(id, cls, ref, grad_ref, input_shape, grad_shape=None, **kwargs):
-    return Case(id=id, cls=cls, kwargs=kwargs, input_shape=input_shape,
-                reference=ref(**kwargs), grad_shape=grad_shape, training_modes=(False,),
-                gradient="custom", grad_reference=grad_ref(**kwargs))
+    return Case(
+        id=id,
+        cls=cls,
+        kwargs=kwargs,
+        input_shape=input_shape,
+        reference=ref(**kwargs),
+        grad_shape=grad_shape,
+        training_modes=(False,),
+        gradient="custom",
+        grad_reference=grad_ref(**kwargs),
+    )
 
 
 def _cosine_case(id, cls, input_shape, grad_shape, **kwargs):
@@ -295,45 +345,145 @@ def _cosine_case(id, cls, input_shape, grad_shape, **kwargs):
     else:
         rank = 1 if cls is tfnorm.CosineConv1D else 2
         ref = cosine_conv_reference(rank, **kwargs)
-    return Case(id=id, cls=cls, kwargs=kwargs, input_shape=input_shape, reference=ref,
-                grad_shape=grad_shape, training_modes=(False,))
+    return Case(
+        id=id,
+        cls=cls,
+        kwargs=kwargs,
+        input_shape=input_shape,
+        reference=ref,
+        grad_shape=grad_shape,
+        training_modes=(False,),
+    )
 
 
 CASES = [
     _online("online-dense", (16, 6), (6, 3), alpha_fwd=0.9, alpha_bkw=0.8),
     _online("online-conv2d-ls", (4, 5, 5, 3), (3, 2, 2, 2), ecm="ls", alpha_fwd=0.9),
-    _online("online-channels-first", (4, 3, 5, 5), (3, 2, 3, 2), axis=1, ecm=None,
-            alpha_fwd=0.95, alpha_bkw=0.9),
-    _online("online-seq-no-affine", (5, 7, 3), (3, 4, 2), center=False, scale=False,
-            clamp_value=2.0, alpha_fwd=0.8),
+    _online(
+        "online-channels-first",
+        (4, 3, 5, 5),
+        (3, 2, 3, 2),
+        axis=1,
+        ecm=None,
+        alpha_fwd=0.95,
+        alpha_bkw=0.9,
+    ),
+    _online(
+        "online-seq-no-affine",
+        (5, 7, 3),
+        (3, 4, 2),
+        center=False,
+        scale=False,
+        clamp_value=2.0,
+        alpha_fwd=0.8,
+    ),
     _online("online-conv3d", (2, 3, 3, 2, 4), (2, 2, 2, 2, 2), ecm="ls", alpha_bkw=0.9),
     _online("online-batch1", (1, 4, 4, 3), (1, 2, 3, 2), alpha_fwd=0.9),
-    _per_sample("adanorm", tfnorm.AdaNorm, adanorm_reference, adanorm_grad_reference,
-                (4, 7, 10), (2, 2, 5)),
-    _per_sample("adanorm-multi-axis", tfnorm.AdaNorm, adanorm_reference,
-                adanorm_grad_reference, (3, 4, 5, 6), (2, 2, 2, 3), axis=[2, 3], k=0.2, c=2.0,
-                epsilon=1e-3),
-    _per_sample("adanorm-axis1", tfnorm.AdaNorm, adanorm_reference, adanorm_grad_reference,
-                (3, 6, 4), (2, 4, 3), axis=1, k=0.3),
-    _per_sample("detach", tfnorm.DetachNormalization, detach_reference, detach_grad_reference,
-                (4, 12), (3, 5)),
-    _per_sample("detach-axis1", tfnorm.DetachNormalization, detach_reference,
-                detach_grad_reference, (3, 6, 4), (2, 4, 3), axis=1, epsilon=1e-3),
-    _cosine_case("cosine-dense-bias", tfnorm.CosineDense, (4, 7), (2, 4), units=5,
-                 use_bias=True),
-    _cosine_case("cosine-dense-centered-bias", tfnorm.CosineDense, (3, 4, 6), (2, 2, 4),
-                 units=3, centered=True, use_bias=True, activation="tanh"),
-    _cosine_case("cosine-conv1d-same-strided", tfnorm.CosineConv1D, (2, 9, 3), (1, 5, 2),
-                 filters=4, kernel_size=3, strides=2, padding="same"),
-    _cosine_case("cosine-conv1d-causal-dilated-bias", tfnorm.CosineConv1D, (2, 8, 2),
-                 (1, 6, 2), filters=3, kernel_size=2, dilation_rate=2, padding="causal",
-                 use_bias=True),
-    _cosine_case("cosine-conv1d-channels-first-centered", tfnorm.CosineConv1D, (2, 3, 7),
-                 (1, 2, 5), filters=2, kernel_size=3, centered=True,
-                 data_format="channels_first"),
-    _cosine_case("cosine-conv2d-same-bias", tfnorm.CosineConv2D, (2, 6, 6, 3), (1, 4, 4, 2),
-                 filters=4, kernel_size=3, padding="same", use_bias=True, activation="relu"),
-    _cosine_case("cosine-conv2d-centered-strided", tfnorm.CosineConv2D, (2, 7, 7, 2),
-                 (1, 5, 5, 2), filters=3, kernel_size=(3, 2), strides=(2, 1), centered=True,
-                 use_bias=True),
+    _per_sample(
+        "adanorm", tfnorm.AdaNorm, adanorm_reference, adanorm_grad_reference, (4, 7, 10), (2, 2, 5)
+    ),
+    _per_sample(
+        "adanorm-multi-axis",
+        tfnorm.AdaNorm,
+        adanorm_reference,
+        adanorm_grad_reference,
+        (3, 4, 5, 6),
+        (2, 2, 2, 3),
+        axis=[2, 3],
+        k=0.2,
+        c=2.0,
+        epsilon=1e-3,
+    ),
+    _per_sample(
+        "adanorm-axis1",
+        tfnorm.AdaNorm,
+        adanorm_reference,
+        adanorm_grad_reference,
+        (3, 6, 4),
+        (2, 4, 3),
+        axis=1,
+        k=0.3,
+    ),
+    _per_sample(
+        "detach",
+        tfnorm.DetachNormalization,
+        detach_reference,
+        detach_grad_reference,
+        (4, 12),
+        (3, 5),
+    ),
+    _per_sample(
+        "detach-axis1",
+        tfnorm.DetachNormalization,
+        detach_reference,
+        detach_grad_reference,
+        (3, 6, 4),
+        (2, 4, 3),
+        axis=1,
+        epsilon=1e-3,
+    ),
+    _cosine_case("cosine-dense-bias", tfnorm.CosineDense, (4, 7), (2, 4), units=5, use_bias=True),
+    _cosine_case(
+        "cosine-dense-centered-bias",
+        tfnorm.CosineDense,
+        (3, 4, 6),
+        (2, 2, 4),
+        units=3,
+        centered=True,
+        use_bias=True,
+        activation="tanh",
+    ),
+    _cosine_case(
+        "cosine-conv1d-same-strided",
+        tfnorm.CosineConv1D,
+        (2, 9, 3),
+        (1, 5, 2),
+        filters=4,
+        kernel_size=3,
+        strides=2,
+        padding="same",
+    ),
+    _cosine_case(
+        "cosine-conv1d-causal-dilated-bias",
+        tfnorm.CosineConv1D,
+        (2, 8, 2),
+        (1, 6, 2),
+        filters=3,
+        kernel_size=2,
+        dilation_rate=2,
+        padding="causal",
+        use_bias=True,
+    ),
+    _cosine_case(
+        "cosine-conv1d-channels-first-centered",
+        tfnorm.CosineConv1D,
+        (2, 3, 7),
+        (1, 2, 5),
+        filters=2,
+        kernel_size=3,
+        centered=True,
+        data_format="channels_first",
+    ),
+    _cosine_case(
+        "cosine-conv2d-same-bias",
+        tfnorm.CosineConv2D,
+        (2, 6, 6, 3),
+        (1, 4, 4, 2),
+        filters=4,
+        kernel_size=3,
+        padding="same",
+        use_bias=True,
+        activation="relu",
+    ),
+    _cosine_case(
+        "cosine-conv2d-centered-strided",
+        tfnorm.CosineConv2D,
+        (2, 7, 7, 2),
+        (1, 5, 5, 2),
+        filters=3,
+        kernel_size=(3, 2),
+        strides=(2, 1),
+        centered=True,
+        use_bias=True,
+    ),
 ]

@@ -54,55 +54,88 @@ layers on the JAX backend under jax.jit, channels-last, mixed_bfloat16 for bf16.
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--quick", action="store_true",
-                        help="about one minute: the layers with a Keras twin or a goal "
-                             "(unless --layers), fp32, each layer's first shape, fewer repeats; "
-                             "too few to judge goals: they are listed without ok/MISS, "
-                             "under a warning")
-    parser.add_argument("--json", action="store_true",
-                        help="print JSON (machine description, settings, rows, skipped) "
-                             "instead of the table")
-    parser.add_argument("--save", metavar="PATH",
-                        help="also write the JSON to PATH")
-    parser.add_argument("--layers", metavar="NAMES",
-                        help="comma-separated short or class names (default: every public layer)")
-    parser.add_argument("--shapes", metavar="NAMES",
-                        help="comma-separated among conv (32x56x56x64), seq (16x256x1024), "
-                             "dense (256x1024), conv-small (8x28x28x64), seq-small (16x256x128), "
-                             "vol-small (2x8x16x16x32); "
-                             "default: the shapes that suit each layer")
-    parser.add_argument("--all-shapes", action="store_true",
-                        help="layers without a Keras twin on every shape that suits them "
-                             "(default: their first)")
-    parser.add_argument("--dtypes", metavar="NAMES",
-                        help="comma-separated among float32, bfloat16 (default both; "
-                             "--quick: float32)")
-    parser.add_argument("--compile", metavar="NAMES",
-                        help="comma-separated among graph (tf.function) and xla "
-                             "(tf.function(jit_compile=True)); default both")
-    parser.add_argument("--modes", metavar="NAMES",
-                        help="comma-separated among forward, train (default both)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed rounds per configuration (default 15; --quick: 5)")
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="untimed calls per callable first (default 3; --quick: 2)")
-    parser.add_argument("--peers", metavar="NAMES",
-                        help="comma-separated among torch, jax: also time each layer's "
-                             "operation in PyTorch and in Keras on JAX, each in its own process, "
-                             "in the same rounds; adds their columns, the fastest peer and "
-                             "tfnorm / fastest peer (unless --layers, only the layers a peer "
-                             "has: batch, layer, rms, group, instance; see below for where "
-                             "each peer's Python is found)")
-    parser.add_argument("--models", metavar="NAMES", nargs="?", const=",".join(_CHOICES["models"]),
-                        help="time whole models instead of layers: inference and training step "
-                             "of ResNet50 (Keras BN, tfnorm BN, Keras GN, tfnorm GN, folded), "
-                             "MobileNetV2 (Keras BN, tfnorm BN, folded) and a transformer "
-                             "encoder (Keras LN, tfnorm LN, Keras RMS, tfnorm RMS); NAMES: "
-                             "comma-separated among resnet50, mobilenetv2, transformer (default "
-                             "all); float32, no XLA and 7 repeats unless told (a few minutes "
-                             "on two cores)")
-    parser.add_argument("--no-progress", action="store_true",
-                        help="no progress lines on stderr")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="about one minute: the layers with a Keras twin or a goal "
+        "(unless --layers), fp32, each layer's first shape, fewer repeats; "
+        "too few to judge goals: they are listed without ok/MISS, "
+        "under a warning",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON (machine description, settings, rows, skipped) instead of the table",
+    )
+    parser.add_argument("--save", metavar="PATH", help="also write the JSON to PATH")
+    parser.add_argument(
+        "--layers",
+        metavar="NAMES",
+        help="comma-separated short or class names (default: every public layer)",
+    )
+    parser.add_argument(
+        "--shapes",
+        metavar="NAMES",
+        help="comma-separated among conv (32x56x56x64), seq (16x256x1024), "
+        "dense (256x1024), conv-small (8x28x28x64), seq-small (16x256x128), "
+        "vol-small (2x8x16x16x32); "
+        "default: the shapes that suit each layer",
+    )
+    parser.add_argument(
+        "--all-shapes",
+        action="store_true",
+        help="layers without a Keras twin on every shape that suits them (default: their first)",
+    )
+    parser.add_argument(
+        "--dtypes",
+        metavar="NAMES",
+        help="comma-separated among float32, bfloat16 (default both; --quick: float32)",
+    )
+    parser.add_argument(
+        "--compile",
+        metavar="NAMES",
+        help="comma-separated among graph (tf.function) and xla "
+        "(tf.function(jit_compile=True)); default both",
+    )
+    parser.add_argument(
+        "--modes", metavar="NAMES", help="comma-separated among forward, train (default both)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed rounds per configuration (default 15; --quick: 5)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed calls per callable first (default 3; --quick: 2)",
+    )
+    parser.add_argument(
+        "--peers",
+        metavar="NAMES",
+        help="comma-separated among torch, jax: also time each layer's "
+        "operation in PyTorch and in Keras on JAX, each in its own process, "
+        "in the same rounds; adds their columns, the fastest peer and "
+        "tfnorm / fastest peer (unless --layers, only the layers a peer "
+        "has: batch, layer, rms, group, instance; see below for where "
+        "each peer's Python is found)",
+    )
+    parser.add_argument(
+        "--models",
+        metavar="NAMES",
+        nargs="?",
+        const=",".join(_CHOICES["models"]),
+        help="time whole models instead of layers: inference and training step "
+        "of ResNet50 (Keras BN, tfnorm BN, Keras GN, tfnorm GN, folded), "
+        "MobileNetV2 (Keras BN, tfnorm BN, folded) and a transformer "
+        "encoder (Keras LN, tfnorm LN, Keras RMS, tfnorm RMS); NAMES: "
+        "comma-separated among resnet50, mobilenetv2, transformer (default "
+        "all); float32, no XLA and 7 repeats unless told (a few minutes "
+        "on two cores)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     # Shrinks every shape to a few KiB: exercises the whole command in seconds.
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
 
@@ -116,8 +149,9 @@ def _list(value, what):
     valid = _CHOICES[what]
     bad = [v for v in items if v not in valid]
     if bad or not items:
-        raise UsageError(f"--{what} {value!r}: unknown {bad or 'empty list'}; "
-                         f"choose among {', '.join(valid)}")
+        raise UsageError(
+            f"--{what} {value!r}: unknown {bad or 'empty list'}; choose among {', '.join(valid)}"
+        )
     return items
 
 
@@ -159,8 +193,10 @@ def run(args) -> int:
     if model_names is not None:
         given = [_flag(n) for n in _LAYER_ONLY if getattr(args, n)]
         if given:
-            raise UsageError(f"--models times whole models; {', '.join(given)} "
-                             "choose layer rows and do not apply to it")
+            raise UsageError(
+                f"--models times whole models; {', '.join(given)} "
+                "choose layer rows and do not apply to it"
+            )
         return _run_models(args, model_names, dtypes, compiles, modes)
 
     from tfnorm.bench import plan, report, runner
@@ -188,12 +224,15 @@ def run(args) -> int:
 
     meta = report.machine()
     meta["settings"] = {
-        "quick": args.quick, "tiny": args.tiny, "all_shapes": args.all_shapes,
+        "quick": args.quick,
+        "tiny": args.tiny,
+        "all_shapes": args.all_shapes,
         "repeats": settings.repeats,
-        "warmup": settings.warmup, "dtypes": list(settings.dtypes),
-        "compile": list(settings.compiles), "modes": list(settings.modes),
-        "shapes": {k: list(v) for k, v in
-                   (plan.TINY_SHAPES if args.tiny else plan.SHAPES).items()},
+        "warmup": settings.warmup,
+        "dtypes": list(settings.dtypes),
+        "compile": list(settings.compiles),
+        "modes": list(settings.modes),
+        "shapes": {k: list(v) for k, v in (plan.TINY_SHAPES if args.tiny else plan.SHAPES).items()},
         "train_floor_passes": runner.TRAIN_FLOOR_PASSES,
     }
     running = []
@@ -203,16 +242,20 @@ def run(args) -> int:
         say = None if args.no_progress else (lambda m: print(m, file=sys.stderr, flush=True))
         running, meta["peers"] = peers.start(peer_names, progress=say)
     try:
-        rows, failed = runner.run(subjects, settings, progress=not args.no_progress,
-                                  peers=running)
+        rows, failed = runner.run(subjects, settings, progress=not args.no_progress, peers=running)
     finally:
         if running:
             peers.stop(running, meta["peers"])
     skipped = skipped + failed
     meta["load_end"] = report.load_average()
     warning = report.quick_warning(meta)
-    document = {"machine": meta, "command": _command_line(), "rows": rows, "skipped": skipped,
-                "warnings": [warning] if warning else []}
+    document = {
+        "machine": meta,
+        "command": _command_line(),
+        "rows": rows,
+        "skipped": skipped,
+        "warnings": [warning] if warning else [],
+    }
     _emit(args, document, report.text(meta, rows, skipped, document["command"]), warning)
     return 0
 
@@ -232,17 +275,32 @@ def _run_models(args, names, dtypes, compiles, modes) -> int:
     meta = report.machine()
     sizes = models.TINY_SIZES if args.tiny else models.SIZES
     meta["settings"] = {
-        "models": list(names), "quick": args.quick, "tiny": args.tiny,
-        "repeats": settings.repeats, "warmup": settings.warmup,
-        "dtypes": list(settings.dtypes), "compile": list(settings.compiles),
+        "models": list(names),
+        "quick": args.quick,
+        "tiny": args.tiny,
+        "repeats": settings.repeats,
+        "warmup": settings.warmup,
+        "dtypes": list(settings.dtypes),
+        "compile": list(settings.compiles),
         "modes": list(settings.modes),
-        "sizes": {n: {"batch": sizes[n].batch, "input": list(sizes[n].input_shape),
-                      **dict(sizes[n].options)} for n in names},
+        "sizes": {
+            n: {
+                "batch": sizes[n].batch,
+                "input": list(sizes[n].input_shape),
+                **dict(sizes[n].options),
+            }
+            for n in names
+        },
     }
     rows, skipped = models.run(names, settings, progress=not args.no_progress)
     meta["load_end"] = report.load_average()
     warning = models.model_warning(meta)
-    document = {"machine": meta, "command": _command_line(), "rows": rows, "skipped": skipped,
-                "warnings": [warning] if warning else []}
+    document = {
+        "machine": meta,
+        "command": _command_line(),
+        "rows": rows,
+        "skipped": skipped,
+        "warnings": [warning] if warning else [],
+    }
     _emit(args, document, models.text(meta, rows, skipped, document["command"]), warning)
     return 0

@@ -75,11 +75,13 @@ class Variant:
 
 def _keras():
     import keras
+
     return keras
 
 
 def _tfnorm():
     import tfnorm
+
     return tfnorm
 
 
@@ -87,17 +89,20 @@ def _swap(source: str, to, **to_kwargs):
     def make(built):
         tn = _tfnorm()
         return tn.swap_normalization(built[source], to, to_kwargs=to_kwargs or None)
+
     return make
 
 
 def _folded(source: str):
     """The BN model folded for inference by ``tfnorm.fold_normalization``, where it exists."""
+
     def make(built):
         tn = _tfnorm()
         fold = getattr(tn, "fold_normalization", None)
         if fold is None:
             raise Unavailable(f"tfnorm.fold_normalization is not in tfnorm {tn.__version__}")
         return fold(built[source])
+
     return make
 
 
@@ -110,8 +115,7 @@ def variants(name: str) -> List[Variant]:
             Variant("keras BN", None),
             Variant("tfnorm BN", _swap("keras BN", "batch"), vs="keras BN"),
             Variant("keras GN(32)", _swap("keras BN", L.GroupNormalization, groups=32)),
-            Variant("tfnorm GN(32)", _swap("keras GN(32)", "group", groups=32),
-                    vs="keras GN(32)"),
+            Variant("tfnorm GN(32)", _swap("keras GN(32)", "group", groups=32), vs="keras GN(32)"),
             Variant("folded", _folded("keras BN"), vs="keras BN", modes=("forward",)),
         ]
     if name == "mobilenetv2":
@@ -134,15 +138,19 @@ def build_original(name: str, size: Size):
     """The model as Keras builds it (the first variant)."""
     keras = _keras()
     if name == "resnet50":
-        return keras.applications.ResNet50(weights=None, input_shape=size.input_shape,
-                                           classes=CLASSES, classifier_activation=None)
+        return keras.applications.ResNet50(
+            weights=None, input_shape=size.input_shape, classes=CLASSES, classifier_activation=None
+        )
     if name == "mobilenetv2":
-        return keras.applications.MobileNetV2(weights=None, input_shape=size.input_shape,
-                                              alpha=size.get("alpha", 1.0), classes=CLASSES,
-                                              classifier_activation=None)
+        return keras.applications.MobileNetV2(
+            weights=None,
+            input_shape=size.input_shape,
+            alpha=size.get("alpha", 1.0),
+            classes=CLASSES,
+            classifier_activation=None,
+        )
     if name == "transformer":
-        return transformer(size.input_shape, size.get("blocks"), size.get("heads"),
-                           size.get("mlp"))
+        return transformer(size.input_shape, size.get("blocks"), size.get("heads"), size.get("mlp"))
     raise KeyError(name)
 
 
@@ -170,6 +178,7 @@ def _forward(model, xla: bool):
     @tf.function(jit_compile=xla)
     def step(x):
         return model(x, training=False)
+
     return step
 
 
@@ -188,6 +197,7 @@ def _train(model, xla: bool):
         grads = tape.gradient(loss, variables)
         optimizer.apply_gradients(zip(grads, variables))
         return loss
+
     return step
 
 
@@ -231,8 +241,10 @@ def build_variants(name: str, size: Size, dtype: str) -> Tuple[Dict[str, object]
 def run(names: Sequence[str], settings, progress: bool = True, seed: int = 0):
     """Times every model in ``names``; returns ``(rows, skipped)``."""
     sizes = TINY_SIZES if settings.tiny else SIZES
-    bar = Progress(len(names) * len(settings.dtypes) * len(settings.compiles)
-                   * len(settings.modes), enabled=progress)
+    bar = Progress(
+        len(names) * len(settings.dtypes) * len(settings.compiles) * len(settings.modes),
+        enabled=progress,
+    )
     rows: List[dict] = []
     skipped: List[dict] = []
     rng = np.random.default_rng(seed)
@@ -256,8 +268,9 @@ def _run(names, settings, sizes, bar, rows, skipped, rng):
             bar.note(f"{name} {dtype}: building {len(variants(name))} variants")
             built, failed = build_variants(name, size, dtype)
             skipped += failed
-            x = tf.constant((rng.standard_normal((size.batch,) + tuple(size.input_shape)))
-                            .astype("float32"))
+            x = tf.constant(
+                (rng.standard_normal((size.batch,) + tuple(size.input_shape))).astype("float32")
+            )
             labels = tf.constant(rng.integers(0, CLASSES, size.batch).astype("int32"))
             specs = {v.name: v for v in variants(name)}
             original = variants(name)[0].name
@@ -271,14 +284,23 @@ def _run(names, settings, sizes, bar, rows, skipped, rng):
                         if mode not in specs[vname].modes:
                             continue
                         fn = _forward(model, xla) if mode == "forward" else _train(model, xla)
-                        call = (lambda f=fn: f(x)) if mode == "forward" else (
-                            lambda f=fn: f(x, labels))
+                        call = (
+                            (lambda f=fn, x=x: f(x))
+                            if mode == "forward"
+                            else (lambda f=fn, x=x, labels=labels: f(x, labels))
+                        )
                         try:
                             call()  # traced and compiled here, outside the timing
                         except Exception as err:
-                            skipped.append({"layer": f"{name} {vname}", "dtype": dtype,
-                                            "compile": compile_, "mode": mode,
-                                            "reason": _first_line(err)})
+                            skipped.append(
+                                {
+                                    "layer": f"{name} {vname}",
+                                    "dtype": dtype,
+                                    "compile": compile_,
+                                    "mode": mode,
+                                    "reason": _first_line(err),
+                                }
+                            )
                             continue
                         fns.append(call)
                         names_in.append(vname)
@@ -287,22 +309,42 @@ def _run(names, settings, sizes, bar, rows, skipped, rng):
                     res = interleaved(fns, repeats=settings.repeats, warmup=settings.warmup)
                     ms = {n: r["median_s"] * 1e3 for n, r in zip(names_in, res)}
                     for vname in names_in:
-                        rows.append(model_row(name, vname, specs[vname].vs, original, ms, size,
-                                              dtype, compile_, mode, built[vname], settings,
-                                              build_s))
+                        rows.append(
+                            model_row(
+                                name,
+                                vname,
+                                specs[vname].vs,
+                                original,
+                                ms,
+                                size,
+                                dtype,
+                                compile_,
+                                mode,
+                                built[vname],
+                                settings,
+                                build_s,
+                            )
+                        )
 
 
-def model_row(name, variant, vs, original, ms, size, dtype, compile_, mode, model, settings,
-              build_s=None) -> dict:
+def model_row(
+    name, variant, vs, original, ms, size, dtype, compile_, mode, model, settings, build_s=None
+) -> dict:
     """One row; ``ratio`` = ms / ms of ``vs``, ``original_ratio`` = ms / ms of the original."""
     mine = ms[variant]
     vs_ms = ms.get(vs) if vs else None
     orig_ms = ms.get(original) if variant != original else None
     return {
-        "model": name, "variant": variant, "vs": vs,
+        "model": name,
+        "variant": variant,
+        "vs": vs,
         "input": [size.batch] + list(size.input_shape),
-        "dtype": dtype, "compile": compile_, "xla": compile_ == "xla", "mode": mode,
-        "ms": mine, "vs_ms": vs_ms,
+        "dtype": dtype,
+        "compile": compile_,
+        "xla": compile_ == "xla",
+        "mode": mode,
+        "ms": mine,
+        "vs_ms": vs_ms,
         "ratio": None if not vs_ms else mine / vs_ms,
         "original": original,
         "original_ratio": None if not orig_ms else mine / orig_ms,
@@ -327,6 +369,7 @@ def count_normalizations(model) -> Dict[str, int]:
             if "Normalization" in cls:
                 key = f"{type(layer).__module__.split('.')[0]}.{cls}"
                 out[key] = out.get(key, 0) + 1
+
     walk(model)
     return out
 
@@ -334,15 +377,34 @@ def count_normalizations(model) -> Dict[str, int]:
 def table(rows: List[dict]) -> str:
     from tfnorm.bench.report import DTYPE_SHORT, _fmt, render
 
-    columns = ("model", "input", "dtype", "compile", "mode", "variant", "ms", "vs", "ratio",
-               "vs original")
+    columns = (
+        "model",
+        "input",
+        "dtype",
+        "compile",
+        "mode",
+        "variant",
+        "ms",
+        "vs",
+        "ratio",
+        "vs original",
+    )
     body = []
     for r in rows:
-        body.append([
-            r["model"], "x".join(map(str, r["input"])), DTYPE_SHORT.get(r["dtype"], r["dtype"]),
-            "XLA" if r["xla"] else "no XLA", r["mode"], r["variant"], _fmt(r["ms"]),
-            r["vs"] or "-", _fmt(r["ratio"]), _fmt(r["original_ratio"]),
-        ])
+        body.append(
+            [
+                r["model"],
+                "x".join(map(str, r["input"])),
+                DTYPE_SHORT.get(r["dtype"], r["dtype"]),
+                "XLA" if r["xla"] else "no XLA",
+                r["mode"],
+                r["variant"],
+                _fmt(r["ms"]),
+                r["vs"] or "-",
+                _fmt(r["ratio"]),
+                _fmt(r["original_ratio"]),
+            ]
+        )
     return render(columns, body, left={0, 1, 2, 3, 4, 5, 7})
 
 
@@ -353,8 +415,7 @@ def model_warning(meta: dict) -> Optional[str]:
     """The ``--quick`` (or few repeats) warning for model rows."""
     from tfnorm.bench.report import quick_warning
 
-    return quick_warning(meta, MIN_REPEATS, "read the ratios as rough",
-                         "`tfnorm bench --models`")
+    return quick_warning(meta, MIN_REPEATS, "read the ratios as rough", "`tfnorm bench --models`")
 
 
 def text(meta: dict, rows: List[dict], skipped: List[dict], command: Optional[str] = None) -> str:
@@ -366,7 +427,8 @@ def text(meta: dict, rows: List[dict], skipped: List[dict], command: Optional[st
         f"median of {s['repeats']} interleaved runs after {s['warmup']} warm-up, all variants "
         "of a model in the same rounds; forward = model(x, training=False); train = forward, "
         "cross-entropy, gradients of every weight and an SGD-momentum update; "
-        "ratio = ms / ms of the 'vs' row; vs original = ms / ms of the model as Keras builds it")
+        "ratio = ms / ms of the 'vs' row; vs original = ms / ms of the model as Keras builds it"
+    )
     parts = ["\n".join(head)]
     warning = model_warning(meta)
     if warning:

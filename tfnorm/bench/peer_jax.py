@@ -26,6 +26,7 @@ if __package__:
     from tfnorm.bench import peer_worker
 else:  # run as a script: import the protocol from this directory, then leave it
     import peer_worker
+
     peer_worker.script_setup(__file__)
 
 _LAYOUT = {2: "NC", 3: "NTC", 4: "NHWC", 5: "NDHWC"}
@@ -50,27 +51,39 @@ class JaxBackend(peer_worker.Backend):
             import keras
         except ImportError as err:
             return peer_worker.missing_module(
-                err, "keras", "the jax peer runs Keras layers on the JAX backend")
+                err, "keras", "the jax peer runs Keras layers on the JAX backend"
+            )
         if keras.backend.backend() != "jax":
-            return (f"keras runs on the {keras.backend.backend()!r} backend in this process, "
-                    "not 'jax' (was KERAS_BACKEND overridden?)")
+            return (
+                f"keras runs on the {keras.backend.backend()!r} backend in this process, "
+                "not 'jax' (was KERAS_BACKEND overridden?)"
+            )
         self.jax, self.jnp, self.keras = jax, jnp, keras
         return None
 
     def describe(self):
         jax, keras = self.jax, self.keras
         devices = jax.devices()
-        versions = {"jax": jax.__version__, "keras": keras.__version__,
-                    "python": sys.version.split()[0]}
+        versions = {
+            "jax": jax.__version__,
+            "keras": keras.__version__,
+            "python": sys.version.split()[0],
+        }
         try:
             import jaxlib
+
             versions["jaxlib"] = jaxlib.__version__
         except ImportError:  # pragma: no cover - jax needs it
             pass
-        return {"versions": versions, "device": str(devices[0]) if devices else "?",
-                "threads": os.cpu_count(), "compile": "jax.jit",
-                "notes": ["keras.layers on the JAX backend, stateless_call under jax.jit, "
-                          "channels-last"]}
+        return {
+            "versions": versions,
+            "device": str(devices[0]) if devices else "?",
+            "threads": os.cpu_count(),
+            "compile": "jax.jit",
+            "notes": [
+                "keras.layers on the JAX backend, stateless_call under jax.jit, channels-last"
+            ],
+        }
 
     def sync(self, out):
         return self.jax.block_until_ready(out)
@@ -87,11 +100,15 @@ class JaxBackend(peer_worker.Backend):
             return L.RMSNormalization(epsilon=eps, **kw), "keras.layers.RMSNormalization"
         if op == "group_norm":
             groups = int(case["groups"])
-            return (L.GroupNormalization(groups=groups, epsilon=eps, **kw),
-                    f"keras.layers.GroupNormalization(groups={groups})")
+            return (
+                L.GroupNormalization(groups=groups, epsilon=eps, **kw),
+                f"keras.layers.GroupNormalization(groups={groups})",
+            )
         if op == "instance_norm":
-            return (L.GroupNormalization(groups=-1, epsilon=eps, **kw),
-                    "keras.layers.GroupNormalization(groups=-1)")
+            return (
+                L.GroupNormalization(groups=-1, epsilon=eps, **kw),
+                "keras.layers.GroupNormalization(groups=-1)",
+            )
         if op == "batch_norm":
             return L.BatchNormalization(epsilon=eps, **kw), "keras.layers.BatchNormalization"
         raise ValueError(f"jax peer has no op {op!r}")
@@ -105,23 +122,30 @@ class JaxBackend(peer_worker.Backend):
         name = _LAYOUT.get(len(shape), "C last")
         if case["op"] == "floor":
             floor = jax.jit(lambda t: t * 2)
-            return peer_worker.Prepared(lambda: floor(x), self.sync,
-                                        {"impl": "jax.jit(x * 2)", "layout": name,
-                                         "compile": "jax.jit"})
+            return peer_worker.Prepared(
+                lambda: floor(x),
+                self.sync,
+                {"impl": "jax.jit(x * 2)", "layout": name, "compile": "jax.jit"},
+            )
         layer, impl = self._layer(case)
         layer.build(shape)
-        kw = ({"training": None} if "training" in inspect.signature(layer.call).parameters
-              else {})
+        kw = {"training": None} if "training" in inspect.signature(layer.call).parameters else {}
         trainable = [v.value for v in layer.trainable_variables]
         frozen = [v.value for v in layer.non_trainable_variables]
-        info = {"impl": impl, "layout": name, "compile": "jax.jit",
-                "params": str(layer.variable_dtype)}
+        info = {
+            "impl": impl,
+            "layout": name,
+            "compile": "jax.jit",
+            "params": str(layer.variable_dtype),
+        }
 
         if case["mode"] == "forward":
+
             @jax.jit
             def forward(tv, ntv, t):
                 y, _ = layer.stateless_call(tv, ntv, t, **_mode(kw, False))
                 return y
+
             return peer_worker.Prepared(lambda: forward(trainable, frozen, x), self.sync, info)
 
         def run(t, tv, ntv):
@@ -135,6 +159,7 @@ class JaxBackend(peer_worker.Backend):
             y, vjp, new_ntv = jax.vjp(lambda t_, tv_: run(t_, tv_, ntv), t, tv, has_aux=True)
             gx, gtv = vjp(g)
             return y, gx, gtv, new_ntv
+
         return peer_worker.Prepared(lambda: step(trainable, frozen, x, dy), self.sync, info)
 
 

@@ -27,6 +27,7 @@ if __package__:
     from tfnorm.bench import peer_worker
 else:  # run as a script: import the protocol from this directory, then leave it
     import peer_worker
+
     peer_worker.script_setup(__file__)
 
 _RANK_LAYOUT = {2: ("NC", "NC"), 3: ("NCL", "NTC"), 4: ("NCHW", "NHWC"), 5: ("NCDHW", "NDHWC")}
@@ -64,11 +65,16 @@ class TorchBackend(peer_worker.Backend):
 
     def describe(self):
         torch = self.torch
-        return {"versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
-                "device": self.device, "threads": torch.get_num_threads(),
-                "compile": "eager",
-                "notes": ["torch.nn.functional ops, eager; batch/group/instance norm "
-                          "channels-first (NCHW, NCL), layer/RMS norm channels-last"]}
+        return {
+            "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
+            "device": self.device,
+            "threads": torch.get_num_threads(),
+            "compile": "eager",
+            "notes": [
+                "torch.nn.functional ops, eager; batch/group/instance norm "
+                "channels-first (NCHW, NCL), layer/RMS norm channels-last"
+            ],
+        }
 
     def sync(self, out):
         if self.device == "cuda":
@@ -83,21 +89,28 @@ class TorchBackend(peer_worker.Backend):
         gen = torch.Generator().manual_seed(int(case.get("seed", 0)))
         x = (torch.randn(shape, generator=gen) * 1.5 + 0.5).to(device=self.device, dtype=dtype)
         if op == "floor":
+
             def floor():
                 with torch.inference_mode():
                     return x * 2
-            return peer_worker.Prepared(floor, self.sync, {"impl": "x * 2", "layout": name,
-                                                           "compile": "eager"})
+
+            return peer_worker.Prepared(
+                floor, self.sync, {"impl": "x * 2", "layout": name, "compile": "eager"}
+            )
         last_error = None
-        for pdtype in ([dtype, torch.float32] if dtype != torch.float32 else [dtype]):
+        for pdtype in [dtype, torch.float32] if dtype != torch.float32 else [dtype]:
             try:
                 fn = self._case(op, mode, x, pdtype, case)
                 self.sync(fn())  # the first call tells whether the op takes this dtype mix
             except (RuntimeError, TypeError) as err:
                 last_error = err
                 continue
-            info = {"impl": f"torch.nn.functional.{op}", "layout": name, "compile": "eager",
-                    "params": str(pdtype).replace("torch.", "")}
+            info = {
+                "impl": f"torch.nn.functional.{op}",
+                "layout": name,
+                "compile": "eager",
+                "params": str(pdtype).replace("torch.", ""),
+            }
             return peer_worker.Prepared(fn, self.sync, info)
         raise last_error
 
@@ -114,6 +127,7 @@ class TorchBackend(peer_worker.Backend):
         weight, bias = param(1.0), param(0.0)
         params = [weight, bias]
         if op == "layer_norm":
+
             def apply(t, training):
                 return F.layer_norm(t, (channels,), weight, bias, eps)
         elif op == "rms_norm":
@@ -127,6 +141,7 @@ class TorchBackend(peer_worker.Backend):
             def apply(t, training):
                 return F.group_norm(t, groups, weight, bias, eps)
         elif op == "instance_norm":
+
             def apply(t, training):
                 return F.instance_norm(t, weight=weight, bias=bias, use_input_stats=True, eps=eps)
         elif op == "batch_norm":
@@ -134,15 +149,18 @@ class TorchBackend(peer_worker.Backend):
             var = torch.ones(channels, dtype=pdtype, device=self.device)
 
             def apply(t, training):
-                return F.batch_norm(t, mean, var, weight, bias, training=training,
-                                    momentum=0.01, eps=eps)
+                return F.batch_norm(
+                    t, mean, var, weight, bias, training=training, momentum=0.01, eps=eps
+                )
         else:
             raise ValueError(f"torch peer has no op {op!r}")
 
         if not train:
+
             def forward():
                 with torch.inference_mode():
                     return apply(x, False)
+
             return forward
 
         xg = x.detach().clone().requires_grad_(True)
@@ -155,6 +173,7 @@ class TorchBackend(peer_worker.Backend):
         def step():
             y = apply(xg, True)
             return y, torch.autograd.grad(y, [xg] + params, dy)
+
         return step
 
 

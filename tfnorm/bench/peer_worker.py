@@ -75,8 +75,11 @@ class Backend:
 def missing_module(err: ImportError, wanted: str, why: str = "") -> str:
     """The reason string for a framework that cannot be imported."""
     name = (getattr(err, "name", None) or wanted).split(".")[0]
-    head = (f"not installed: {name}" if isinstance(err, ModuleNotFoundError)
-            else f"cannot import {wanted}")
+    head = (
+        f"not installed: {name}"
+        if isinstance(err, ModuleNotFoundError)
+        else f"cannot import {wanted}"
+    )
     detail = f"{type(err).__name__}: {err}".splitlines()[0][:200]
     return f"{head} ({detail}{'; ' + why if why else ''}; interpreter {sys.executable})"
 
@@ -105,8 +108,11 @@ class Worker:
             prepared = self.backend.build(case)
             self.cases[key] = prepared
         elapsed = sampling.warm(prepared.fn, int(msg.get("warmup", 3)), prepared.sync)
-        prepared.inner = sampling.inner_count(elapsed, float(msg.get("target_s", sampling.TARGET_S)),
-                                              int(msg.get("max_inner", sampling.MAX_INNER)))
+        prepared.inner = sampling.inner_count(
+            elapsed,
+            float(msg.get("target_s", sampling.TARGET_S)),
+            int(msg.get("max_inner", sampling.MAX_INNER)),
+        )
         return dict(prepared.info, inner=prepared.inner)
 
     def sample(self, key: str) -> float:
@@ -122,8 +128,14 @@ class Worker:
     # -- loop -------------------------------------------------------------------------
     def hello(self) -> bool:
         reason = self.backend.load()
-        msg = {"event": "hello", "protocol": PROTOCOL, "peer": self.backend.name,
-               "available": reason is None, "pid": os.getpid(), "python": sys.executable}
+        msg = {
+            "event": "hello",
+            "protocol": PROTOCOL,
+            "peer": self.backend.name,
+            "available": reason is None,
+            "pid": os.getpid(),
+            "python": sys.executable,
+        }
         if reason is None:
             msg.update(self.backend.describe())
         else:
@@ -155,8 +167,10 @@ class Worker:
                 else:
                     raise ValueError(f"unknown request op {op!r}")
             except Exception as err:  # answer and go on: one case never stops the worker
-                reply = {"ok": False,
-                         "reason": f"{type(err).__name__}: {err}".splitlines()[0][:300]}
+                reply = {
+                    "ok": False,
+                    "reason": f"{type(err).__name__}: {err}".splitlines()[0][:300],
+                }
             self.send(reply)
         return 0
 

@@ -34,8 +34,8 @@ import threading
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-START_TIMEOUT_S = 180.0     # importing torch or jax on a loaded machine
-PREPARE_TIMEOUT_S = 600.0   # build, compile (jax.jit) and warm up one case
+START_TIMEOUT_S = 180.0  # importing torch or jax on a loaded machine
+PREPARE_TIMEOUT_S = 600.0  # build, compile (jax.jit) and warm up one case
 SAMPLE_TIMEOUT_S = 300.0
 
 
@@ -56,10 +56,21 @@ class PeerSpec:
 
 
 PEERS: Dict[str, PeerSpec] = {
-    "torch": PeerSpec("torch", "peer_torch.py", ("torch",), "TFNORM_BENCH_TORCH_PYTHON",
-                      "PyTorch, torch.nn.functional, eager"),
-    "jax": PeerSpec("jax", "peer_jax.py", ("jax", "keras"), "TFNORM_BENCH_JAX_PYTHON",
-                    "Keras 3 layers on JAX, jax.jit", extra_env=(("KERAS_BACKEND", "jax"),)),
+    "torch": PeerSpec(
+        "torch",
+        "peer_torch.py",
+        ("torch",),
+        "TFNORM_BENCH_TORCH_PYTHON",
+        "PyTorch, torch.nn.functional, eager",
+    ),
+    "jax": PeerSpec(
+        "jax",
+        "peer_jax.py",
+        ("jax", "keras"),
+        "TFNORM_BENCH_JAX_PYTHON",
+        "Keras 3 layers on JAX, jax.jit",
+        extra_env=(("KERAS_BACKEND", "jax"),),
+    ),
 }
 
 #: The operations a peer worker implements (``plan.Spec.peer`` names one of them).
@@ -76,8 +87,9 @@ class PeerError(Exception):
     plain = True  # reported as its message, without the class name
 
 
-def find_interpreter(spec: PeerSpec, environ: Optional[Mapping[str, str]] = None,
-                     current: Optional[str] = None) -> Tuple[str, str]:
+def find_interpreter(
+    spec: PeerSpec, environ: Optional[Mapping[str, str]] = None, current: Optional[str] = None
+) -> Tuple[str, str]:
     """``(python, source)`` for ``spec``; raises :class:`PeerUnavailable` with the reason.
 
     ``source`` says how it was found: the environment variable, or
@@ -89,23 +101,33 @@ def find_interpreter(spec: PeerSpec, environ: Optional[Mapping[str, str]] = None
     if value:
         path = os.path.expanduser(value)
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            raise PeerUnavailable(f"{spec.env}={value} is not an executable file; "
-                                  "set it to a Python interpreter that has "
-                                  f"{' and '.join(spec.modules)}")
+            raise PeerUnavailable(
+                f"{spec.env}={value} is not an executable file; "
+                "set it to a Python interpreter that has "
+                f"{' and '.join(spec.modules)}"
+            )
         return path, spec.env
     missing = [m for m in spec.modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise PeerUnavailable(f"not installed: {', '.join(missing)} (not importable by {current}; "
-                              f"set {spec.env} to a Python that has it)")
+        raise PeerUnavailable(
+            f"not installed: {', '.join(missing)} (not importable by {current}; "
+            f"set {spec.env} to a Python that has it)"
+        )
     return current, "current interpreter"
 
 
 class PeerProcess:
     """A running peer worker and its request/answer channel."""
 
-    def __init__(self, spec: PeerSpec, python: str, source: str = "",
-                 script: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
-                 start_timeout: float = START_TIMEOUT_S):
+    def __init__(
+        self,
+        spec: PeerSpec,
+        python: str,
+        source: str = "",
+        script: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        start_timeout: float = START_TIMEOUT_S,
+    ):
         self.spec = spec
         self.name = spec.name
         self.python = python
@@ -118,9 +140,15 @@ class PeerProcess:
         child_env.setdefault("PYTHONUNBUFFERED", "1")
         argv = [python, script or spec.path]
         try:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=self._stderr, env=child_env, text=True,
-                                         bufsize=1)
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                env=child_env,
+                text=True,
+                bufsize=1,
+            )
         except OSError as err:
             raise PeerUnavailable(f"cannot start {python}: {err}") from None
         self._lines: "queue.Queue[Optional[str]]" = queue.Queue()
@@ -133,8 +161,9 @@ class PeerProcess:
             raise PeerUnavailable(str(err)) from None
         if hello.get("event") != "hello":
             self.close()
-            raise PeerUnavailable(f"{python} {argv[1]}: not a tfnorm peer worker "
-                                  f"(first message {hello!r:.200})")
+            raise PeerUnavailable(
+                f"{python} {argv[1]}: not a tfnorm peer worker (first message {hello!r:.200})"
+            )
         self.hello = hello
         if not hello.get("available"):
             self.close()
@@ -164,13 +193,16 @@ class PeerProcess:
         if line is None:
             self.proc.wait()
             tail = self._stderr_tail()
-            self.dead = (f"peer {self.name} exited (code {self.proc.returncode})"
-                         + (f": {tail}" if tail else ""))
+            self.dead = f"peer {self.name} exited (code {self.proc.returncode})" + (
+                f": {tail}" if tail else ""
+            )
             raise PeerError(self.dead)
         try:
             return json.loads(line)
         except ValueError:
-            raise PeerError(f"peer {self.name} wrote a line that is not JSON: {line[:200]!r}") from None
+            raise PeerError(
+                f"peer {self.name} wrote a line that is not JSON: {line[:200]!r}"
+            ) from None
 
     def request(self, msg: dict, timeout: float = SAMPLE_TIMEOUT_S) -> dict:
         """Sends one request; returns the answer; raises :class:`PeerError` when it failed."""
@@ -183,7 +215,8 @@ class PeerProcess:
             self.proc.wait()
             tail = self._stderr_tail()
             self.dead = f"peer {self.name} exited (code {self.proc.returncode})" + (
-                f": {tail}" if tail else "")
+                f": {tail}" if tail else ""
+            )
             raise PeerError(self.dead) from None
         reply = self._receive(timeout)
         if not reply.get("ok"):
@@ -192,11 +225,18 @@ class PeerProcess:
 
     def describe(self) -> dict:
         h = self.hello
-        return {"status": "ok", "python": self.python, "source": self.source,
-                "versions": h.get("versions", {}), "device": h.get("device"),
-                "threads": h.get("threads"), "compile": h.get("compile"),
-                "notes": h.get("notes", []), "label": self.spec.label,
-                "tensorflow_imported": h.get("tensorflow_imported")}
+        return {
+            "status": "ok",
+            "python": self.python,
+            "source": self.source,
+            "versions": h.get("versions", {}),
+            "device": h.get("device"),
+            "threads": h.get("threads"),
+            "compile": h.get("compile"),
+            "notes": h.get("notes", []),
+            "label": self.spec.label,
+            "tensorflow_imported": h.get("tensorflow_imported"),
+        }
 
     def drop_all(self) -> None:
         if not self.dead:
@@ -245,9 +285,17 @@ class RemoteTimer:
         self.prepare_timeout = prepare_timeout
 
     def warm(self, warmup: int, target_s: float, max_inner: int) -> int:
-        self.info = self.peer.request({"op": "prepare", "key": self.key, "case": self.case,
-                                       "warmup": warmup, "target_s": target_s,
-                                       "max_inner": max_inner}, timeout=self.prepare_timeout)
+        self.info = self.peer.request(
+            {
+                "op": "prepare",
+                "key": self.key,
+                "case": self.case,
+                "warmup": warmup,
+                "target_s": target_s,
+                "max_inner": max_inner,
+            },
+            timeout=self.prepare_timeout,
+        )
         self.inner = int(self.info["inner"])
         return self.inner
 
@@ -266,8 +314,9 @@ def parse(names: Iterable[str]) -> List[str]:
     return out
 
 
-def start(names: Iterable[str], environ: Optional[Mapping[str, str]] = None,
-          progress=None) -> Tuple[List[PeerProcess], Dict[str, dict]]:
+def start(
+    names: Iterable[str], environ: Optional[Mapping[str, str]] = None, progress=None
+) -> Tuple[List[PeerProcess], Dict[str, dict]]:
     """Starts the named peers; returns the running ones and ``name -> description``.
 
     A peer that cannot run is described as ``{"status": "skipped", "reason": ...}``.
@@ -280,8 +329,7 @@ def start(names: Iterable[str], environ: Optional[Mapping[str, str]] = None,
             python, source = find_interpreter(spec, environ)
             if progress:
                 progress(f"peer {name}: starting {python} {spec.script} ({source})")
-            peer = PeerProcess(spec, python, source,
-                               env=None if environ is None else environ)
+            peer = PeerProcess(spec, python, source, env=None if environ is None else environ)
         except PeerUnavailable as err:
             described[name] = {"status": "skipped", "reason": str(err), "label": spec.label}
             if progress:
@@ -304,8 +352,13 @@ def stop(peers: Iterable[PeerProcess], described: Dict[str, dict]) -> None:
 
 def case(op: str, shape, dtype: str, mode: str, seed: int = 0, **kwargs) -> dict:
     """The protocol's case for one measurement (``op`` a peer op or ``"floor"``)."""
-    out = {"op": op, "shape": [int(d) for d in shape], "dtype": dtype, "mode": mode,
-           "seed": int(seed)}
+    out = {
+        "op": op,
+        "shape": [int(d) for d in shape],
+        "dtype": dtype,
+        "mode": mode,
+        "seed": int(seed),
+    }
     out.update(kwargs)
     return out
 
@@ -319,8 +372,10 @@ def peer_result(op: dict, floor: dict, info: dict) -> dict:
     """
     if op.get("median_s") is None:
         return {"error": op.get("error") or "no sample"}
-    out = {"ms": op["median_s"] * 1e3,
-           "floor_ms": None if floor.get("median_s") is None else floor["median_s"] * 1e3}
+    out = {
+        "ms": op["median_s"] * 1e3,
+        "floor_ms": None if floor.get("median_s") is None else floor["median_s"] * 1e3,
+    }
     for k in ("impl", "layout", "compile", "params", "inner"):
         if k in info:
             out[k] = info[k]

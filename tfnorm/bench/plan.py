@@ -81,11 +81,13 @@ class Subject:
 
 def _keras():
     import keras
+
     return keras
 
 
 def _tfnorm():
     import tfnorm
+
     return tfnorm
 
 
@@ -96,11 +98,13 @@ def _kw(dtype):
 def _specs() -> Dict[str, Spec]:
     """Short name -> :class:`Spec`; a ValueError names a key the registry does not know."""
     from tfnorm import registry
+
     specs = _spec_table()
     unknown = sorted(set(specs) - set(registry.available(None)))
     if unknown:
         raise ValueError(f"bench specs for unregistered short names {unknown}")
     from tfnorm.bench.peers import PEER_OPS
+
     bad = sorted(k for k, s in specs.items() if s.peer and s.peer[0] not in PEER_OPS)
     if bad:
         raise ValueError(f"bench specs {bad} name a peer op outside {PEER_OPS}")
@@ -134,75 +138,131 @@ def _spec_table() -> Dict[str, Spec]:
         # -- layers with a Keras twin ------------------------------------------------
         # (the last shape, a (B, T, C) sequence with small C, is the one a small
         # transformer or a 1-D conv net has)
-        "batch": Spec(("conv", "seq", "dense", "seq-small"),
-                      baseline=keras_twin(L.BatchNormalization),
-                      baseline_label="keras", twin=True, goal=1.0,
-                      peer=("batch_norm", {"epsilon": 1e-3})),
-        "layer": Spec(("seq", "dense", "conv", "seq-small"),
-                      baseline=keras_twin(L.LayerNormalization),
-                      baseline_label="keras", twin=True, goal=0.8,
-                      peer=("layer_norm", {"epsilon": 1e-3})),
-        "rms": Spec(("seq", "dense", "seq-small"),
-                    baseline=keras_twin(L.RMSNormalization),
-                    baseline_label="keras", twin=True, goal=0.8,
-                    peer=("rms_norm", {"epsilon": 1e-6})),
-        "group": Spec(("conv",), make=tfnorm_layer("GroupNormalization", groups=32),
-                      baseline=keras_twin(L.GroupNormalization, groups=32),
-                      baseline_label="keras", twin=True, goal=0.5,
-                      peer=("group_norm", {"groups": 32, "epsilon": 1e-3})),
-        "instance": Spec(("conv",),
-                         baseline=keras_twin(L.GroupNormalization, groups=-1),
-                         baseline_label="keras GN(-1)", twin=True, goal=0.5,
-                         peer=("instance_norm", {"epsilon": 1e-3})),
+        "batch": Spec(
+            ("conv", "seq", "dense", "seq-small"),
+            baseline=keras_twin(L.BatchNormalization),
+            baseline_label="keras",
+            twin=True,
+            goal=1.0,
+            peer=("batch_norm", {"epsilon": 1e-3}),
+        ),
+        "layer": Spec(
+            ("seq", "dense", "conv", "seq-small"),
+            baseline=keras_twin(L.LayerNormalization),
+            baseline_label="keras",
+            twin=True,
+            goal=0.8,
+            peer=("layer_norm", {"epsilon": 1e-3}),
+        ),
+        "rms": Spec(
+            ("seq", "dense", "seq-small"),
+            baseline=keras_twin(L.RMSNormalization),
+            baseline_label="keras",
+            twin=True,
+            goal=0.8,
+            peer=("rms_norm", {"epsilon": 1e-6}),
+        ),
+        "group": Spec(
+            ("conv",),
+            make=tfnorm_layer("GroupNormalization", groups=32),
+            baseline=keras_twin(L.GroupNormalization, groups=32),
+            baseline_label="keras",
+            twin=True,
+            goal=0.5,
+            peer=("group_norm", {"groups": 32, "epsilon": 1e-3}),
+        ),
+        "instance": Spec(
+            ("conv",),
+            baseline=keras_twin(L.GroupNormalization, groups=-1),
+            baseline_label="keras GN(-1)",
+            twin=True,
+            goal=0.5,
+            peer=("instance_norm", {"epsilon": 1e-3}),
+        ),
         "spectral": Spec(
             ("dense",),
             make=lambda c, dt: [cls_of("SpectralNormalization")(dense(c, dt), **_kw(dt))],
             baseline=lambda c, dt: [L.SpectralNormalization(dense(c, dt), **_kw(dt))],
-            baseline_label="keras", twin=True, goal=1.0, floor_goal=False),
+            baseline_label="keras",
+            twin=True,
+            goal=1.0,
+            floor_goal=False,
+        ),
         # -- layers without one: compared with what they replace or build on -----------
-        "online": Spec(("conv", "seq", "dense"),
-                                    baseline=tfnorm_layer("BatchNormalization"),
-                                    baseline_label="tfnorm BN", goal=2.0, goal_modes=("train",)),
-        "adanorm": Spec(("seq", "dense"), baseline=tfnorm_layer("LayerNormalization"),
-                        baseline_label="tfnorm LN", goal=1.15),
-        "detach": Spec(("seq", "dense"), baseline=tfnorm_layer("LayerNormalization"),
-                                    baseline_label="tfnorm LN"),
-        "cosine_dense": Spec(("dense",), make=lambda c, dt: [cls_of("CosineDense")(c, **_kw(dt))],
-                            baseline=lambda c, dt: [dense(c, dt),
-                                                    tn.LayerNormalization(**_kw(dt))],
-                            baseline_label="Dense+tfnorm LN", goal=1.3, floor_goal=False),
-        "cosine_conv1d": Spec(("seq-small",),
-                             make=lambda c, dt: [cls_of("CosineConv1D")(c, 3, padding="same",
-                                                                        **_kw(dt))],
-                             baseline=lambda c, dt: [conv1d(c, dt),
-                                                     tn.BatchNormalization(**_kw(dt))],
-                             baseline_label="Conv1D+tfnorm BN", floor_goal=False),
-        "cosine_conv2d": Spec(("conv-small",),
-                             make=lambda c, dt: [cls_of("CosineConv2D")(c, 3, padding="same",
-                                                                        **_kw(dt))],
-                             baseline=lambda c, dt: [conv2d(c, dt),
-                                                     tn.BatchNormalization(**_kw(dt))],
-                             baseline_label="Conv2D+tfnorm BN", floor_goal=False),
+        "online": Spec(
+            ("conv", "seq", "dense"),
+            baseline=tfnorm_layer("BatchNormalization"),
+            baseline_label="tfnorm BN",
+            goal=2.0,
+            goal_modes=("train",),
+        ),
+        "adanorm": Spec(
+            ("seq", "dense"),
+            baseline=tfnorm_layer("LayerNormalization"),
+            baseline_label="tfnorm LN",
+            goal=1.15,
+        ),
+        "detach": Spec(
+            ("seq", "dense"),
+            baseline=tfnorm_layer("LayerNormalization"),
+            baseline_label="tfnorm LN",
+        ),
+        "cosine_dense": Spec(
+            ("dense",),
+            make=lambda c, dt: [cls_of("CosineDense")(c, **_kw(dt))],
+            baseline=lambda c, dt: [dense(c, dt), tn.LayerNormalization(**_kw(dt))],
+            baseline_label="Dense+tfnorm LN",
+            goal=1.3,
+            floor_goal=False,
+        ),
+        "cosine_conv1d": Spec(
+            ("seq-small",),
+            make=lambda c, dt: [cls_of("CosineConv1D")(c, 3, padding="same", **_kw(dt))],
+            baseline=lambda c, dt: [conv1d(c, dt), tn.BatchNormalization(**_kw(dt))],
+            baseline_label="Conv1D+tfnorm BN",
+            floor_goal=False,
+        ),
+        "cosine_conv2d": Spec(
+            ("conv-small",),
+            make=lambda c, dt: [cls_of("CosineConv2D")(c, 3, padding="same", **_kw(dt))],
+            baseline=lambda c, dt: [conv2d(c, dt), tn.BatchNormalization(**_kw(dt))],
+            baseline_label="Conv2D+tfnorm BN",
+            floor_goal=False,
+        ),
         "weight": Spec(
-            ("dense",), make=lambda c, dt: [cls_of("WeightNormalization")(dense(c, dt), **_kw(dt))],
-            baseline=lambda c, dt: [dense(c, dt)], baseline_label="keras Dense", floor_goal=False),
-        "frn": Spec(("conv",),
-                                            baseline=tfnorm_layer("InstanceNormalization"),
-                                            baseline_label="tfnorm IN"),
-        "evonorm_b0": Spec(("conv",), baseline=tfnorm_layer("BatchNormalization"),
-                          baseline_label="tfnorm BN"),
-        "evonorm_s0": Spec(("conv",), baseline=tfnorm_layer("GroupNormalization", groups=32),
-                          baseline_label="tfnorm GN"),
-        "switchable": Spec(("conv",), baseline=tfnorm_layer("BatchNormalization"),
-                                        baseline_label="tfnorm BN"),
+            ("dense",),
+            make=lambda c, dt: [cls_of("WeightNormalization")(dense(c, dt), **_kw(dt))],
+            baseline=lambda c, dt: [dense(c, dt)],
+            baseline_label="keras Dense",
+            floor_goal=False,
+        ),
+        "frn": Spec(
+            ("conv",), baseline=tfnorm_layer("InstanceNormalization"), baseline_label="tfnorm IN"
+        ),
+        "evonorm_b0": Spec(
+            ("conv",), baseline=tfnorm_layer("BatchNormalization"), baseline_label="tfnorm BN"
+        ),
+        "evonorm_s0": Spec(
+            ("conv",),
+            baseline=tfnorm_layer("GroupNormalization", groups=32),
+            baseline_label="tfnorm GN",
+        ),
+        "switchable": Spec(
+            ("conv",), baseline=tfnorm_layer("BatchNormalization"), baseline_label="tfnorm BN"
+        ),
         "lrn": Spec(("conv",)),
         "tlu": Spec(("conv",)),
-        "pixel": Spec(("conv", "seq"), baseline=tfnorm_layer("RMSNormalization"),
-                                   baseline_label="tfnorm RMS"),
-        "scale": Spec(("seq", "dense"), baseline=tfnorm_layer("RMSNormalization"),
-                                   baseline_label="tfnorm RMS"),
-        "dyt": Spec(("seq", "dense"), baseline=tfnorm_layer("LayerNormalization"),
-                            baseline_label="tfnorm LN"),
+        "pixel": Spec(
+            ("conv", "seq"), baseline=tfnorm_layer("RMSNormalization"), baseline_label="tfnorm RMS"
+        ),
+        "scale": Spec(
+            ("seq", "dense"), baseline=tfnorm_layer("RMSNormalization"), baseline_label="tfnorm RMS"
+        ),
+        "dyt": Spec(
+            ("seq", "dense"),
+            baseline=tfnorm_layer("LayerNormalization"),
+            baseline_label="tfnorm LN",
+        ),
     }
 
 
@@ -213,8 +273,12 @@ def public_layer_classes() -> List[type]:
     out = []
     for name in tn.__all__:
         obj = getattr(tn, name, None)
-        if (inspect.isclass(obj) and issubclass(obj, keras.layers.Layer)
-                and not inspect.isabstract(obj) and obj is not tn.NormalizationLayer):
+        if (
+            inspect.isclass(obj)
+            and issubclass(obj, keras.layers.Layer)
+            and not inspect.isabstract(obj)
+            and obj is not tn.NormalizationLayer
+        ):
             out.append(obj)
     return out
 
@@ -222,6 +286,7 @@ def public_layer_classes() -> List[type]:
 def short_names() -> Dict[str, str]:
     """Class name -> registry short name (the first one registered)."""
     from tfnorm import registry
+
     out: Dict[str, str] = {}
     for short in registry.available(None):
         cls = registry.resolve(short)
@@ -246,26 +311,41 @@ def _auto_spec(cls, missing: List[str]) -> Optional[Spec]:
         shape = {1: "seq-small", 2: "conv-small", 3: "vol-small"}[dims]
         conv = {1: L.Conv1D, 2: L.Conv2D, 3: L.Conv3D}[dims]
         pad = {"padding": "same"} if "padding" in params else {}
-        return Spec((shape,),
-                    make=lambda c, dt: [cls(filters=c, kernel_size=3, **pad, **_kw(dt))],
-                    baseline=lambda c, dt: [conv(c, 3, padding="same", **_kw(dt))],
-                    baseline_label=f"keras {conv.__name__}", floor_goal=False)
+        return Spec(
+            (shape,),
+            make=lambda c, dt: [cls(filters=c, kernel_size=3, **pad, **_kw(dt))],
+            baseline=lambda c, dt: [conv(c, 3, padding="same", **_kw(dt))],
+            baseline_label=f"keras {conv.__name__}",
+            floor_goal=False,
+        )
     if missing == ["units"]:
-        return Spec(("dense",), make=lambda c, dt: [cls(units=c, **_kw(dt))],
-                    baseline=lambda c, dt: [L.Dense(c, **_kw(dt))], baseline_label="keras Dense",
-                    floor_goal=False)
+        return Spec(
+            ("dense",),
+            make=lambda c, dt: [cls(units=c, **_kw(dt))],
+            baseline=lambda c, dt: [L.Dense(c, **_kw(dt))],
+            baseline_label="keras Dense",
+            floor_goal=False,
+        )
     if missing == ["layer"]:
-        return Spec(("dense",), make=lambda c, dt: [cls(L.Dense(c, **_kw(dt)), **_kw(dt))],
-                    baseline=lambda c, dt: [L.Dense(c, **_kw(dt))], baseline_label="keras Dense",
-                    floor_goal=False)
+        return Spec(
+            ("dense",),
+            make=lambda c, dt: [cls(L.Dense(c, **_kw(dt)), **_kw(dt))],
+            baseline=lambda c, dt: [L.Dense(c, **_kw(dt))],
+            baseline_label="keras Dense",
+            floor_goal=False,
+        )
     return None
 
 
 def _required_args(cls) -> List[str]:
     params = inspect.signature(cls.__init__).parameters.values()
-    return [p.name for p in params
-            if p.name != "self" and p.default is p.empty
-            and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    return [
+        p.name
+        for p in params
+        if p.name != "self"
+        and p.default is p.empty
+        and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    ]
 
 
 def subjects(select: Optional[Sequence[str]] = None) -> Tuple[List[Subject], List[dict]]:
@@ -297,8 +377,13 @@ def subjects(select: Optional[Sequence[str]] = None) -> Tuple[List[Subject], Lis
             missing = _required_args(cls)
             spec = _auto_spec(cls, missing) if missing else Spec()
             if spec is None:
-                skipped.append({"layer": name, "reason": "needs constructor arguments "
-                                f"{missing} and has no benchmark spec"})
+                skipped.append(
+                    {
+                        "layer": name,
+                        "reason": "needs constructor arguments "
+                        f"{missing} and has no benchmark spec",
+                    }
+                )
                 continue
         make = spec.make or (lambda c, dt, cls=cls: [cls(**_kw(dt))])
         out.append(Subject(name=name, short=short, make=make, spec=spec))

@@ -67,8 +67,21 @@ def _shape(row) -> str:
     return "x".join(str(d) for d in row["shape"])
 
 
-COLUMNS = ("layer", "vs", "shape", "dtype", "compile", "mode",
-           "tfnorm ms", "base ms", "ratio", "goal", "floor ms", "of floor", "GB/s")
+COLUMNS = (
+    "layer",
+    "vs",
+    "shape",
+    "dtype",
+    "compile",
+    "mode",
+    "tfnorm ms",
+    "base ms",
+    "ratio",
+    "goal",
+    "floor ms",
+    "of floor",
+    "GB/s",
+)
 # Fewer repeats than this (or --quick) and a goal's ok/MISS would judge noise.
 MIN_JUDGED_REPEATS = 10
 DTYPE_SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
@@ -76,12 +89,14 @@ DTYPE_SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 def render(columns, body, left=()) -> str:
     """A fixed-width table; columns whose index is in ``left`` are left-aligned, the rest right."""
-    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c)
-              for i, c in enumerate(columns)]
+    widths = [
+        max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(columns)
+    ]
 
     def line(cells):
-        return "  ".join(c.ljust(w) if i in left else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     out = [line(columns), line(["-" * w for w in widths])]
     out.extend(line(b) for b in body)
@@ -97,8 +112,12 @@ GOALS_NOT_JUDGED = "goals are listed but not judged (no ok/MISS)"
 FULL_RUN = "`tfnorm bench --dtypes float32 --repeats 11`"
 
 
-def quick_warning(meta: dict, min_repeats: int = MIN_JUDGED_REPEATS,
-                  consequence: str = GOALS_NOT_JUDGED, remedy: str = FULL_RUN) -> Optional[str]:
+def quick_warning(
+    meta: dict,
+    min_repeats: int = MIN_JUDGED_REPEATS,
+    consequence: str = GOALS_NOT_JUDGED,
+    remedy: str = FULL_RUN,
+) -> Optional[str]:
     """The warning printed instead of ok/MISS marks; None when the run is long enough to judge.
 
     >>> meta = {"cores": 2, "load": 1.5, "settings": {"quick": True, "repeats": 5}}
@@ -114,13 +133,18 @@ def quick_warning(meta: dict, min_repeats: int = MIN_JUDGED_REPEATS,
     if judged(s, min_repeats):
         return None
     load = meta.get("load")
-    where = (f"a machine with load {load:.1f} on {meta['cores']} cores" if load is not None
-             else f"{meta['cores']} cores")
+    where = (
+        f"a machine with load {load:.1f} on {meta['cores']} cores"
+        if load is not None
+        else f"{meta['cores']} cores"
+    )
     why = "--quick" if s.get("quick") else f"--repeats {s['repeats']}"
-    return (f"warning: {why}: {s['repeats']} repeats per configuration on {where} measure "
-            f"the machine's noise as much as the layers, so {consequence}. For figures to "
-            f"rely on: at least {min_repeats} repeats without --quick, e.g. {remedy}, on an "
-            "idle machine.")
+    return (
+        f"warning: {why}: {s['repeats']} repeats per configuration on {where} measure "
+        f"the machine's noise as much as the layers, so {consequence}. For figures to "
+        f"rely on: at least {min_repeats} repeats without --quick, e.g. {remedy}, on an "
+        "idle machine."
+    )
 
 
 def _goal_cell(r, judge: bool) -> str:
@@ -139,10 +163,19 @@ def table(rows: List[dict], peers: Sequence[str] = (), judge: bool = True) -> st
     body = []
     for r in rows:
         cells = [
-            r["layer"], r["baseline"] or "-", _shape(r), DTYPE_SHORT.get(r["dtype"], r["dtype"]),
-            "XLA" if r["xla"] else "no XLA", r["mode"],
-            _fmt(r["tfnorm_ms"]), _fmt(r["baseline_ms"]), _fmt(r["ratio"]), _goal_cell(r, judge),
-            _fmt(r["floor_ms"]), _fmt(r["floor_fraction"]), _fmt(r["gbps"], ".1f"),
+            r["layer"],
+            r["baseline"] or "-",
+            _shape(r),
+            DTYPE_SHORT.get(r["dtype"], r["dtype"]),
+            "XLA" if r["xla"] else "no XLA",
+            r["mode"],
+            _fmt(r["tfnorm_ms"]),
+            _fmt(r["baseline_ms"]),
+            _fmt(r["ratio"]),
+            _goal_cell(r, judge),
+            _fmt(r["floor_ms"]),
+            _fmt(r["floor_fraction"]),
+            _fmt(r["gbps"], ".1f"),
         ]
         if peers:
             results = r.get("peers", {})
@@ -168,8 +201,10 @@ def floors(rows: List[dict], peers: Sequence[str]) -> str:
     columns = ["shape", "dtype", "tf no XLA", "tf XLA"] + list(peers)
     body = []
     for (shape, dtype), g in groups.items():
-        body.append([shape, DTYPE_SHORT.get(dtype, dtype)]
-                    + [_fmt(statistics.median(g[c]) if g.get(c) else None) for c in columns[2:]])
+        body.append(
+            [shape, DTYPE_SHORT.get(dtype, dtype)]
+            + [_fmt(statistics.median(g[c]) if g.get(c) else None) for c in columns[2:]]
+        )
     return render(columns, body, left={0, 1})
 
 
@@ -182,29 +217,39 @@ def goals(rows: List[dict], judge: bool = True) -> List[str]:
         by_layer.setdefault((r["layer"], r["baseline"], r["goal_ratio"]), []).append(r)
     for (layer, base, goal), rs in by_layer.items():
         worst = max(rs, key=lambda r: r["ratio"])
-        where = (f"{_shape(worst)} {worst['dtype']} {'XLA' if worst['xla'] else 'no XLA'} "
-                 f"{worst['mode']}")
+        where = (
+            f"{_shape(worst)} {worst['dtype']} {'XLA' if worst['xla'] else 'no XLA'} "
+            f"{worst['mode']}"
+        )
         if judge:
             met = sum(1 for r in rs if r["goal_met"])
-            lines.append(f"{layer} <= {goal:g}x {base}: {met}/{len(rs)} rows "
-                         f"(worst {worst['ratio']:.2f}: {where})")
+            lines.append(
+                f"{layer} <= {goal:g}x {base}: {met}/{len(rs)} rows "
+                f"(worst {worst['ratio']:.2f}: {where})"
+            )
         else:
             best = min(r["ratio"] for r in rs)
-            lines.append(f"{layer} <= {goal:g}x {base}: ratios {best:.2f}-{worst['ratio']:.2f} "
-                         f"over {len(rs)} rows (highest: {where}); not judged")
+            lines.append(
+                f"{layer} <= {goal:g}x {base}: ratios {best:.2f}-{worst['ratio']:.2f} "
+                f"over {len(rs)} rows (highest: {where}); not judged"
+            )
     for mode, need in (("forward", 0.8), ("train", 0.5)):
         rs = [r for r in rows if r["mode"] == mode and r.get("floor_goal", True)]
         if not rs:
             continue
         if judge:
             met = sum(1 for r in rs if r["floor_fraction"] >= need)
-            lines.append(f"{mode} >= {need:g} of the floor: {met}/{len(rs)} rows "
-                         "(layers without a matmul or convolution)")
+            lines.append(
+                f"{mode} >= {need:g} of the floor: {met}/{len(rs)} rows "
+                "(layers without a matmul or convolution)"
+            )
         else:
             lo = min(r["floor_fraction"] for r in rs)
             hi = max(r["floor_fraction"] for r in rs)
-            lines.append(f"{mode} >= {need:g} of the floor: {lo:.2f}-{hi:.2f} over {len(rs)} rows "
-                         "(layers without a matmul or convolution); not judged")
+            lines.append(
+                f"{mode} >= {need:g} of the floor: {lo:.2f}-{hi:.2f} over {len(rs)} rows "
+                "(layers without a matmul or convolution); not judged"
+            )
     return lines
 
 
@@ -215,10 +260,11 @@ def peer_lines(described: dict) -> List[str]:
         if d.get("status") != "ok":
             out.append(f"{name}: skipped ({d.get('reason', 'unavailable')})")
             continue
-        versions = ", ".join(f"{k} {v}" for k, v in d.get("versions", {}).items()
-                             if k != "python")
-        line = (f"{name}: {versions} on {d.get('device')}, {d.get('threads')} threads; "
-                f"{d.get('label')}; {d.get('python')} ({d.get('source')})")
+        versions = ", ".join(f"{k} {v}" for k, v in d.get("versions", {}).items() if k != "python")
+        line = (
+            f"{name}: {versions} on {d.get('device')}, {d.get('threads')} threads; "
+            f"{d.get('label')}; {d.get('python')} ({d.get('source')})"
+        )
         if d.get("failed"):
             line += f"; failed: {d['failed']}"
         out.append(line)
@@ -252,10 +298,13 @@ def text(meta: dict, rows: List[dict], skipped: List[dict], command: Optional[st
         f"median of {s['repeats']} interleaved runs after {s['warmup']} warm-up; "
         "ratio = tfnorm / baseline (same run); floor = x*2 under the same compile setting "
         f"(train: x{s['train_floor_passes']}); of floor = floor / tfnorm; "
-        "GB/s counts x and y (train: also dy and dx) once")
+        "GB/s counts x and y (train: also dy and dx) once"
+    )
     if peers:
-        head.append("peers (each in its own process, sampled in the same rounds as tfnorm; "
-                    "/fastest = tfnorm ms / fastest peer ms):")
+        head.append(
+            "peers (each in its own process, sampled in the same rounds as tfnorm; "
+            "/fastest = tfnorm ms / fastest peer ms):"
+        )
         head += [f"  {line}" for line in peer_lines(meta["peers"])]
     warning = quick_warning(meta)
     parts = ["\n".join(head)]
@@ -263,8 +312,7 @@ def text(meta: dict, rows: List[dict], skipped: List[dict], command: Optional[st
         parts += ["", warning]
     parts += ["", table(rows, peers, judge)]
     if peers and any(r.get("peers") for r in rows):
-        parts += ["", "x*2 floor per framework, ms (forward rows, median):",
-                  floors(rows, peers)]
+        parts += ["", "x*2 floor per framework, ms (forward rows, median):", floors(rows, peers)]
     g = goals(rows, judge)
     if g:
         parts += ["", "goals:" if judge else "goals (not judged, see the warning):"]

@@ -27,15 +27,15 @@ TENSORS_MOVED = {"forward": 2, "train": 4}
 
 @dataclasses.dataclass
 class Settings:
-    shapes: Optional[Sequence[str]] = None   # None: each layer's own list
+    shapes: Optional[Sequence[str]] = None  # None: each layer's own list
     dtypes: Sequence[str] = DTYPES
     compiles: Sequence[str] = COMPILES
     modes: Sequence[str] = MODES
     repeats: int = 15
     warmup: int = 3
-    first_shape_only: bool = False   # every layer: its first shape only (--quick)
-    all_shapes: bool = False         # layers without a Keras twin: every shape, not the first
-    goals_only: bool = False         # only layers with a Keras twin or a goal (--quick)
+    first_shape_only: bool = False  # every layer: its first shape only (--quick)
+    all_shapes: bool = False  # layers without a Keras twin: every shape, not the first
+    goals_only: bool = False  # only layers with a Keras twin or a goal (--quick)
     tiny: bool = False
 
 
@@ -53,6 +53,7 @@ def _forward(layers, xla: bool):
     @tf.function(jit_compile=xla)
     def step(x):
         return _apply(layers, x, False)
+
     return step
 
 
@@ -66,6 +67,7 @@ def _train(layers, xla: bool):
             y = _apply(layers, x, True)
         grads = tape.gradient(y, [x] + variables, output_gradients=dy)
         return y, grads
+
     return step
 
 
@@ -73,6 +75,7 @@ def _floor(xla: bool):
     @tf.function(jit_compile=xla)
     def step(x):
         return x * tf.constant(2, x.dtype)
+
     return step
 
 
@@ -91,8 +94,9 @@ def plan_configs(subjects: List[plan.Subject], settings: Settings):
         keys = list(s.spec.shapes)
         if settings.shapes is not None:
             keys = [k for k in keys if k in settings.shapes]
-        if settings.first_shape_only or not (s.spec.twin or settings.all_shapes
-                                             or settings.shapes is not None):
+        if settings.first_shape_only or not (
+            s.spec.twin or settings.all_shapes or settings.shapes is not None
+        ):
             keys = keys[:1]
         for k in keys:
             out.append((s, k))
@@ -126,9 +130,11 @@ class Progress:
         """A line that is not a step (e.g. what is being built before the next one)."""
         if self.enabled:
             elapsed = time.perf_counter() - self.t0
-            self.stream.write(("\r\033[K" if self.tty else "")
-                              + f"[{self.done:>3}/{self.total}] {elapsed:6.1f}s  {text}"
-                              + ("" if self.tty else "\n"))
+            self.stream.write(
+                ("\r\033[K" if self.tty else "")
+                + f"[{self.done:>3}/{self.total}] {elapsed:6.1f}s  {text}"
+                + ("" if self.tty else "\n")
+            )
             self.stream.flush()
 
     def close(self):
@@ -137,8 +143,13 @@ class Progress:
             self.stream.flush()
 
 
-def run(subjects: List[plan.Subject], settings: Settings, progress: bool = True,
-        seed: int = 0, peers: Sequence[object] = ()):
+def run(
+    subjects: List[plan.Subject],
+    settings: Settings,
+    progress: bool = True,
+    seed: int = 0,
+    peers: Sequence[object] = (),
+):
     """Runs every configuration; returns ``(rows, skipped)``.
 
     ``peers``: running :class:`~tfnorm.bench.peers.PeerProcess` workers; for a
@@ -162,15 +173,24 @@ def run(subjects: List[plan.Subject], settings: Settings, progress: bool = True,
             x = tf.cast(tf.constant(x32), dtype)
             try:
                 mine = subject.make(channels, _policy(dtype))
-                base = (subject.spec.baseline(channels, _policy(dtype))
-                        if subject.spec.baseline else None)
+                base = (
+                    subject.spec.baseline(channels, _policy(dtype))
+                    if subject.spec.baseline
+                    else None
+                )
                 y = _apply(mine, x, False)
                 if base is not None:
                     _apply(base, x, False)
                 dy = tf.cast(tf.constant(rng.standard_normal(y.shape).astype("float32")), y.dtype)
             except Exception as err:  # report and go on: one layer never stops the run
-                skipped.append({"layer": subject.name, "shape": key, "dtype": dtype,
-                                "reason": _first_line(err)})
+                skipped.append(
+                    {
+                        "layer": subject.name,
+                        "shape": key,
+                        "dtype": dtype,
+                        "reason": _first_line(err),
+                    }
+                )
                 for _ in range(len(settings.compiles) * len(settings.modes)):
                     bar.step(f"{label}: skipped")
                 continue
@@ -179,18 +199,45 @@ def run(subjects: List[plan.Subject], settings: Settings, progress: bool = True,
                 for mode in settings.modes:
                     bar.step(f"{label} {compile_} {mode}")
                     try:
-                        row = _measure(subject, key, shape, dtype, compile_, mode, mine, base,
-                                       x, dy, xla, settings, peers)
+                        row = _measure(
+                            subject,
+                            key,
+                            shape,
+                            dtype,
+                            compile_,
+                            mode,
+                            mine,
+                            base,
+                            x,
+                            dy,
+                            xla,
+                            settings,
+                            peers,
+                        )
                     except Exception as err:
-                        skipped.append({"layer": subject.name, "shape": key, "dtype": dtype,
-                                        "compile": compile_, "mode": mode,
-                                        "reason": _first_line(err)})
+                        skipped.append(
+                            {
+                                "layer": subject.name,
+                                "shape": key,
+                                "dtype": dtype,
+                                "compile": compile_,
+                                "mode": mode,
+                                "reason": _first_line(err),
+                            }
+                        )
                         continue
                     for name, result in row["peers"].items():
                         if "error" in result:
-                            skipped.append({"layer": f"{subject.name} [{name}]", "shape": key,
-                                            "dtype": dtype, "compile": compile_, "mode": mode,
-                                            "reason": result["error"]})
+                            skipped.append(
+                                {
+                                    "layer": f"{subject.name} [{name}]",
+                                    "shape": key,
+                                    "dtype": dtype,
+                                    "compile": compile_,
+                                    "mode": mode,
+                                    "reason": result["error"],
+                                }
+                            )
                     rows.append(row)
             for peer in peers:
                 peer.drop_all()
@@ -205,14 +252,19 @@ def _peer_timers(subject, shape, dtype, mode, peers):
     op, kwargs = subject.spec.peer
     out = []
     for peer in peers:
-        out.append((peer.name,
-                    RemoteTimer(peer, peer_case(op, shape, dtype, mode, **kwargs)),
-                    RemoteTimer(peer, peer_case("floor", shape, dtype, "forward"))))
+        out.append(
+            (
+                peer.name,
+                RemoteTimer(peer, peer_case(op, shape, dtype, mode, **kwargs)),
+                RemoteTimer(peer, peer_case("floor", shape, dtype, "forward")),
+            )
+        )
     return out
 
 
-def _measure(subject, key, shape, dtype, compile_, mode, mine, base, x, dy, xla, settings,
-             peers=()):
+def _measure(
+    subject, key, shape, dtype, compile_, mode, mine, base, x, dy, xla, settings, peers=()
+):
     fns: List[object] = []
     if mode == "forward":
         f_mine = _forward(mine, xla)
@@ -237,15 +289,18 @@ def _measure(subject, key, shape, dtype, compile_, mode, mine, base, x, dy, xla,
     t_base = res[1]["median_s"] if base is not None else None
     t_floor = res[n_local - 1]["median_s"]
     peer_rows = {}
-    for j, (name, op_timer, floor_timer) in enumerate(remote):
+    for j, (name, op_timer, _) in enumerate(remote):
         r_op, r_floor = res[n_local + 2 * j], res[n_local + 2 * j + 1]
         peer_rows[name] = peer_result(r_op, r_floor, op_timer.info)
     floor = t_floor * (TRAIN_FLOOR_PASSES if mode == "train" else 1)
     nbytes = int(np.prod(shape)) * tf.as_dtype(dtype).size
     moved = TENSORS_MOVED[mode] * nbytes
     spec = subject.spec
-    goal = spec.goal if (spec.goal is not None and base is not None
-                         and mode in spec.goal_modes) else None
+    goal = (
+        spec.goal
+        if (spec.goal is not None and base is not None and mode in spec.goal_modes)
+        else None
+    )
     ratio = t_mine / t_base if t_base else None
     return {
         "layer": subject.name,

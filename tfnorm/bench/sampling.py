@@ -69,8 +69,12 @@ class LocalTimer:
 
     optional = False  # a failure stops the whole group
 
-    def __init__(self, fn: Callable[[], object], sync: Callable[[object], object] = lambda o: o,
-                 name: str = ""):
+    def __init__(
+        self,
+        fn: Callable[[], object],
+        sync: Callable[[object], object] = lambda o: o,
+        name: str = "",
+    ):
         self.fn = fn
         self.sync = sync
         self.name = name

@@ -33,8 +33,10 @@ def make_sync():
     read back (a tiny copy, the same for every side).
     """
     if not _on_gpu():
+
         def sync(out):
             return out
+
         return sync
 
     def sync(out):
@@ -42,12 +44,18 @@ def make_sync():
             if t is not None:
                 tf.reshape(t, [-1])[:1].numpy()
         return out
+
     return sync
 
 
-def interleaved(fns: Sequence[object], repeats: int, warmup: int,
-                target_s: float = TARGET_S, max_inner: int = MAX_INNER,
-                log: Optional[List[int]] = None) -> List[dict]:
+def interleaved(
+    fns: Sequence[object],
+    repeats: int,
+    warmup: int,
+    target_s: float = TARGET_S,
+    max_inner: int = MAX_INNER,
+    log: Optional[List[int]] = None,
+) -> List[dict]:
     """Times ``fns`` round-robin; returns per item ``{"median_s", "samples", "inner"}``.
 
     An item is a callable of this process or a timer (``warm(warmup, target_s,
@@ -77,8 +85,9 @@ def interleaved(fns: Sequence[object], repeats: int, warmup: int,
             errors[i] = (text.splitlines() or [type(err).__name__])[0][:300]
             return None
 
-    inner = [attempt(i, lambda t=t: t.warm(warmup, target_s, max_inner))
-             for i, t in enumerate(timers)]
+    inner = [
+        attempt(i, lambda t=t: t.warm(warmup, target_s, max_inner)) for i, t in enumerate(timers)
+    ]
     samples: List[List[float]] = [[] for _ in timers]
     for order in schedule(len(timers), repeats):
         for i in order:

@@ -19,8 +19,14 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-__all__ = ["BASICMOTIONS_CLASSES", "Dataset", "load", "MNIST10K_PATH", "MNIST10K_SHA256",
-           "stratified_split"]
+__all__ = [
+    "BASICMOTIONS_CLASSES",
+    "Dataset",
+    "load",
+    "MNIST10K_PATH",
+    "MNIST10K_SHA256",
+    "stratified_split",
+]
 
 MNIST10K_PATH = os.path.join(os.path.dirname(__file__), "mnist10k.npz")
 MNIST10K_SHA256 = "94e2480bb2d38e772966d2564f7818de27e5e7d95984370b0cfb33e5bb4a39df"
@@ -78,8 +84,9 @@ def _load_mnist10k(verify: bool = True) -> Dataset:
         x, y = data["x"], data["y"]
     train, test = stratified_split(y)
     x = x[..., None]
-    return Dataset(x[train], y[train].astype(np.int64), x[test], y[test].astype(np.int64),
-                   10, "mnist10k")
+    return Dataset(
+        x[train], y[train].astype(np.int64), x[test], y[test].astype(np.int64), 10, "mnist10k"
+    )
 
 
 _BASICMOTIONS_CACHE: dict = {}
@@ -105,14 +112,21 @@ def _load_basicmotions() -> Dataset:
         except ImportError:
             raise ValueError(
                 "dataset='basicmotions' needs the optional aeon package, which ships the data: "
-                'pip install "tfnorm[har]" (or pip install aeon)') from None
+                'pip install "tfnorm[har]" (or pip install aeon)'
+            ) from None
         train = _basicmotions_split(load_basic_motions, "train")
         test = _basicmotions_split(load_basic_motions, "test")
         _BASICMOTIONS_CACHE.update(train=train, test=test)
     (x_tr, y_tr), (x_te, y_te) = _BASICMOTIONS_CACHE["train"], _BASICMOTIONS_CACHE["test"]
     # copies, so a caller that scales in place does not change the next load
-    return Dataset(x_tr.copy(), y_tr.copy(), x_te.copy(), y_te.copy(),
-                   len(BASICMOTIONS_CLASSES), "basicmotions")
+    return Dataset(
+        x_tr.copy(),
+        y_tr.copy(),
+        x_te.copy(),
+        y_te.copy(),
+        len(BASICMOTIONS_CLASSES),
+        "basicmotions",
+    )
 
 
 def _tfds_not_offline(spec: str, where) -> ValueError:
@@ -148,13 +162,16 @@ def _load_tfds(spec: str, data_dir: Optional[str]) -> Dataset:
     if len(parts) not in (2, 3) or not parts[1] or (len(parts) == 3 and not parts[2]):
         raise ValueError(
             f"dataset={spec!r} is not of the form tfds:NAME or tfds:NAME:SPLIT "
-            "(e.g. tfds:mnist, tfds:fashion_mnist:train[:50%])")
+            "(e.g. tfds:mnist, tfds:fashion_mnist:train[:50%])"
+        )
     name = parts[1]
     try:
         import tensorflow_datasets as tfds
     except ImportError:  # pragma: no cover - a dependency of tfnorm
-        raise ValueError(f"dataset={spec!r} needs the tensorflow-datasets package; "
-                         "pip install tensorflow-datasets, or use --dataset mnist10k") from None
+        raise ValueError(
+            f"dataset={spec!r} needs the tensorflow-datasets package; "
+            "pip install tensorflow-datasets, or use --dataset mnist10k"
+        ) from None
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as err:  # DatasetNotFoundError, or a bad version/config
@@ -162,8 +179,11 @@ def _load_tfds(spec: str, data_dir: Optional[str]) -> Dataset:
             import difflib
 
             close = difflib.get_close_matches(name, tfds.list_builders(), n=3, cutoff=0.6)
-            hint = f"; did you mean {', '.join(close)}?" if close else \
-                " (tfds.list_builders() lists the names)"
+            hint = (
+                f"; did you mean {', '.join(close)}?"
+                if close
+                else " (tfds.list_builders() lists the names)"
+            )
             raise ValueError(
                 f"dataset={spec!r}: TensorFlow Datasets has no dataset named {name!r}{hint}"
             ) from None
@@ -174,11 +194,13 @@ def _load_tfds(spec: str, data_dir: Optional[str]) -> Dataset:
     if not keys or not isinstance(keys[0], str):
         raise ValueError(
             f"dataset={spec!r} has no (image, label) supervised keys; the study needs an "
-            "image classification dataset such as tfds:mnist or tfds:cifar10")
+            "image classification dataset such as tfds:mnist or tfds:cifar10"
+        )
     # Split names are known once the data is prepared (empty when they are not).
     splits = list(builder.info.splits)
-    train_split = parts[2] if len(parts) == 3 else (
-        "train" if "train" in splits or not splits else splits[0])
+    train_split = (
+        parts[2] if len(parts) == 3 else ("train" if "train" in splits or not splits else splits[0])
+    )
     x_tr, y_tr = _tfds_arrays(builder, spec, train_split, where)
     x_te = y_te = None
     if train_split != "test" and ("test" in splits or not splits):
@@ -195,7 +217,8 @@ def _load_tfds(spec: str, data_dir: Optional[str]) -> Dataset:
     if x_tr.ndim != 4 or x_tr.shape[1:] != x_te.shape[1:]:
         raise ValueError(
             f"dataset={spec!r} yields inputs of shape {x_tr.shape[1:]}; the study needs images "
-            "of one size (H, W) or (H, W, C)")
+            "of one size (H, W) or (H, W, C)"
+        )
     label_info = builder.info.features[keys[1]]
     num_classes = getattr(label_info, "num_classes", None)
     if not num_classes:
@@ -239,4 +262,5 @@ def load(name: str = "mnist10k", data_dir: Optional[str] = None) -> Dataset:
         return _load_tfds(name, data_dir)
     raise ValueError(
         f"unknown dataset={name!r}; valid: 'mnist10k' (embedded), 'basicmotions' "
-        "(needs aeon) or 'tfds:NAME[:SPLIT]'")
+        "(needs aeon) or 'tfds:NAME[:SPLIT]'"
+    )

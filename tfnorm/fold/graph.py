@@ -49,9 +49,9 @@ class Call:
 
     name: str
     index: int
-    first: Optional[Ref]          # the first positional argument, when it is one tensor
-    reads: Tuple[Ref, ...]        # every tensor among its arguments
-    kwargs: dict                  # its keyword arguments that are not tensors
+    first: Optional[Ref]  # the first positional argument, when it is one tensor
+    reads: Tuple[Ref, ...]  # every tensor among its arguments
+    kwargs: dict  # its keyword arguments that are not tensors
     shape: Optional[tuple] = None  # the shape of ``first``
 
     @property
@@ -82,8 +82,12 @@ def _refs_in(value, out: List[Ref]) -> None:
 
 def _output_refs(value, out: List[Ref]) -> None:
     """The ``[name, call, tensor]`` triples of ``output_layers`` (any nesting)."""
-    if (isinstance(value, (list, tuple)) and len(value) == 3 and isinstance(value[0], str)
-            and all(isinstance(v, int) for v in value[1:])):
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 3
+        and isinstance(value[0], str)
+        and all(isinstance(v, int) for v in value[1:])
+    ):
         out.append(Ref(value[0], value[1], value[2]))
     elif isinstance(value, dict):
         for item in value.values():
@@ -157,8 +161,16 @@ class Graph:
                 _refs_in([args, kwargs], reads)
                 first = _tensor_ref(args[0]) if args else None
                 plain = {k: v for k, v in kwargs.items() if not _has_tensor(v)}
-                self._add_call(Call(name, index, None if first is None else first[0],
-                                    tuple(reads), plain, None if first is None else first[1]))
+                self._add_call(
+                    Call(
+                        name,
+                        index,
+                        None if first is None else first[0],
+                        tuple(reads),
+                        plain,
+                        None if first is None else first[1],
+                    )
+                )
         outputs: List[Ref] = []
         _output_refs(config["output_layers"], outputs)
         for ref in outputs:

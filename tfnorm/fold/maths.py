@@ -34,8 +34,7 @@ def _f64(value) -> Optional[np.ndarray]:
     return None if value is None else np.asarray(value, dtype=np.float64)
 
 
-def batch_norm_affine(mean, variance, gamma, beta, epsilon: float) -> Tuple[np.ndarray,
-                                                                             np.ndarray]:
+def batch_norm_affine(mean, variance, gamma, beta, epsilon: float) -> Tuple[np.ndarray, np.ndarray]:
     """``(s, t)`` with ``BN(x) = s * x + t`` per channel (inference statistics)."""
     mean, variance = _f64(mean), _f64(variance)
     scale = 1.0 / np.sqrt(variance + np.float64(epsilon))

@@ -105,8 +105,9 @@ class Rebuild:
         self.after: Optional[Tuple[np.ndarray, np.ndarray]] = None
 
     def make(self) -> keras.layers.Layer:
-        config = dict(self.source.config, name=self.source.old.name,
-                      trainable=self.source.old.trainable)
+        config = dict(
+            self.source.config, name=self.source.old.name, trainable=self.source.old.trainable
+        )
         if self.before is not None or self.after is not None:
             config["use_bias"] = True
         return self.source.cls.from_config(config)
@@ -115,10 +116,12 @@ class Rebuild:
         values = dict(self.source.weights)
         if self.before is not None:
             values["kernel"], values["bias"] = maths.fold_before_dense(
-                values["kernel"], values.get("bias"), *self.before)
+                values["kernel"], values.get("bias"), *self.before
+            )
         if self.after is not None:
             values["kernel"], values["bias"] = maths.fold_after(
-                values["kernel"], values.get("bias"), self.source.kind, *self.after)
+                values["kernel"], values.get("bias"), self.source.kind, *self.after
+            )
         return values
 
     def assign(self, new: keras.layers.Layer, path: str) -> None:
@@ -126,8 +129,10 @@ class Rebuild:
         values = self.values()
         names = [v.name for v in new.weights]
         if sorted(names) != sorted(values):
-            raise RuntimeError(f"fold_normalization: the new {type(new).__name__} {path!r} has "
-                               f"weights {names}, expected {sorted(values)}")
+            raise RuntimeError(
+                f"fold_normalization: the new {type(new).__name__} {path!r} has "
+                f"weights {names}, expected {sorted(values)}"
+            )
         for v in new.weights:
             v.assign(keras.ops.cast(values[v.name], v.dtype))
 
@@ -139,9 +144,12 @@ def _batch_norm_affine(bn) -> Tuple[np.ndarray, np.ndarray]:
     gamma = getattr(bn, "gamma", None)
     beta = getattr(bn, "beta", None)
     return maths.batch_norm_affine(
-        bn.moving_mean.numpy(), bn.moving_variance.numpy(),
-        None if gamma is None else gamma.numpy(), None if beta is None else beta.numpy(),
-        bn.epsilon)
+        bn.moving_mean.numpy(),
+        bn.moving_variance.numpy(),
+        None if gamma is None else gamma.numpy(),
+        None if beta is None else beta.numpy(),
+        bn.epsilon,
+    )
 
 
 class Planner:
@@ -216,17 +224,30 @@ class Planner:
                 plain = layer.remove()
             except (ValueError, RuntimeError) as err:
                 return None, f"could not be removed: {err}"
-            return Source(layer, type(plain), plain.get_config(), _weights(plain),
-                          kernels.kind(plain), plain,
-                          f"the effective kernel from {wrapper.__name__}.remove()"), ""
+            return Source(
+                layer,
+                type(plain),
+                plain.get_config(),
+                _weights(plain),
+                kernels.kind(plain),
+                plain,
+                f"the effective kernel from {wrapper.__name__}.remove()",
+            ), ""
         standardized = _own_class(layer, _STANDARDIZED)
         if standardized is not None:
             config = layer.get_config()
             config.pop("epsilon")
             values = _weights(layer)
             values["kernel"] = maths.standardize_kernel(values["kernel"], layer.epsilon)
-            return Source(layer, _STANDARDIZED[standardized], config, values, "conv", layer,
-                          f"the standardized kernel (epsilon={layer.epsilon:g})"), ""
+            return Source(
+                layer,
+                _STANDARDIZED[standardized],
+                config,
+                values,
+                "conv",
+                layer,
+                f"the standardized kernel (epsilon={layer.epsilon:g})",
+            ), ""
         if isinstance(layer, _WRAPPERS) or isinstance(layer, tuple(_STANDARDIZED)):
             return None, "is a subclass with its own call(): what it computes is not known"
         kind = kernels.kind(layer)
@@ -246,8 +267,16 @@ class Planner:
 
     # -- decisions ---------------------------------------------------------------------
     def _record(self, path, action, layer, note, new_class=None, new_name=None):
-        self.records.append(dict(path=path, action=action, old_class=type(layer),
-                                 new_class=new_class, new_name=new_name, note=note))
+        self.records.append(
+            dict(
+                path=path,
+                action=action,
+                old_class=type(layer),
+                new_class=new_class,
+                new_name=new_name,
+                note=note,
+            )
+        )
 
     def _keep(self, layer, path, reason):
         self._record(path, "kept", layer, reason, new_class=type(layer), new_name=layer.name)
@@ -258,8 +287,7 @@ class Planner:
             self._keep(layer, path, f"{type(layer).__name__} {why}")
             return
         self._rebuild(layer)
-        self._record(path, "replaced", layer, source.how, new_class=source.cls,
-                     new_name=layer.name)
+        self._record(path, "replaced", layer, source.how, new_class=source.cls, new_name=layer.name)
 
     def _batch_norm(self, bn, graph, path):
         reason = self._why_not_batch_norm(bn, graph)
@@ -291,22 +319,34 @@ class Planner:
             change.before = affine
             where = f"the kernel rows and bias of the {layer} after it"
         self.changes[id(bn)] = REMOVED
-        self._record(path, "folded", bn, f"scale and shift folded into {where}",
-                     new_class=source.cls, new_name=into.name)
+        self._record(
+            path,
+            "folded",
+            bn,
+            f"scale and shift folded into {where}",
+            new_class=source.cls,
+            new_name=into.name,
+        )
 
     def _why_not_batch_norm(self, bn, graph) -> Optional[str]:
         """Why ``bn`` cannot fold anywhere, whatever its neighbours, or None."""
         if _own_class(bn, BATCH_NORMS) is None:
-            return (f"{type(bn).__name__} is a subclass of BatchNormalization with its own "
-                    "call(); what it computes is not known")
+            return (
+                f"{type(bn).__name__} is a subclass of BatchNormalization with its own "
+                "call(); what it computes is not known"
+            )
         sites = self._call_sites[id(bn)]
         if sites != 1:
-            return (f"it is called at {sites} places (a shared layer): folding it into one "
-                    "neighbour would change the others")
+            return (
+                f"it is called at {sites} places (a shared layer): folding it into one "
+                "neighbour would change the others"
+            )
         call = graph.calls[bn.name][0]
         if call.kwargs.get("training") is True:
-            return ("it is called with training=True, so it always normalizes with the "
-                    "statistics of the batch; only inference statistics fold")
+            return (
+                "it is called with training=True, so it always normalizes with the "
+                "statistics of the batch; only inference statistics fold"
+            )
         if call.shape is None:
             return "the rank of its input is not known"
         if _channel_axis(bn, len(call.shape)) is None:
@@ -322,8 +362,10 @@ class Planner:
         if isinstance(src, keras.layers.InputLayer):
             return None, f"it reads the input {ref.name!r}, not the output of a linear layer"
         if isinstance(src, keras.Model):
-            return None, (f"it reads the output of the nested model {ref.name!r} (folding "
-                          "stays within one model)")
+            return None, (
+                f"it reads the output of the nested model {ref.name!r} (folding "
+                "stays within one model)"
+            )
         if not isinstance(src, keras.layers.Layer):
             return None, f"it reads the result of the operation {ref.name!r}"
         source, why = self._source(src)
@@ -335,17 +377,22 @@ class Planner:
         others = [name for name, _ in graph.readers(ref) if name != bn.name]
         if others:
             names = ", ".join("the model's outputs" if n == OUTPUT else repr(n) for n in others)
-            return None, (f"the output of {_label(src)} is also read by {names}; folding "
-                          "would change what they receive")
+            return None, (
+                f"the output of {_label(src)} is also read by {names}; folding "
+                "would change what they receive"
+            )
         activation = getattr(source.layer, "activation", None)
         if activation is not None and activation is not keras.activations.linear:
             act = getattr(activation, "__name__", repr(activation))
-            return None, (f"it follows {_label(src)} with activation={act!r}, which lies "
-                          "between the two")
+            return None, (
+                f"it follows {_label(src)} with activation={act!r}, which lies between the two"
+            )
         channels = kernels.channel_axis(source.layer, len(call.shape))
         if axis != channels:
-            return None, (f"it normalizes axis {axis}, but the channels of {_label(src)} are "
-                          f"on axis {channels}")
+            return None, (
+                f"it normalizes axis {axis}, but the channels of {_label(src)} are "
+                f"on axis {channels}"
+            )
         return src, ""
 
     def _reader(self, bn, call, graph, axis) -> Tuple[Optional[keras.layers.Layer], str]:
@@ -362,16 +409,20 @@ class Planner:
         source, why = self._source(dst)
         if source is None or source.kind != "dense":
             padding = getattr(dst, "padding", None) or getattr(
-                getattr(dst, "layer", None), "padding", None)
+                getattr(dst, "layer", None), "padding", None
+            )
             if padding == "same":
                 return None, (
                     f"it feeds {_label(dst)} with padding='same': the convolution pads the "
                     "normalized input with zeros, and folded in it would pad the raw input "
                     "with zeros, which normalize to beta - mean * gamma / sqrt(variance + "
-                    "epsilon), not zero; outputs at the borders would change")
+                    "epsilon), not zero; outputs at the borders would change"
+                )
             if padding is not None:
-                return None, (f"it feeds {_label(dst)}; a normalization in front of a layer "
-                              "folds only into a Dense")
+                return None, (
+                    f"it feeds {_label(dst)}; a normalization in front of a layer "
+                    "folds only into a Dense"
+                )
             if why:
                 return None, f"it feeds {_label(dst)}, which {why}"
             return None, f"it feeds {_label(dst)}, not a Dense"
@@ -382,22 +433,30 @@ class Planner:
         if sites != 1:
             return None, f"it feeds {_label(dst)}, which is called at {sites} places"
         if axis != len(call.shape) - 1:
-            return None, (f"it normalizes axis {axis}, but the Dense {dst.name!r} after it "
-                          "contracts the last axis")
+            return None, (
+                f"it normalizes axis {axis}, but the Dense {dst.name!r} after it "
+                "contracts the last axis"
+            )
         return dst, ""
 
     def _note_hidden(self, layer, path):
         for sub in hidden_layers(layer):
             if not _is_normalization(sub):
                 continue
-            self._keep(sub, f"{path}/{sub.name}",
-                       f"inside {type(layer).__name__} {path!r}, which is copied whole; "
-                       "layers inside other layers cannot be rewritten")
+            self._keep(
+                sub,
+                f"{path}/{sub.name}",
+                f"inside {type(layer).__name__} {path!r}, which is copied whole; "
+                "layers inside other layers cannot be rewritten",
+            )
 
 
 def _is_normalization(layer) -> bool:
-    return (isinstance(layer, BATCH_NORMS + _WRAPPERS + tuple(_STANDARDIZED))
-            or isinstance(layer, keras.layers.SpectralNormalization) or default_match(layer))
+    return (
+        isinstance(layer, BATCH_NORMS + _WRAPPERS + tuple(_STANDARDIZED))
+        or isinstance(layer, keras.layers.SpectralNormalization)
+        or default_match(layer)
+    )
 
 
 def _channel_axis(bn, rank: int) -> Optional[int]:
@@ -412,9 +471,13 @@ def _channel_axis(bn, rank: int) -> Optional[int]:
 
 def _why_not_foldable(layer) -> str:
     if isinstance(layer, keras.layers.SpectralNormalization):
-        return ("keras.layers.SpectralNormalization is copied as it is; "
-                "tfnorm.SpectralNormalization folds into the plain layer")
-    return (f"{type(layer).__name__} computes its statistics from each input at run time: "
-            "there are no fixed statistics to fold (only BatchNormalization in inference, "
-            "WeightNormalization, SpectralNormalization and the weight-standardized "
-            "convolutions fold)")
+        return (
+            "keras.layers.SpectralNormalization is copied as it is; "
+            "tfnorm.SpectralNormalization folds into the plain layer"
+        )
+    return (
+        f"{type(layer).__name__} computes its statistics from each input at run time: "
+        "there are no fixed statistics to fold (only BatchNormalization in inference, "
+        "WeightNormalization, SpectralNormalization and the weight-standardized "
+        "convolutions fold)"
+    )

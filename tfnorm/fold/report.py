@@ -43,8 +43,10 @@ class FoldReport(SwapReport):
         return tuple(r for r in self if r.action == "folded")
 
     def table(self) -> str:
-        head = (f"fold_normalization: {len(self.folded)} folded, {len(self.replaced)} "
-                f"replaced, {len(self.kept)} kept")
+        head = (
+            f"fold_normalization: {len(self.folded)} folded, {len(self.replaced)} "
+            f"replaced, {len(self.kept)} kept"
+        )
         rows = [("#", "layer", "was", "now", "how / why")]
         for i, r in enumerate(self):
             if r.action == "folded":

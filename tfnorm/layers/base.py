@@ -27,22 +27,32 @@ import numpy as np
 import tensorflow as tf
 
 from tfnorm import ops
-
 from tfnorm.layers.registration import PACKAGE, register  # noqa: F401  (the vocabulary)
 
-
 # Keyword arguments the Keras base Layer accepts and writes into configs.
-BASE_LAYER_KEYS = frozenset({
-    "name", "trainable", "dtype", "autocast", "activity_regularizer",
-    "input_shape", "batch_input_shape", "batch_size", "input_dim",
-})
+BASE_LAYER_KEYS = frozenset(
+    {
+        "name",
+        "trainable",
+        "dtype",
+        "autocast",
+        "activity_regularizer",
+        "input_shape",
+        "batch_input_shape",
+        "batch_size",
+        "input_dim",
+    }
+)
 
 
 def init_arguments(cls) -> Tuple[str, ...]:
     """Names of the explicit ``__init__`` arguments of ``cls`` (no ``self``/``**kwargs``)."""
     params = inspect.signature(cls.__init__).parameters.values()
-    return tuple(p.name for p in params
-                 if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+    return tuple(
+        p.name
+        for p in params
+        if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    )
 
 
 def check_config_keys(cls, config: dict) -> None:
@@ -92,8 +102,10 @@ def check_mask(layer_name: str, mask) -> tf.Tensor:
     """
     mask = tf.convert_to_tensor(mask)
     if not (mask.dtype.is_bool or mask.dtype.is_integer or mask.dtype.is_floating):
-        raise ValueError(f"{layer_name}: mask must be boolean or numeric (nonzero means kept), "
-                         f"received a mask of dtype {mask.dtype.name}")
+        raise ValueError(
+            f"{layer_name}: mask must be boolean or numeric (nonzero means kept), "
+            f"received a mask of dtype {mask.dtype.name}"
+        )
     return mask
 
 
@@ -136,8 +148,12 @@ def check_fraction(name: str, value):
 
 def check_int(name: str, value, minimum: int = 1, maximum=None):
     """A Python/NumPy integer in ``[minimum, maximum]`` (no upper bound when None)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
-            or value < minimum or (maximum is not None and value > maximum):
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, np.integer))
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
         bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         raise ValueError(f"{name} must be an integer {bound}, received {name}={value!r}")
     return int(value)
@@ -207,9 +223,13 @@ class AffineMixin:
         if "scale" in arguments:
             self.scale = check_bool("scale", arguments["scale"])
         for p in self._affine_params:
-            set_weight_arguments(self, p, arguments[f"{p}_initializer"],
-                                 arguments.get(f"{p}_regularizer"),
-                                 arguments.get(f"{p}_constraint"))
+            set_weight_arguments(
+                self,
+                p,
+                arguments[f"{p}_initializer"],
+                arguments.get(f"{p}_regularizer"),
+                arguments.get(f"{p}_constraint"),
+            )
 
     def _affine_on(self, param) -> bool:
         if param not in self._affine_params:
@@ -221,9 +241,13 @@ class AffineMixin:
         for p in ("gamma", "beta"):
             weight = None
             if self._affine_on(p):
-                weight = self._param(p, shape, getattr(self, f"{p}_initializer"),
-                                     getattr(self, f"{p}_regularizer"),
-                                     getattr(self, f"{p}_constraint"))
+                weight = self._param(
+                    p,
+                    shape,
+                    getattr(self, f"{p}_initializer"),
+                    getattr(self, f"{p}_regularizer"),
+                    getattr(self, f"{p}_constraint"),
+                )
             setattr(self, p, weight)
 
     def _affine_config(self):
@@ -254,12 +278,16 @@ def constraint(name: str, value):
     return _keras_object(keras.constraints, "constraint", name, value)
 
 
-_WEIGHT_ARGUMENTS = (("initializer", initializer), ("regularizer", regularizer),
-                     ("constraint", constraint))
+_WEIGHT_ARGUMENTS = (
+    ("initializer", initializer),
+    ("regularizer", regularizer),
+    ("constraint", constraint),
+)
 
 
-def set_weight_arguments(layer, weight: str, initializer_value, regularizer_value=None,
-                         constraint_value=None) -> None:
+def set_weight_arguments(
+    layer, weight: str, initializer_value, regularizer_value=None, constraint_value=None
+) -> None:
     """Sets ``layer.<weight>_initializer``, ``_regularizer`` and ``_constraint``, each checked."""
     values = (initializer_value, regularizer_value, constraint_value)
     for (kind, get), value in zip(_WEIGHT_ARGUMENTS, values):
@@ -268,8 +296,11 @@ def set_weight_arguments(layer, weight: str, initializer_value, regularizer_valu
 
 def weight_arguments_config(layer, *weights: str) -> dict:
     """The config entries :func:`set_weight_arguments` set, for each of ``weights``."""
-    return {f"{w}_{kind}": serialize(getattr(layer, f"{w}_{kind}"))
-            for w in weights for kind, _ in _WEIGHT_ARGUMENTS}
+    return {
+        f"{w}_{kind}": serialize(getattr(layer, f"{w}_{kind}"))
+        for w in weights
+        for kind, _ in _WEIGHT_ARGUMENTS
+    }
 
 
 def _shape_of(x):
@@ -349,8 +380,13 @@ def _in_statistics_precision(call):
         outputs = call(self, _statistics_input(self, inputs), *args, **kwargs)
         compute = tf.as_dtype(self.compute_dtype)
         return tf.nest.map_structure(
-            lambda t: tf.cast(t, compute) if getattr(t, "dtype", compute) != compute
-            and tf.as_dtype(t.dtype).is_floating else t, outputs)
+            lambda t: (
+                tf.cast(t, compute)
+                if getattr(t, "dtype", compute) != compute and tf.as_dtype(t.dtype).is_floating
+                else t
+            ),
+            outputs,
+        )
 
     wrapped.__wrapped__ = call  # Keras reads the call signature through it
     for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
@@ -422,8 +458,16 @@ class NormalizationLayer(CheckedCall, keras.layers.Layer):
                 )
         return axes
 
-    def _param(self, name, shape, initializer, regularizer=None, constraint=None,
-               trainable=True, aggregation="none"):
+    def _param(
+        self,
+        name,
+        shape,
+        initializer,
+        regularizer=None,
+        constraint=None,
+        trainable=True,
+        aggregation="none",
+    ):
         """A float32 weight (float64 in a float64 layer) whatever the dtype policy, never
         autocast: it takes part in statistics, which are float32 under half precision."""
         return self.add_weight(

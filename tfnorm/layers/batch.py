@@ -6,21 +6,21 @@ import numpy as np
 import tensorflow as tf
 
 from tfnorm import ops
-from tfnorm.ops.layout import scalar
 from tfnorm.layers.base import (
     AffineMixin,
     NormalizationLayer,
     check_axis,
     check_bool,
-    check_mask,
     check_fraction,
     check_int,
+    check_mask,
     check_positive,
     initializer,
     register,
     serialize,
     update_moving_average,
 )
+from tfnorm.ops.layout import scalar
 
 _RENORM_KEYS = ("rmax", "rmin", "dmax")
 
@@ -194,10 +194,12 @@ class BatchNormalization(AffineMixin, NormalizationLayer):
         self.renorm = check_bool("renorm", renorm)
         self.renorm_clipping = _check_renorm_clipping(renorm_clipping)
         self.renorm_momentum = check_fraction("renorm_momentum", renorm_momentum)
-        self.moving_mean_initializer = initializer("moving_mean_initializer",
-                                                   moving_mean_initializer)
-        self.moving_variance_initializer = initializer("moving_variance_initializer",
-                                                       moving_variance_initializer)
+        self.moving_mean_initializer = initializer(
+            "moving_mean_initializer", moving_mean_initializer
+        )
+        self.moving_variance_initializer = initializer(
+            "moving_variance_initializer", moving_variance_initializer
+        )
 
     def build(self, input_shape):
         axes = self._resolve_axes(self.axis, input_shape)
@@ -205,11 +207,16 @@ class BatchNormalization(AffineMixin, NormalizationLayer):
         self._reduce = ops.complement(axes, self._built_rank)
         shape = self._param_shape(axes, input_shape)
         self._build_affine(shape)
-        self.moving_mean = self._param("moving_mean", shape, self.moving_mean_initializer,
-                                       trainable=False, aggregation="mean")
-        self.moving_variance = self._param("moving_variance", shape,
-                                           self.moving_variance_initializer,
-                                           trainable=False, aggregation="mean")
+        self.moving_mean = self._param(
+            "moving_mean", shape, self.moving_mean_initializer, trainable=False, aggregation="mean"
+        )
+        self.moving_variance = self._param(
+            "moving_variance",
+            shape,
+            self.moving_variance_initializer,
+            trainable=False,
+            aggregation="mean",
+        )
         if self.renorm:
             var_init = self.moving_variance_initializer
 
@@ -218,8 +225,9 @@ class BatchNormalization(AffineMixin, NormalizationLayer):
 
             state = dict(trainable=False, aggregation="mean")
             self.moving_stddev = self._param("moving_stddev", shape, stddev_init, **state)
-            self.renorm_mean = self._param("renorm_mean", shape, self.moving_mean_initializer,
-                                           **state)
+            self.renorm_mean = self._param(
+                "renorm_mean", shape, self.moving_mean_initializer, **state
+            )
             self.renorm_stddev = self._param("renorm_stddev", shape, stddev_init, **state)
 
     def load_own_variables(self, store):
@@ -264,8 +272,15 @@ class BatchNormalization(AffineMixin, NormalizationLayer):
         if mask is not None:
             mask, readings = self._mask_readings(mask, x)
         if not use_batch:
-            y, _, _ = ops.batch_norm(x, self._axes, self.gamma, self.beta, self.epsilon,
-                                     mean=self.moving_mean, variance=self.moving_variance)
+            y, _, _ = ops.batch_norm(
+                x,
+                self._axes,
+                self.gamma,
+                self.beta,
+                self.epsilon,
+                mean=self.moving_mean,
+                variance=self.moving_variance,
+            )
             return y
 
         if mask is not None:
@@ -360,9 +375,11 @@ class BatchNormalization(AffineMixin, NormalizationLayer):
         dyn = tf.shape(x)
         if n is None:
             tf.debugging.assert_equal(
-                dyn[0] % v, 0,
+                dyn[0] % v,
+                0,
                 message=f"BatchNormalization: the batch size must be a multiple of "
-                        f"virtual_batch_size={v}")
+                f"virtual_batch_size={v}",
+            )
         new_shape = tf.concat([[-1, v], dyn[1:]], 0)
         xv = tf.reshape(x, new_shape)
         static = [None, v] + x.shape.as_list()[1:]
@@ -394,7 +411,7 @@ class BatchNormalization(AffineMixin, NormalizationLayer):
                 f"BatchNormalization: a mask needs a single channel axis, received axis={self.axis!r}"
             )
         c = self._axes[0]
-        readings = [(x_shape[:c] + x_shape[c + 1:], c)]
+        readings = [(x_shape[:c] + x_shape[c + 1 :], c)]
         if c != rank - 1:
             readings.append((x_shape[:-1], rank - 1))
 
@@ -404,9 +421,12 @@ class BatchNormalization(AffineMixin, NormalizationLayer):
         matching = [r for r in readings if fits(r[0])]
         if not matching:
             accepted = " or ".join(str(r[0]) for r in readings)
-            kinds = ("the input's shape without the channel axis" if len(readings) == 1 else
-                     "the input's shape without the channel axis (tfnorm), or its leading "
-                     "axes, broadcast over the last one (Keras)")
+            kinds = (
+                "the input's shape without the channel axis"
+                if len(readings) == 1
+                else "the input's shape without the channel axis (tfnorm), or its leading "
+                "axes, broadcast over the last one (Keras)"
+            )
             raise ValueError(
                 f"BatchNormalization: received a mask of shape {m_shape} for an input of shape "
                 f"{x_shape} with axis={self.axis!r}; the mask must have shape {accepted}: "
@@ -425,38 +445,47 @@ class BatchNormalization(AffineMixin, NormalizationLayer):
         x_dyn = tf.shape(x)
 
         def exact(axis):
-            expected = tf.concat([x_dyn[:axis], x_dyn[axis + 1:]], 0)
+            expected = tf.concat([x_dyn[:axis], x_dyn[axis + 1 :]], 0)
             return tf.reduce_all(tf.equal(m_dyn, expected))
 
         oks = [exact(axis) for _, axis in readings]
         accepted = " or ".join(str(shape) for shape, _ in readings)
         check = tf.debugging.Assert(
             tf.reduce_any(tf.stack(oks)),
-            [f"BatchNormalization: the mask must have shape {accepted} for an input of "
-             f"shape {tuple(x.shape)}; received a mask of shape", m_dyn, "for an input of shape",
-             x_dyn])
+            [
+                f"BatchNormalization: the mask must have shape {accepted} for an input of "
+                f"shape {tuple(x.shape)}; received a mask of shape",
+                m_dyn,
+                "for an input of shape",
+                x_dyn,
+            ],
+        )
         with tf.control_dependencies([check]):
             w = tf.identity(w)
         if len(readings) == 1:
             return tf.expand_dims(w, readings[0][1])
         (_, first), (_, second) = readings
-        return tf.cond(oks[0],
-                       lambda: tf.broadcast_to(tf.expand_dims(w, first), x_dyn),
-                       lambda: tf.broadcast_to(tf.expand_dims(w, second), x_dyn))
+        return tf.cond(
+            oks[0],
+            lambda: tf.broadcast_to(tf.expand_dims(w, first), x_dyn),
+            lambda: tf.broadcast_to(tf.expand_dims(w, second), x_dyn),
+        )
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "axis": self.axis,
-            "momentum": self.momentum,
-            "epsilon": self.epsilon,
-            "synchronized": self.synchronized,
-            "virtual_batch_size": self.virtual_batch_size,
-            "renorm": self.renorm,
-            "renorm_clipping": self.renorm_clipping,
-            "renorm_momentum": self.renorm_momentum,
-            "moving_mean_initializer": serialize(self.moving_mean_initializer),
-            "moving_variance_initializer": serialize(self.moving_variance_initializer),
-            **self._affine_config(),
-        })
+        config.update(
+            {
+                "axis": self.axis,
+                "momentum": self.momentum,
+                "epsilon": self.epsilon,
+                "synchronized": self.synchronized,
+                "virtual_batch_size": self.virtual_batch_size,
+                "renorm": self.renorm,
+                "renorm_clipping": self.renorm_clipping,
+                "renorm_momentum": self.renorm_momentum,
+                "moving_mean_initializer": serialize(self.moving_mean_initializer),
+                "moving_variance_initializer": serialize(self.moving_variance_initializer),
+                **self._affine_config(),
+            }
+        )
         return config

@@ -78,8 +78,15 @@ class LocalResponseNormalization(NormalizationLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"depth_radius": self.depth_radius, "bias": self.bias,
-                       "alpha": self.alpha, "beta": self.beta, "axis": self.axis})
+        config.update(
+            {
+                "depth_radius": self.depth_radius,
+                "bias": self.bias,
+                "alpha": self.alpha,
+                "beta": self.beta,
+                "axis": self.axis,
+            }
+        )
         return config
 
 

@@ -32,15 +32,26 @@ _BIAS_DOC = """
 class _CosineBase(CheckedCall, keras.layers.Layer):
     """Shared construction, weights and config of the cosine layers."""
 
-    def _init_common(self, centered, use_bias, epsilon, activation, kernel_initializer,
-                     bias_initializer, kernel_regularizer, bias_regularizer,
-                     kernel_constraint, bias_constraint):
+    def _init_common(
+        self,
+        centered,
+        use_bias,
+        epsilon,
+        activation,
+        kernel_initializer,
+        bias_initializer,
+        kernel_regularizer,
+        bias_regularizer,
+        kernel_constraint,
+        bias_constraint,
+    ):
         self.centered = check_bool("centered", centered)
         self.use_bias = check_bool("use_bias", use_bias)
         self.epsilon = check_positive("epsilon", epsilon)
         self.activation = keras.activations.get(activation)
-        set_weight_arguments(self, "kernel", kernel_initializer, kernel_regularizer,
-                             kernel_constraint)
+        set_weight_arguments(
+            self, "kernel", kernel_initializer, kernel_regularizer, kernel_constraint
+        )
         set_weight_arguments(self, "bias", bias_initializer, bias_regularizer, bias_constraint)
 
     @classmethod
@@ -52,15 +63,28 @@ class _CosineBase(CheckedCall, keras.layers.Layer):
         # float32 weights whatever the policy (float64 in a float64 layer), never autocast:
         # their norms are statistics
         dtype = ops.stats_dtype(self.variable_dtype)
-        self.kernel = self.add_weight(name="kernel", shape=tuple(kernel_shape), dtype=dtype,
-                                      initializer=self.kernel_initializer,
-                                      regularizer=self.kernel_regularizer,
-                                      constraint=self.kernel_constraint, autocast=False)
-        self.bias = (self.add_weight(name="bias", shape=(units,), dtype=dtype,
-                                     initializer=self.bias_initializer,
-                                     regularizer=self.bias_regularizer,
-                                     constraint=self.bias_constraint, autocast=False)
-                     if self.use_bias else None)
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=tuple(kernel_shape),
+            dtype=dtype,
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+            autocast=False,
+        )
+        self.bias = (
+            self.add_weight(
+                name="bias",
+                shape=(units,),
+                dtype=dtype,
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+                autocast=False,
+            )
+            if self.use_bias
+            else None
+        )
 
     def _tensors(self):
         kernel = tf.convert_to_tensor(self.kernel)
@@ -84,7 +108,8 @@ class CosineDense(_CosineBase):
     #: Like Dense, any rank >= 2 works once built: the cosine is over the last axis.
     fixed_rank = False
 
-    __doc__ = r"""A dense layer whose units output cosine similarities.
+    __doc__ = (
+        r"""A dense layer whose units output cosine similarities.
 
     Each unit outputs the cosine between its weight vector ``w`` (a column of
     ``kernel``) and the input vector ``x`` (the last axis), then the activation::
@@ -94,7 +119,9 @@ class CosineDense(_CosineBase):
     bounded in [-1, 1] before the activation. ``centered=True`` is the paper's
     centered cosine (the Pearson correlation): ``w`` and ``x`` are both
     mean-subtracted first.
-    """ + _BIAS_DOC + r"""
+    """
+        + _BIAS_DOC
+        + r"""
     The input and kernel norms are float32 for half-precision input.
 
     Args:
@@ -122,28 +149,51 @@ class CosineDense(_CosineBase):
       Similarity Instead of Dot Product in Neural Networks." ICANN 2018
       (arXiv:1702.05870, 2017).
     """
+    )
 
-    def __init__(self, units, centered=False, use_bias=False, epsilon=1e-6, activation=None,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
-                 bias_constraint=None, **kwargs):
+    def __init__(
+        self,
+        units,
+        centered=False,
+        use_bias=False,
+        epsilon=1e-6,
+        activation=None,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.units = check_int("units", units, 1)
-        self._init_common(centered, use_bias, epsilon, activation, kernel_initializer,
-                          bias_initializer, kernel_regularizer, bias_regularizer,
-                          kernel_constraint, bias_constraint)
+        self._init_common(
+            centered,
+            use_bias,
+            epsilon,
+            activation,
+            kernel_initializer,
+            bias_initializer,
+            kernel_regularizer,
+            bias_regularizer,
+            kernel_constraint,
+            bias_constraint,
+        )
         self.supports_masking = True
 
     def build(self, input_shape):
         if len(input_shape) < 2:
             raise ValueError(
                 f"CosineDense needs an input of rank >= 2 (batch axis included), received "
-                f"an input of shape {tuple(input_shape)}")
+                f"an input of shape {tuple(input_shape)}"
+            )
         d = input_shape[-1]
         if d is None:
             raise ValueError(
                 f"CosineDense needs the size of the last input axis when it is built, "
-                f"received an input of shape {tuple(input_shape)}")
+                f"received an input of shape {tuple(input_shape)}"
+            )
         self._build_weights((d, self.units), self.units)
 
     def call(self, inputs):
@@ -170,11 +220,13 @@ def _tuple_arg(name, value, rank):
         items = tuple(items)
     except TypeError:
         items = ()
-    if len(items) != rank or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
-                                 for v in items):
+    if len(items) != rank or any(
+        isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in items
+    ):
         raise ValueError(
             f"{name} must be a positive int or a tuple of {rank} positive ints, "
-            f"received {name}={value!r}")
+            f"received {name}={value!r}"
+        )
     return items
 
 
@@ -194,11 +246,26 @@ class _CosineConv(_CosineBase):
         """The input rank: batch, ``rank`` spatial axes, channels."""
         return self.rank + 2
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1,
-                 centered=False, use_bias=False, epsilon=1e-6, activation=None,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
-                 bias_constraint=None, data_format=None, **kwargs):
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        dilation_rate=1,
+        centered=False,
+        use_bias=False,
+        epsilon=1e-6,
+        activation=None,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        data_format=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         name = type(self).__name__
         self.filters = check_int("filters", filters, 1)
@@ -208,22 +275,34 @@ class _CosineConv(_CosineBase):
         if max(self.strides) > 1 and max(self.dilation_rate) > 1:
             raise ValueError(
                 f"{name}: strides={strides!r} and dilation_rate={dilation_rate!r} cannot both "
-                "exceed 1; use one of them")
+                "exceed 1; use one of them"
+            )
         modes = ("valid", "same", "causal") if self.rank == 1 else ("valid", "same")
         padding_l = padding.lower() if isinstance(padding, str) else padding
         if padding_l not in modes:
             raise ValueError(
-                f"padding must be one of {list(modes)} for {name}, received padding={padding!r}")
+                f"padding must be one of {list(modes)} for {name}, received padding={padding!r}"
+            )
         self.padding = padding_l
         data_format = keras.config.image_data_format() if data_format is None else data_format
         if data_format not in ("channels_last", "channels_first"):
             raise ValueError(
                 "data_format must be 'channels_last', 'channels_first' or None, "
-                f"received data_format={data_format!r}")
+                f"received data_format={data_format!r}"
+            )
         self.data_format = data_format
-        self._init_common(centered, use_bias, epsilon, activation, kernel_initializer,
-                          bias_initializer, kernel_regularizer, bias_regularizer,
-                          kernel_constraint, bias_constraint)
+        self._init_common(
+            centered,
+            use_bias,
+            epsilon,
+            activation,
+            kernel_initializer,
+            bias_initializer,
+            kernel_regularizer,
+            bias_regularizer,
+            kernel_constraint,
+            bias_constraint,
+        )
 
     def _channel_axis(self):
         return -1 if self.data_format == "channels_last" else 1
@@ -233,12 +312,14 @@ class _CosineConv(_CosineBase):
         if len(input_shape) != self.rank + 2:
             raise ValueError(
                 f"{name} needs an input of rank {self.rank + 2} (batch, {self.rank} spatial "
-                f"axes, channels), received an input of shape {tuple(input_shape)}")
+                f"axes, channels), received an input of shape {tuple(input_shape)}"
+            )
         c = input_shape[self._channel_axis()]
         if c is None:
             raise ValueError(
                 f"{name} needs the number of input channels when it is built, received an "
-                f"input of shape {tuple(input_shape)} with data_format={self.data_format!r}")
+                f"input of shape {tuple(input_shape)} with data_format={self.data_format!r}"
+            )
         self._record_built_shape(input_shape)
         self._build_weights(self.kernel_size + (c, self.filters), self.filters)
 
@@ -253,8 +334,9 @@ class _CosineConv(_CosineBase):
             x = tf.pad(x, [[0, 0], [left, 0], [0, 0]])
             padding = "VALID"
         kernel, bias = self._tensors()
-        out = ops.cosine_conv(x, kernel, bias, self.strides, padding, self.dilation_rate,
-                          self.centered, self.epsilon)
+        out = ops.cosine_conv(
+            x, kernel, bias, self.strides, padding, self.dilation_rate, self.centered, self.epsilon
+        )
         if self.activation is not None:
             out = self.activation(out)
         if first:
@@ -267,27 +349,32 @@ class _CosineConv(_CosineBase):
             spatial = input_shape[2:]
         else:
             spatial = input_shape[1:-1]
-        out = tuple(_conv_length(n, k, s, d, self.padding) for n, k, s, d in
-                    zip(spatial, self.kernel_size, self.strides, self.dilation_rate))
+        out = tuple(
+            _conv_length(n, k, s, d, self.padding)
+            for n, k, s, d in zip(spatial, self.kernel_size, self.strides, self.dilation_rate)
+        )
         if self.data_format == "channels_first":
             return (input_shape[0], self.filters) + out
         return (input_shape[0],) + out + (self.filters,)
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "filters": self.filters,
-            "kernel_size": self.kernel_size,
-            "strides": self.strides,
-            "padding": self.padding,
-            "dilation_rate": self.dilation_rate,
-            "data_format": self.data_format,
-            **self._common_config(),
-        })
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "padding": self.padding,
+                "dilation_rate": self.dilation_rate,
+                "data_format": self.data_format,
+                **self._common_config(),
+            }
+        )
         return config
 
 
-_CONV_DOC = r"""A {rank}-D convolution whose outputs are cosine similarities.
+_CONV_DOC = (
+    r"""A {rank}-D convolution whose outputs are cosine similarities.
 
     Each output is the cosine between an input patch ``x`` (the window of
     ``kernel_size`` positions times all input channels under the filter) and
@@ -301,7 +388,9 @@ _CONV_DOC = r"""A {rank}-D convolution whose outputs are cosine similarities.
     ``"same"`` (or ``"causal"``) patch includes its zero padding.
     ``centered=True`` is the paper's centered cosine (Pearson correlation) of
     patch and filter, which needs only the patch sums of ``x`` as well.
-    """ + _BIAS_DOC + r"""
+    """
+    + _BIAS_DOC
+    + r"""
     Patch and filter norms are float32 for half-precision input; the
     convolution itself runs in the compute dtype with the unit-norm filter.
 
@@ -337,17 +426,20 @@ _CONV_DOC = r"""A {rank}-D convolution whose outputs are cosine similarities.
       Similarity Instead of Dot Product in Neural Networks." ICANN 2018
       (arXiv:1702.05870, 2017).
     """
+)
 
 
 @register("cosine_conv1d", kind="layer")
 class CosineConv1D(_CosineConv):
-    __doc__ = _CONV_DOC.format(rank=1, rank2=3, example_shape="8",
-                               paddings='``"valid"``, ``"same"`` or ``"causal"``')
+    __doc__ = _CONV_DOC.format(
+        rank=1, rank2=3, example_shape="8", paddings='``"valid"``, ``"same"`` or ``"causal"``'
+    )
     rank = 1
 
 
 @register("cosine_conv2d", kind="layer")
 class CosineConv2D(_CosineConv):
-    __doc__ = _CONV_DOC.format(rank=2, rank2=4, example_shape="6, 6",
-                               paddings='``"valid"`` or ``"same"``')
+    __doc__ = _CONV_DOC.format(
+        rank=2, rank2=4, example_shape="6, 6", paddings='``"valid"`` or ``"same"``'
+    )
     rank = 2

@@ -73,19 +73,32 @@ class EvoNormB0(AffineMixin, NormalizationLayer):
 
     min_rank = 3
 
-    def __init__(self, momentum=0.99, epsilon=1e-5, axis=-1, center=True, scale=True,
-                 beta_initializer="zeros", gamma_initializer="ones",
-                 beta_regularizer=None, gamma_regularizer=None,
-                 beta_constraint=None, gamma_constraint=None,
-                 moving_variance_initializer="ones", synchronized=False, **kwargs):
+    def __init__(
+        self,
+        momentum=0.99,
+        epsilon=1e-5,
+        axis=-1,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        moving_variance_initializer="ones",
+        synchronized=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.synchronized = check_bool("synchronized", synchronized)
         self.momentum = check_fraction("momentum", momentum)
         self.epsilon = check_positive("epsilon", epsilon)
         self.axis = check_single_axis(type(self).__name__, axis)
         self._init_affine(locals())
-        self.moving_variance_initializer = initializer("moving_variance_initializer",
-                                                       moving_variance_initializer)
+        self.moving_variance_initializer = initializer(
+            "moving_variance_initializer", moving_variance_initializer
+        )
 
     def build(self, input_shape):
         (c_axis,) = self._resolve_axes(self.axis, input_shape)
@@ -94,9 +107,13 @@ class EvoNormB0(AffineMixin, NormalizationLayer):
         channels = input_shape[c_axis]
         self._build_affine((channels,))
         self.v1 = self._param("v1", (channels,), "ones")
-        self.moving_variance = self._param("moving_variance", (channels,),
-                                           self.moving_variance_initializer,
-                                           trainable=False, aggregation="mean")
+        self.moving_variance = self._param(
+            "moving_variance",
+            (channels,),
+            self.moving_variance_initializer,
+            trainable=False,
+            aggregation="mean",
+        )
 
     def call(self, inputs, training=None):
         c_axis = self._axes[0]
@@ -105,26 +122,34 @@ class EvoNormB0(AffineMixin, NormalizationLayer):
             if self.synchronized and ops.replicas_in_sync() > 1:
                 # the global batch variance, differentiated through the all-reduces
                 _, batch_var = ops.replica_moments(ops.to_stats(inputs), self._batch)
-                y, _ = ops.evonorm_b0(inputs, c_axis, *params, epsilon=self.epsilon,
-                                      variance=tf.reshape(batch_var, [-1]))
+                y, _ = ops.evonorm_b0(
+                    inputs,
+                    c_axis,
+                    *params,
+                    epsilon=self.epsilon,
+                    variance=tf.reshape(batch_var, [-1]),
+                )
             else:
                 y, batch_var = ops.evonorm_b0(inputs, c_axis, *params, epsilon=self.epsilon)
             update_moving_average(self.moving_variance, batch_var, self.momentum)
             return y
-        y, _ = ops.evonorm_b0(inputs, c_axis, *params, epsilon=self.epsilon,
-                              variance=self.moving_variance)
+        y, _ = ops.evonorm_b0(
+            inputs, c_axis, *params, epsilon=self.epsilon, variance=self.moving_variance
+        )
         return y
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "momentum": self.momentum,
-            "epsilon": self.epsilon,
-            "axis": self.axis,
-            **self._affine_config(),
-            "moving_variance_initializer": serialize(self.moving_variance_initializer),
-            "synchronized": self.synchronized,
-        })
+        config.update(
+            {
+                "momentum": self.momentum,
+                "epsilon": self.epsilon,
+                "axis": self.axis,
+                **self._affine_config(),
+                "moving_variance_initializer": serialize(self.moving_variance_initializer),
+                "synchronized": self.synchronized,
+            }
+        )
         return config
 
 
@@ -164,10 +189,21 @@ class EvoNormS0(AffineMixin, NormalizationLayer):
       Layers." NeurIPS 2020.
     """
 
-    def __init__(self, groups=32, epsilon=1e-5, axis=-1, center=True, scale=True,
-                 beta_initializer="zeros", gamma_initializer="ones",
-                 beta_regularizer=None, gamma_regularizer=None,
-                 beta_constraint=None, gamma_constraint=None, **kwargs):
+    def __init__(
+        self,
+        groups=32,
+        epsilon=1e-5,
+        axis=-1,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.groups = check_int("groups", groups, 1)
         self.epsilon = check_positive("epsilon", epsilon)
@@ -183,11 +219,18 @@ class EvoNormS0(AffineMixin, NormalizationLayer):
         self.v1 = self._param("v1", (channels,), "ones")
 
     def call(self, inputs):
-        return ops.evonorm_s0(inputs, self.groups, self._axes[0], self.v1, self.gamma,
-                              self.beta, epsilon=self.epsilon)
+        return ops.evonorm_s0(
+            inputs, self.groups, self._axes[0], self.v1, self.gamma, self.beta, epsilon=self.epsilon
+        )
 
     def get_config(self):
         config = super().get_config()
-        config.update({"groups": self.groups, "epsilon": self.epsilon, "axis": self.axis,
-                       **self._affine_config()})
+        config.update(
+            {
+                "groups": self.groups,
+                "epsilon": self.epsilon,
+                "axis": self.axis,
+                **self._affine_config(),
+            }
+        )
         return config

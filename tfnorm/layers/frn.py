@@ -66,10 +66,21 @@ class FilterResponseNormalization(AffineMixin, NormalizationLayer):
 
     min_rank = 3
 
-    def __init__(self, axis=-1, epsilon=1e-6, learned_epsilon=False, center=True, scale=True,
-                 beta_initializer="zeros", gamma_initializer="ones",
-                 beta_regularizer=None, gamma_regularizer=None,
-                 beta_constraint=None, gamma_constraint=None, **kwargs):
+    def __init__(
+        self,
+        axis=-1,
+        epsilon=1e-6,
+        learned_epsilon=False,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.axis = check_single_axis(type(self).__name__, axis)
         self.learned_epsilon = check_bool("learned_epsilon", learned_epsilon)
@@ -80,8 +91,11 @@ class FilterResponseNormalization(AffineMixin, NormalizationLayer):
         (c_axis,) = self._resolve_axes(self.axis, input_shape)
         self._axes = (c_axis,)
         self._build_affine((input_shape[c_axis],))
-        self.learned_eps = (self._param("learned_eps", (), keras.initializers.Constant(
-            _LEARNED_EPSILON_INIT)) if self.learned_epsilon else None)
+        self.learned_eps = (
+            self._param("learned_eps", (), keras.initializers.Constant(_LEARNED_EPSILON_INIT))
+            if self.learned_epsilon
+            else None
+        )
 
     def call(self, inputs):
         eps = abs(self.epsilon)
@@ -92,8 +106,14 @@ class FilterResponseNormalization(AffineMixin, NormalizationLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"axis": self.axis, "epsilon": self.epsilon,
-                       "learned_epsilon": self.learned_epsilon, **self._affine_config()})
+        config.update(
+            {
+                "axis": self.axis,
+                "epsilon": self.epsilon,
+                "learned_epsilon": self.learned_epsilon,
+                **self._affine_config(),
+            }
+        )
         return config
 
 
@@ -137,24 +157,41 @@ class TLU(NormalizationLayer):
       Batch Dependence in the Training of Deep Neural Networks." CVPR 2020.
     """
 
-    def __init__(self, affine=False, axis=-1, tau_initializer="zeros", tau_regularizer=None,
-                 tau_constraint=None, alpha_initializer="zeros", alpha_regularizer=None,
-                 alpha_constraint=None, **kwargs):
+    def __init__(
+        self,
+        affine=False,
+        axis=-1,
+        tau_initializer="zeros",
+        tau_regularizer=None,
+        tau_constraint=None,
+        alpha_initializer="zeros",
+        alpha_regularizer=None,
+        alpha_constraint=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.affine = check_bool("affine", affine)
         self.axis = check_axis(axis)
         set_weight_arguments(self, "tau", tau_initializer, tau_regularizer, tau_constraint)
-        set_weight_arguments(self, "alpha", alpha_initializer, alpha_regularizer,
-                             alpha_constraint)
+        set_weight_arguments(self, "alpha", alpha_initializer, alpha_regularizer, alpha_constraint)
 
     def build(self, input_shape):
         self._axes = self._resolve_axes(self.axis, input_shape)
         shape = tuple(input_shape[a] for a in self._axes)
-        self.tau = self._param("tau", shape, self.tau_initializer,
-                               self.tau_regularizer, self.tau_constraint)
-        self.alpha = (self._param("alpha", shape, self.alpha_initializer,
-                                  self.alpha_regularizer, self.alpha_constraint)
-                      if self.affine else None)
+        self.tau = self._param(
+            "tau", shape, self.tau_initializer, self.tau_regularizer, self.tau_constraint
+        )
+        self.alpha = (
+            self._param(
+                "alpha",
+                shape,
+                self.alpha_initializer,
+                self.alpha_regularizer,
+                self.alpha_constraint,
+            )
+            if self.affine
+            else None
+        )
 
     def call(self, inputs):
         tau = self._broadcast(self.tau, self._axes, self._built_rank)
@@ -166,9 +203,11 @@ class TLU(NormalizationLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "affine": self.affine,
-            "axis": self.axis,
-            **weight_arguments_config(self, "tau", "alpha"),
-        })
+        config.update(
+            {
+                "affine": self.affine,
+                "axis": self.axis,
+                **weight_arguments_config(self, "tau", "alpha"),
+            }
+        )
         return config

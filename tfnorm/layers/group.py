@@ -9,8 +9,8 @@ from tfnorm.layers.base import (
     AffineMixin,
     NormalizationLayer,
     check_groups,
-    check_mask,
     check_int,
+    check_mask,
     check_positive,
     check_single_axis,
     register,
@@ -28,18 +28,29 @@ def _masked_group_norm(layer, x, mask, groups):
     mask = check_mask(name, mask)
     c = layer._axes[0]
     x_shape = tuple(x.shape)
-    expected = x_shape[:c] + x_shape[c + 1:]
+    expected = x_shape[:c] + x_shape[c + 1 :]
     m_shape = tuple(mask.shape) if mask.shape.rank is not None else None
-    if m_shape is None or len(m_shape) != len(expected) or not all(
-            m is None or e is None or m == e for m, e in zip(m_shape, expected)):
-        raise ValueError(f"{name}: received a mask of shape {m_shape} for an input of shape "
-                         f"{x_shape} with axis={layer.axis!r}; the mask must have shape "
-                         f"{expected}: the input's shape without the channel axis")
+    if (
+        m_shape is None
+        or len(m_shape) != len(expected)
+        or not all(m is None or e is None or m == e for m, e in zip(m_shape, expected))
+    ):
+        raise ValueError(
+            f"{name}: received a mask of shape {m_shape} for an input of shape "
+            f"{x_shape} with axis={layer.axis!r}; the mask must have shape "
+            f"{expected}: the input's shape without the channel axis"
+        )
     rank = len(x_shape)
     axes = [a for a in range(1, rank) if a != c]
     mean, var = ops.group_moments(x, groups, c, axes, mask=tf.expand_dims(mask, c))
-    return ops.normalize(x, mean, var, layer._broadcast(layer.gamma, layer._axes, rank),
-                         layer._broadcast(layer.beta, layer._axes, rank), layer.epsilon)
+    return ops.normalize(
+        x,
+        mean,
+        var,
+        layer._broadcast(layer.gamma, layer._axes, rank),
+        layer._broadcast(layer.beta, layer._axes, rank),
+        layer.epsilon,
+    )
 
 
 @register("group", groups=True)
@@ -92,10 +103,21 @@ class GroupNormalization(AffineMixin, NormalizationLayer):
       Y. Wu, K. He. "Group Normalization." ECCV 2018.
     """
 
-    def __init__(self, groups=32, axis=-1, epsilon=1e-3, center=True, scale=True,
-                 beta_initializer="zeros", gamma_initializer="ones",
-                 beta_regularizer=None, gamma_regularizer=None,
-                 beta_constraint=None, gamma_constraint=None, **kwargs):
+    def __init__(
+        self,
+        groups=32,
+        axis=-1,
+        epsilon=1e-3,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if groups != -1 or isinstance(groups, bool):
             check_int("groups", groups, 1)
@@ -115,13 +137,20 @@ class GroupNormalization(AffineMixin, NormalizationLayer):
     def call(self, inputs, mask=None):
         if mask is not None:
             return _masked_group_norm(self, inputs, mask, self._groups)
-        return ops.group_norm(inputs, self._groups, self._axes[0], self.gamma, self.beta,
-                              self.epsilon)
+        return ops.group_norm(
+            inputs, self._groups, self._axes[0], self.gamma, self.beta, self.epsilon
+        )
 
     def get_config(self):
         config = super().get_config()
-        config.update({"groups": self.groups, "axis": self.axis, "epsilon": self.epsilon,
-                       **self._affine_config()})
+        config.update(
+            {
+                "groups": self.groups,
+                "axis": self.axis,
+                "epsilon": self.epsilon,
+                **self._affine_config(),
+            }
+        )
         return config
 
 
@@ -164,10 +193,20 @@ class InstanceNormalization(AffineMixin, NormalizationLayer):
 
     min_rank = 3
 
-    def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True,
-                 beta_initializer="zeros", gamma_initializer="ones",
-                 beta_regularizer=None, gamma_regularizer=None,
-                 beta_constraint=None, gamma_constraint=None, **kwargs):
+    def __init__(
+        self,
+        axis=-1,
+        epsilon=1e-3,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.axis = check_single_axis(type(self).__name__, axis)
         self.epsilon = check_positive("epsilon", epsilon)

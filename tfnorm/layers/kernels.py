@@ -17,8 +17,18 @@ import tensorflow as tf
 
 from tfnorm import _compat, ops
 
-__all__ = ["Recurrence", "channel_axis", "fan_in_axes", "finish", "is_dense", "kernel_names",
-           "kernel_owner", "kind", "linear", "read_stored"]
+__all__ = [
+    "Recurrence",
+    "channel_axis",
+    "fan_in_axes",
+    "finish",
+    "is_dense",
+    "kernel_names",
+    "kernel_owner",
+    "kind",
+    "linear",
+    "read_stored",
+]
 
 # Layer kinds by the operation that applies their kernel. A layer is of a kind when it is an
 # instance of one of its classes whose own ``call`` it keeps: that call is what
@@ -26,8 +36,10 @@ __all__ = ["Recurrence", "channel_axis", "fan_in_axes", "finish", "is_dense", "k
 _KINDS = (
     ("dense", (keras.layers.Dense,)),
     ("conv", (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)),
-    ("conv_transpose", (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
-                        keras.layers.Conv3DTranspose)),
+    (
+        "conv_transpose",
+        (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose),
+    ),
     ("depthwise", (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)),
     ("separable", (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)),
     ("embedding", (keras.layers.Embedding,)),
@@ -104,25 +116,43 @@ def linear(layer, inputs, kernel, pointwise=None):
         indices = inputs if inputs.dtype in (tf.int32, tf.int64) else tf.cast(inputs, tf.int32)
         return keras.ops.take(kernel, indices, axis=0)
     if k == "conv_transpose":
-        return keras.ops.conv_transpose(inputs, kernel, strides=list(layer.strides),
-                                        padding=layer.padding,
-                                        output_padding=layer.output_padding,
-                                        dilation_rate=layer.dilation_rate,
-                                        data_format=layer.data_format)
+        return keras.ops.conv_transpose(
+            inputs,
+            kernel,
+            strides=list(layer.strides),
+            padding=layer.padding,
+            output_padding=layer.output_padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
     if k == "depthwise":
-        return keras.ops.depthwise_conv(inputs, kernel, strides=layer.strides,
-                                        padding=layer.padding,
-                                        dilation_rate=layer.dilation_rate,
-                                        data_format=layer.data_format)
+        return keras.ops.depthwise_conv(
+            inputs,
+            kernel,
+            strides=layer.strides,
+            padding=layer.padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
     if k == "separable":
-        return keras.ops.separable_conv(inputs, kernel, pointwise, strides=layer.strides,
-                                        padding=layer.padding,
-                                        dilation_rate=layer.dilation_rate,
-                                        data_format=layer.data_format)
+        return keras.ops.separable_conv(
+            inputs,
+            kernel,
+            pointwise,
+            strides=layer.strides,
+            padding=layer.padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
     if layer.padding == "causal":  # Conv1D only: left-pad, then a valid convolution
-        return keras.ops.conv(_causal_pad(layer, inputs), kernel, strides=list(layer.strides),
-                              padding="valid", dilation_rate=layer.dilation_rate,
-                              data_format=layer.data_format)
+        return keras.ops.conv(
+            _causal_pad(layer, inputs),
+            kernel,
+            strides=list(layer.strides),
+            padding="valid",
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
     return layer.convolution_op(inputs, kernel)
 
 
@@ -173,21 +203,30 @@ class Recurrence:
                 raise RuntimeError("the stand-in cell runs only inside Recurrence.__call__")
             return box["kernel"]
 
-        stand_in = type(type(cell).__name__, (type(cell),), {
-            "kernel": property(substituted),
-            "recurrent_kernel": property(lambda self: cell.recurrent_kernel),
-            "bias": property(lambda self: cell.bias),
-        })
+        stand_in = type(
+            type(cell).__name__,
+            (type(cell),),
+            {
+                "kernel": property(substituted),
+                "recurrent_kernel": property(lambda self: cell.recurrent_kernel),
+                "bias": property(lambda self: cell.bias),
+            },
+        )
         config = cell.get_config()
         config["name"] = f"{cell.name}_normalized"
         self._cell = stand_in.from_config(config)
         self._cell.built = True  # its weights are the wrapped cell's
         self._box = box
         self._rnn = keras.layers.RNN(
-            self._cell, return_sequences=layer.return_sequences,
-            return_state=layer.return_state, go_backwards=layer.go_backwards,
-            unroll=layer.unroll, zero_output_for_mask=layer.zero_output_for_mask,
-            dtype=layer.dtype_policy, name=f"{layer.name}_normalized")
+            self._cell,
+            return_sequences=layer.return_sequences,
+            return_state=layer.return_state,
+            go_backwards=layer.go_backwards,
+            unroll=layer.unroll,
+            zero_output_for_mask=layer.zero_output_for_mask,
+            dtype=layer.dtype_policy,
+            name=f"{layer.name}_normalized",
+        )
 
     def __call__(self, inputs, kernel, mask=None, training=None, initial_state=None):
         """The wrapped layer's output with ``kernel`` (in the layer's compute dtype)."""

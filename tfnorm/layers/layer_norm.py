@@ -55,10 +55,20 @@ class LayerNormalization(AffineMixin, NormalizationLayer):
       J. L. Ba, J. R. Kiros, G. E. Hinton. "Layer Normalization." arXiv:1607.06450, 2016.
     """
 
-    def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True,
-                 beta_initializer="zeros", gamma_initializer="ones",
-                 beta_regularizer=None, gamma_regularizer=None,
-                 beta_constraint=None, gamma_constraint=None, **kwargs):
+    def __init__(
+        self,
+        axis=-1,
+        epsilon=1e-3,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.axis = check_axis(axis)
         self.epsilon = check_positive("epsilon", epsilon)
@@ -104,8 +114,16 @@ class RMSNormalization(AffineMixin, NormalizationLayer):
       B. Zhang, R. Sennrich. "Root Mean Square Layer Normalization." NeurIPS 2019.
     """
 
-    def __init__(self, axis=-1, epsilon=1e-6, scale=True, gamma_initializer="ones",
-                 gamma_regularizer=None, gamma_constraint=None, **kwargs):
+    def __init__(
+        self,
+        axis=-1,
+        epsilon=1e-6,
+        scale=True,
+        gamma_initializer="ones",
+        gamma_regularizer=None,
+        gamma_constraint=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.axis = check_axis(axis)
         self.epsilon = check_positive("epsilon", epsilon, allow_zero=True)

@@ -150,11 +150,25 @@ class OnlineNormalization(AffineMixin, NormalizationLayer):
       Networks." NeurIPS 2019.
     """
 
-    def __init__(self, alpha_fwd=0.999, alpha_bkw=0.99, axis=-1, epsilon=1e-5, ecm="ac",
-                 ls_epsilon=1e-5, clamp_value=5.0, center=True, scale=True,
-                 beta_initializer="zeros", gamma_initializer="ones",
-                 beta_regularizer=None, gamma_regularizer=None,
-                 beta_constraint=None, gamma_constraint=None, **kwargs):
+    def __init__(
+        self,
+        alpha_fwd=0.999,
+        alpha_bkw=0.99,
+        axis=-1,
+        epsilon=1e-5,
+        ecm="ac",
+        ls_epsilon=1e-5,
+        clamp_value=5.0,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         check_single_axis(type(self).__name__, axis)
         self.alpha_fwd = check_fraction("alpha_fwd", alpha_fwd)
@@ -193,9 +207,14 @@ class OnlineNormalization(AffineMixin, NormalizationLayer):
     def call(self, inputs, training=None):
         bshape = lambda p: self._broadcast(p, self._axes, self._built_rank)  # noqa: E731
         if not (bool(training) and self.trainable):
-            z = ops.normalize(inputs, bshape(self.streaming_mean),
-                              bshape(self.streaming_variance), bshape(self.gamma),
-                              bshape(self.beta), self.epsilon)
+            z = ops.normalize(
+                inputs,
+                bshape(self.streaming_mean),
+                bshape(self.streaming_variance),
+                bshape(self.gamma),
+                bshape(self.beta),
+                self.epsilon,
+            )
             return self._ecm(z)
         z, mean, var = ops.online_normalize(
             inputs,
@@ -219,14 +238,16 @@ class OnlineNormalization(AffineMixin, NormalizationLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "alpha_fwd": self.alpha_fwd,
-            "alpha_bkw": self.alpha_bkw,
-            "axis": self.axis,
-            "epsilon": self.epsilon,
-            "ecm": self.ecm,
-            "ls_epsilon": self.ls_epsilon,
-            "clamp_value": self.clamp_value,
-            **self._affine_config(),
-        })
+        config.update(
+            {
+                "alpha_fwd": self.alpha_fwd,
+                "alpha_bkw": self.alpha_bkw,
+                "axis": self.axis,
+                "epsilon": self.epsilon,
+                "ecm": self.ecm,
+                "ls_epsilon": self.ls_epsilon,
+                "clamp_value": self.clamp_value,
+                **self._affine_config(),
+            }
+        )
         return config

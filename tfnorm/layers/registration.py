@@ -47,9 +47,9 @@ PACKAGE = "tfnorm"
 #: ``tfnorm.get`` alone.
 KINDS = (
     "normalization",  # shape-preserving normalization of activations (BN, LN, GN, ...)
-    "activation",     # goes with a normalization but normalizes nothing (TLU)
-    "layer",          # a layer with weights of its own that normalizes inside (cosine, WS conv)
-    "wrapper",        # wraps another layer and normalizes its kernel (weight, spectral norm)
+    "activation",  # goes with a normalization but normalizes nothing (TLU)
+    "layer",  # a layer with weights of its own that normalizes inside (cosine, WS conv)
+    "wrapper",  # wraps another layer and normalizes its kernel (weight, spectral norm)
 )
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
@@ -89,9 +89,15 @@ def _flag(name, value):
     return value
 
 
-def register(name: str, *, kind: str = "normalization", groups: bool = False,
-             batch_statistics: bool = False, synchronized: bool = False,
-             package: Optional[str] = None):
+def register(
+    name: str,
+    *,
+    kind: str = "normalization",
+    groups: bool = False,
+    batch_statistics: bool = False,
+    synchronized: bool = False,
+    package: Optional[str] = None,
+):
     """Class decorator: registers a Keras layer class under the short ``name``.
 
     Args:
@@ -113,25 +119,33 @@ def register(name: str, *, kind: str = "normalization", groups: bool = False,
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(
             f"register: name must be a lower-case identifier such as 'my_norm', "
-            f"received name={name!r}")
+            f"received name={name!r}"
+        )
     if kind not in KINDS:
         raise ValueError(f"register: kind must be one of {list(KINDS)}, received kind={kind!r}")
-    traits_ = Traits(name, kind, _flag("groups", groups),
-                     _flag("batch_statistics", batch_statistics),
-                     _flag("synchronized", synchronized))
+    traits_ = Traits(
+        name,
+        kind,
+        _flag("groups", groups),
+        _flag("batch_statistics", batch_statistics),
+        _flag("synchronized", synchronized),
+    )
 
     def decorate(cls):
         if not (inspect.isclass(cls) and issubclass(cls, keras.layers.Layer)):
-            raise TypeError(f"register({name!r}) decorates a keras Layer subclass, "
-                            f"received {cls!r}")
+            raise TypeError(
+                f"register({name!r}) decorates a keras Layer subclass, received {cls!r}"
+            )
         taken = _CLASSES.get(name)
         if taken is not None and _qualname(taken) != _qualname(cls):
             raise ValueError(
                 f"register: name={name!r} is taken by {_qualname(taken)}; choose another "
-                f"name for {_qualname(cls)}")
+                f"name for {_qualname(cls)}"
+            )
         own = cls.__module__.split(".")[0] == PACKAGE
-        keras.saving.register_keras_serializable(
-            package=package or (PACKAGE if own else "Custom"))(cls)
+        keras.saving.register_keras_serializable(package=package or (PACKAGE if own else "Custom"))(
+            cls
+        )
         _CLASSES[name] = cls
         _TRAITS[cls] = traits_
         return cls

@@ -15,10 +15,14 @@ from tfnorm.layers.base import check_int, register
 from tfnorm.layers.wrapper import KernelWrapper
 
 # The kinds of layer (tfnorm.layers.kernels.kind) spectral normalization accepts, and their names.
-_SPECTRAL_KINDS = {"dense": "Dense", "conv": "Conv1D, Conv2D, Conv3D",
-                   "conv_transpose": "Conv1DTranspose, Conv2DTranspose, Conv3DTranspose",
-                   "depthwise": "DepthwiseConv1D, DepthwiseConv2D",
-                   "separable": "SeparableConv1D, SeparableConv2D", "embedding": "Embedding"}
+_SPECTRAL_KINDS = {
+    "dense": "Dense",
+    "conv": "Conv1D, Conv2D, Conv3D",
+    "conv_transpose": "Conv1DTranspose, Conv2DTranspose, Conv3DTranspose",
+    "depthwise": "DepthwiseConv1D, DepthwiseConv2D",
+    "separable": "SeparableConv1D, SeparableConv2D",
+    "embedding": "Embedding",
+}
 
 
 @register("spectral", kind="wrapper")
@@ -120,12 +124,16 @@ class SpectralNormalization(KernelWrapper):
         return tf.tensordot(v, tf.linalg.matvec(w, u), 1)
 
     def _sigmas(self, dtype, training):
-        return [self._sigma(self._matrix(dtype, name), training, u)
-                for name, u in zip(self._kernel_names, self._u)]
+        return [
+            self._sigma(self._matrix(dtype, name), training, u)
+            for name, u in zip(self._kernel_names, self._u)
+        ]
 
     def _effective(self):
-        return {name: self._kernel(tf.float32, name) / sigma
-                for name, sigma in zip(self._kernel_names, self._sigmas(tf.float32, False))}
+        return {
+            name: self._kernel(tf.float32, name) / sigma
+            for name, sigma in zip(self._kernel_names, self._sigmas(tf.float32, False))
+        }
 
     def call(self, inputs, training=None):
         cdt = tf.as_dtype(self.compute_dtype) if self._kind == "embedding" else inputs.dtype
@@ -140,8 +148,10 @@ class SpectralNormalization(KernelWrapper):
             scale = 1.0 / sigmas[0] if len(sigmas) == 1 else 1.0 / (sigmas[0] * sigmas[1])
             return kernels.finish(self.layer, outputs, self._bias(sdt), scale=scale)
         # float16: normalize the kernels first so the product stays in float16's range
-        normalized = [tf.cast(self._kernel(sdt, name) / sigma, cdt)
-                      for name, sigma in zip(self._kernel_names, sigmas)]
+        normalized = [
+            tf.cast(self._kernel(sdt, name) / sigma, cdt)
+            for name, sigma in zip(self._kernel_names, sigmas)
+        ]
         outputs = kernels.linear(self.layer, inputs, *normalized)
         return kernels.finish(self.layer, outputs, self._bias(sdt))
 

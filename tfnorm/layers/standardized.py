@@ -28,17 +28,34 @@ class _WeightStandardized(CheckedCall):
     same along every spatial axis, as in Keras) and ``epsilon``.
     """
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None,
-                 dilation_rate=1, groups=1, activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None, epsilon=1e-5, **kwargs):
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        data_format=None,
+        dilation_rate=1,
+        groups=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        epsilon=1e-5,
+        **kwargs,
+    ):
         check_int("filters", filters, 1)
         check_int("groups", groups, 1)
         use_bias = check_bool("use_bias", use_bias)
         if not isinstance(padding, str) or padding.lower() not in ("valid", "same", "causal"):
-            raise ValueError(f"padding must be 'valid', 'same' or 'causal', received "
-                             f"padding={padding!r}")
+            raise ValueError(
+                f"padding must be 'valid', 'same' or 'causal', received padding={padding!r}"
+            )
         # named errors for the Keras objects (Keras' own do not name the argument)
         kernel_initializer = initializer("kernel_initializer", kernel_initializer)
         bias_initializer = initializer("bias_initializer", bias_initializer)
@@ -48,12 +65,24 @@ class _WeightStandardized(CheckedCall):
         kernel_constraint = constraint("kernel_constraint", kernel_constraint)
         bias_constraint = constraint("bias_constraint", bias_constraint)
         super().__init__(
-            filters=filters, kernel_size=kernel_size, strides=strides, padding=padding,
-            data_format=data_format, dilation_rate=dilation_rate, groups=groups,
-            activation=activation, use_bias=use_bias, kernel_initializer=kernel_initializer,
-            bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
-            bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
-            kernel_constraint=kernel_constraint, bias_constraint=bias_constraint, **kwargs)
+            filters=filters,
+            kernel_size=kernel_size,
+            strides=strides,
+            padding=padding,
+            data_format=data_format,
+            dilation_rate=dilation_rate,
+            groups=groups,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+            **kwargs,
+        )
         self.epsilon = check_positive("epsilon", epsilon)
 
     @classmethod
@@ -139,5 +168,4 @@ class WeightStandardizedConv2D(_WeightStandardized, keras.layers.Conv2D):
 
 @register("ws_conv3d", kind="layer")
 class WeightStandardizedConv3D(_WeightStandardized, keras.layers.Conv3D):
-    __doc__ = _WS_DOC.format(rank=3, rank_plus_2=5, example_shape="5, 5, 5",
-                             example_out="3, 3, 3")
+    __doc__ = _WS_DOC.format(rank=3, rank_plus_2=5, example_shape="5, 5, 5", example_out="3, 3, 3")

@@ -76,22 +76,36 @@ class SwitchableNormalization(AffineMixin, NormalizationLayer):
 
     min_rank = 3
 
-    def __init__(self, momentum=0.99, epsilon=1e-5, axis=-1, center=True, scale=True,
-                 beta_initializer="zeros", gamma_initializer="ones",
-                 beta_regularizer=None, gamma_regularizer=None,
-                 beta_constraint=None, gamma_constraint=None,
-                 moving_mean_initializer="zeros", moving_variance_initializer="ones",
-                 synchronized=False, **kwargs):
+    def __init__(
+        self,
+        momentum=0.99,
+        epsilon=1e-5,
+        axis=-1,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        moving_mean_initializer="zeros",
+        moving_variance_initializer="ones",
+        synchronized=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.synchronized = check_bool("synchronized", synchronized)
         self.momentum = check_fraction("momentum", momentum)
         self.epsilon = check_positive("epsilon", epsilon)
         self.axis = check_single_axis(type(self).__name__, axis)
         self._init_affine(locals())
-        self.moving_mean_initializer = initializer("moving_mean_initializer",
-                                                   moving_mean_initializer)
-        self.moving_variance_initializer = initializer("moving_variance_initializer",
-                                                       moving_variance_initializer)
+        self.moving_mean_initializer = initializer(
+            "moving_mean_initializer", moving_mean_initializer
+        )
+        self.moving_variance_initializer = initializer(
+            "moving_variance_initializer", moving_variance_initializer
+        )
 
     def build(self, input_shape):
         (c_axis,) = self._resolve_axes(self.axis, input_shape)
@@ -102,11 +116,20 @@ class SwitchableNormalization(AffineMixin, NormalizationLayer):
         self._build_affine((channels,))
         self.mean_weights = self._param("mean_weights", (3,), "ones")
         self.variance_weights = self._param("variance_weights", (3,), "ones")
-        self.moving_mean = self._param("moving_mean", (channels,), self.moving_mean_initializer,
-                                       trainable=False, aggregation="mean")
-        self.moving_variance = self._param("moving_variance", (channels,),
-                                           self.moving_variance_initializer,
-                                           trainable=False, aggregation="mean")
+        self.moving_mean = self._param(
+            "moving_mean",
+            (channels,),
+            self.moving_mean_initializer,
+            trainable=False,
+            aggregation="mean",
+        )
+        self.moving_variance = self._param(
+            "moving_variance",
+            (channels,),
+            self.moving_variance_initializer,
+            trainable=False,
+            aggregation="mean",
+        )
 
     def _b(self, param):
         return self._broadcast(param, self._axes, self._built_rank)
@@ -118,10 +141,16 @@ class SwitchableNormalization(AffineMixin, NormalizationLayer):
         if c == self._built_rank - 1 and not cross_replica:
             # channels last: the op with hand-written gradients (tfnorm.ops.switchable)
             y, mean_bn, var_bn = ops.switchable_norm(
-                inputs, self.mean_weights, self.variance_weights, self.gamma, self.beta,
+                inputs,
+                self.mean_weights,
+                self.variance_weights,
+                self.gamma,
+                self.beta,
                 None if use_batch else self.moving_mean,
                 None if use_batch else self.moving_variance,
-                epsilon=self.epsilon, training=use_batch)
+                epsilon=self.epsilon,
+                training=use_batch,
+            )
         else:
             mean_in, var_in = ops.moments(inputs, self._spatial)  # (N, 1.., C), stats dtype
             batch = None  # training: derived from the instance statistics
@@ -131,9 +160,11 @@ class SwitchableNormalization(AffineMixin, NormalizationLayer):
             elif not use_batch:
                 batch = (self._b(self.moving_mean), self._b(self.moving_variance))
             mean, var, mean_bn, var_bn = ops.mix_statistics(
-                mean_in, var_in, self.mean_weights, self.variance_weights, c, batch)
-            y = ops.normalize(inputs, mean, var, self._b(self.gamma), self._b(self.beta),
-                              self.epsilon)
+                mean_in, var_in, self.mean_weights, self.variance_weights, c, batch
+            )
+            y = ops.normalize(
+                inputs, mean, var, self._b(self.gamma), self._b(self.beta), self.epsilon
+            )
         if use_batch:
             update_moving_average(self.moving_mean, mean_bn, self.momentum)
             update_moving_average(self.moving_variance, var_bn, self.momentum)
@@ -141,13 +172,15 @@ class SwitchableNormalization(AffineMixin, NormalizationLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "momentum": self.momentum,
-            "epsilon": self.epsilon,
-            "axis": self.axis,
-            **self._affine_config(),
-            "moving_mean_initializer": serialize(self.moving_mean_initializer),
-            "moving_variance_initializer": serialize(self.moving_variance_initializer),
-            "synchronized": self.synchronized,
-        })
+        config.update(
+            {
+                "momentum": self.momentum,
+                "epsilon": self.epsilon,
+                "axis": self.axis,
+                **self._affine_config(),
+                "moving_mean_initializer": serialize(self.moving_mean_initializer),
+                "moving_variance_initializer": serialize(self.moving_variance_initializer),
+                "synchronized": self.synchronized,
+            }
+        )
         return config

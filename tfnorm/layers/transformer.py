@@ -97,14 +97,27 @@ class DynamicTanh(AffineMixin, NormalizationLayer):
       Normalization." CVPR 2025.
     """
 
-    def __init__(self, alpha_init=0.5, axis=-1, beta_initializer="zeros",
-                 gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None,
-                 beta_constraint=None, gamma_constraint=None, **kwargs):
+    def __init__(
+        self,
+        alpha_init=0.5,
+        axis=-1,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        if isinstance(alpha_init, (bool, np.bool_)) or not isinstance(
-                alpha_init, (int, float, np.number)) or not np.isfinite(alpha_init):
-            raise ValueError(f"alpha_init must be a finite number, received "
-                             f"alpha_init={alpha_init!r}")
+        if (
+            isinstance(alpha_init, (bool, np.bool_))
+            or not isinstance(alpha_init, (int, float, np.number))
+            or not np.isfinite(alpha_init)
+        ):
+            raise ValueError(
+                f"alpha_init must be a finite number, received alpha_init={alpha_init!r}"
+            )
         self.alpha_init = float(alpha_init)
         self.axis = check_axis(axis)
         self._init_affine(locals())
@@ -115,12 +128,14 @@ class DynamicTanh(AffineMixin, NormalizationLayer):
         self._build_affine(self._param_shape(self._axes, input_shape))
 
     def call(self, inputs):
-        return ops.dynamic_tanh(inputs, self.alpha,
-                                self._broadcast(self.gamma, self._axes, self._built_rank),
-                                self._broadcast(self.beta, self._axes, self._built_rank))
+        return ops.dynamic_tanh(
+            inputs,
+            self.alpha,
+            self._broadcast(self.gamma, self._axes, self._built_rank),
+            self._broadcast(self.beta, self._axes, self._built_rank),
+        )
 
     def get_config(self):
         config = super().get_config()
-        config.update({"alpha_init": self.alpha_init, "axis": self.axis,
-                       **self._affine_config()})
+        config.update({"alpha_init": self.alpha_init, "axis": self.axis, **self._affine_config()})
         return config

@@ -16,8 +16,11 @@ from tfnorm.layers.wrapper import KernelWrapper
 _DATA_INIT_EPSILON = 1e-6
 
 # The kinds of layer (tfnorm.layers.kernels.kind) weight normalization accepts, and their names.
-_WEIGHT_NORM_KINDS = {"dense": "Dense", "conv": "Conv1D, Conv2D, Conv3D",
-                      "recurrent": "SimpleRNN, LSTM, GRU"}
+_WEIGHT_NORM_KINDS = {
+    "dense": "Dense",
+    "conv": "Conv1D, Conv2D, Conv3D",
+    "recurrent": "SimpleRNN, LSTM, GRU",
+}
 
 
 @register("weight", kind="wrapper")
@@ -124,8 +127,7 @@ class WeightNormalization(KernelWrapper):
     def _inverse_norms(self, dtype):
         """``1 / ||v_j||`` per output unit, shape ``(units,)``."""
         axes = kernels.fan_in_axes(self._kernel_rank)
-        return tf.reshape(ops.inverse_norm(self._kernel(dtype), axes),
-                          [-1])
+        return tf.reshape(ops.inverse_norm(self._kernel(dtype), axes), [-1])
 
     def _assign_init(self, mean, var):
         """Sets g = 1/sigma and the bias to -mu/sigma unless a statistic is not finite."""
@@ -167,14 +169,16 @@ class WeightNormalization(KernelWrapper):
         def sums(shift, n):
             def local():
                 return tf.stack(ops.shifted_sums(t, reduce, shift)[:n])
-            return ctx.all_reduce(tf.distribute.ReduceOp.SUM,
-                                  tf.cond(pending, local, lambda: tf.zeros([n] + shape, sdt)))
+
+            return ctx.all_reduce(
+                tf.distribute.ReduceOp.SUM,
+                tf.cond(pending, local, lambda: tf.zeros([n] + shape, sdt)),
+            )
 
         count, s1 = tf.unstack(sums(tf.zeros([], sdt), 2))
         center = tf.math.divide_no_nan(s1, count)
         mean, var = ops.moments_from_sums(*tf.unstack(sums(center, 3)), center)
-        return tf.cond(pending, lambda: assign(tf.reshape(mean, [-1]), tf.reshape(var, [-1])),
-                       skip)
+        return tf.cond(pending, lambda: assign(tf.reshape(mean, [-1]), tf.reshape(var, [-1])), skip)
 
     def _scale(self, dtype):
         """``g_j / ||v_j||`` per output unit."""
@@ -190,8 +194,9 @@ class WeightNormalization(KernelWrapper):
         sdt = ops.stats_dtype(inputs.dtype)
         if self._kind == "recurrent":  # the cell multiplies by its kernel: hand it w itself
             kernel = tf.cast(self._kernel(sdt) * self._scale(sdt), inputs.dtype)
-            return self._recurrence(inputs, kernel, mask=mask, training=training,
-                                    initial_state=initial_state)
+            return self._recurrence(
+                inputs, kernel, mask=mask, training=training, initial_state=initial_state
+            )
         inv = self._inverse_norms(sdt)
         if inputs.dtype == tf.float16:
             # float16: normalize the kernel first so the product stays in float16's range

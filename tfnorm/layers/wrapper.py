@@ -43,12 +43,16 @@ def check_wrappable(owner: str, layer, accepted) -> str:
         )
     if kind == "recurrent":
         if layer.stateful:
-            raise ValueError(f"{owner} wraps a recurrent layer with stateful=False, received "
-                             f"{type(layer).__name__} {layer.name!r} with stateful=True")
+            raise ValueError(
+                f"{owner} wraps a recurrent layer with stateful=False, received "
+                f"{type(layer).__name__} {layer.name!r} with stateful=True"
+            )
         if getattr(layer, "use_cudnn", "auto") is True:
-            raise ValueError(f"{owner} runs the recurrent layer's cell step by step, not "
-                             f"cuDNN: wrap {type(layer).__name__} {layer.name!r} with "
-                             f"use_cudnn='auto' or False, received use_cudnn=True")
+            raise ValueError(
+                f"{owner} runs the recurrent layer's cell step by step, not "
+                f"cuDNN: wrap {type(layer).__name__} {layer.name!r} with "
+                f"use_cudnn='auto' or False, received use_cudnn=True"
+            )
     return kind
 
 
@@ -77,8 +81,9 @@ class KernelWrapper(CheckedCall, keras.layers.Wrapper):
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
         check_config_keys(cls, config)
-        layer = keras.saving.deserialize_keras_object(config.pop("layer"),
-                                                      custom_objects=custom_objects)
+        layer = keras.saving.deserialize_keras_object(
+            config.pop("layer"), custom_objects=custom_objects
+        )
         return cls(layer, **config)
 
     def build(self, input_shape):
@@ -117,9 +122,14 @@ class KernelWrapper(CheckedCall, keras.layers.Wrapper):
 
     def _param(self, name, shape, initializer, trainable=True):
         # float32 whatever the policy (float64 in a float64 layer), as the layers' own weights
-        return self.add_weight(name=name, shape=tuple(shape), initializer=initializer,
-                               dtype=ops.stats_dtype(self.variable_dtype),
-                               trainable=trainable, autocast=False)
+        return self.add_weight(
+            name=name,
+            shape=tuple(shape),
+            initializer=initializer,
+            dtype=ops.stats_dtype(self.variable_dtype),
+            trainable=trainable,
+            autocast=False,
+        )
 
     def _kernel(self, dtype, name=None):
         return kernels.read_stored(getattr(self._owner, name or self._kernel_names[0]), dtype)
@@ -143,13 +153,17 @@ class KernelWrapper(CheckedCall, keras.layers.Wrapper):
         either). The wrapper must be built.
         """
         if not self.built:
-            raise ValueError(f"{type(self).__name__} {self.name!r}: remove() needs a built "
-                             "wrapper (call it or build it first)")
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r}: remove() needs a built "
+                "wrapper (call it or build it first)"
+            )
         if getattr(self.layer, "lora_enabled", False):
-            raise ValueError(f"{type(self).__name__} {self.name!r}: remove() makes a layer "
-                             f"without LoRA; the wrapped {type(self.layer).__name__} has LoRA "
-                             "enabled (its kernel is the sum of the stored kernel and the "
-                             "low-rank update)")
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r}: remove() makes a layer "
+                f"without LoRA; the wrapped {type(self.layer).__name__} has LoRA "
+                "enabled (its kernel is the sum of the stored kernel and the "
+                "low-rank update)"
+            )
         effective = self._effective()
         replace = {}
         for name, value in effective.items():
@@ -160,10 +174,13 @@ class KernelWrapper(CheckedCall, keras.layers.Wrapper):
         values = []
         for v in self.layer.weights:
             value = replace.pop(id(v), None)
-            values.append(v.numpy() if value is None else
-                          np.asarray(tf.cast(value, v.dtype).numpy()))
+            values.append(
+                v.numpy() if value is None else np.asarray(tf.cast(value, v.dtype).numpy())
+            )
         if replace:  # every effective weight must have found its variable
-            raise RuntimeError(f"{type(self).__name__}.remove(): a normalized weight of "
-                               f"{type(self.layer).__name__} is not among its weights")
+            raise RuntimeError(
+                f"{type(self).__name__}.remove(): a normalized weight of "
+                f"{type(self.layer).__name__} is not among its weights"
+            )
         layer.set_weights(values)
         return layer

@@ -35,8 +35,9 @@ __all__ = ["adanorm"]
 def _safe_std(var):
     """``sqrt(var)`` whose gradient at ``var == 0`` (a constant row) is 0, not inf."""
     positive = var > 0
-    return tf.where(positive, tf.sqrt(tf.where(positive, var, tf.ones_like(var))),
-                    tf.zeros_like(var))
+    return tf.where(
+        positive, tf.sqrt(tf.where(positive, var, tf.ones_like(var))), tf.zeros_like(var)
+    )
 
 
 def _rows_forward(x2, *, k, c, epsilon):
@@ -60,8 +61,11 @@ def _rows_backward(dz, x2, mean, sigma, inv, *, k, c):
     mean_g = sum_rows(g, xla_cpu=mode) / n
     # d sigma / d x = xc / ((n - 1) sigma); no such term where sigma == 0
     safe = tf.where(sigma > 0, sigma, tf.ones_like(sigma))
-    coef = tf.where(sigma > 0, sum_rows(g * dd, xla_cpu=mode) * tf.square(inv)
-                    / (tf.maximum(n - 1.0, 1.0) * safe), tf.zeros_like(sigma))
+    coef = tf.where(
+        sigma > 0,
+        sum_rows(g * dd, xla_cpu=mode) * tf.square(inv) / (tf.maximum(n - 1.0, 1.0) * safe),
+        tf.zeros_like(sigma),
+    )
     return [tf.cast((g - mean_g) * inv - dd * coef, x2.dtype)]
 
 
@@ -80,8 +84,9 @@ def _adanorm_plain(x, axes, k, c, epsilon):
 _ADANORM = FusedOp(_rows_forward, _rows_backward, threshold=False, fallback=_adanorm_plain)
 
 
-def adanorm(x: tf.Tensor, axes: Sequence[int], k: float = 0.1, c: float = 1.0,
-            epsilon: float = 1e-5) -> tf.Tensor:
+def adanorm(
+    x: tf.Tensor, axes: Sequence[int], k: float = 0.1, c: float = 1.0, epsilon: float = 1e-5
+) -> tf.Tensor:
     """AdaNorm over ``axes``: ``z = c * (1 - k * y) * y``, ``phi = c (1 - k y)`` detached.
 
     ``y = (x - mean) / (std + epsilon)`` with the unbiased standard deviation,

@@ -33,8 +33,9 @@ def as_axis_tuple(axis: AxisArg, argname: str = "axis") -> Tuple[int, ...]:
     return items
 
 
-def resolve_axes(axis: AxisArg, rank: int, argname: str = "axis",
-                 allow_batch: bool = False) -> Tuple[int, ...]:
+def resolve_axes(
+    axis: AxisArg, rank: int, argname: str = "axis", allow_batch: bool = False
+) -> Tuple[int, ...]:
     """Turns (possibly negative) axes into sorted non-negative ones for ``rank``.
 
     Raises a ValueError naming ``argname`` and the value when an axis is out of
@@ -65,4 +66,3 @@ def complement(axes: Iterable[int], rank: int, skip_batch: bool = False) -> Tupl
     axes = set(axes)
     start = 1 if skip_batch else 0
     return tuple(a for a in range(start, rank) if a not in axes)
-

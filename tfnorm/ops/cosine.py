@@ -24,8 +24,8 @@ from typing import Sequence, Union
 
 import tensorflow as tf
 
-from tfnorm.ops.moments import moments, stats_dtype, to_stats
 from tfnorm.ops.layout import scalar
+from tfnorm.ops.moments import moments, stats_dtype, to_stats
 
 __all__ = ["normalized_kernel", "cosine_matmul", "cosine_conv"]
 
@@ -69,8 +69,9 @@ def _finish(dot, bias_hat, sq, epsilon, dtype):
     return tf.cast(dot * inv, dtype)
 
 
-def cosine_matmul(x: tf.Tensor, kernel, bias=None, centered: bool = False,
-                  epsilon: float = 1e-6) -> tf.Tensor:
+def cosine_matmul(
+    x: tf.Tensor, kernel, bias=None, centered: bool = False, epsilon: float = 1e-6
+) -> tf.Tensor:
     """Cosine between each input row (last axis of ``x``) and each column of ``kernel``.
 
     Args:
@@ -126,9 +127,16 @@ def _window_sums(t, kernel_size, strides, padding, dilations):
     return tf.nn.convolution(t, ones, strides=strides, padding=padding, dilations=dilations)
 
 
-def cosine_conv(x: tf.Tensor, kernel, bias=None, strides: Union[int, Sequence[int]] = 1,
-                padding: str = "VALID", dilations: Union[int, Sequence[int]] = 1,
-                centered: bool = False, epsilon: float = 1e-6) -> tf.Tensor:
+def cosine_conv(
+    x: tf.Tensor,
+    kernel,
+    bias=None,
+    strides: Union[int, Sequence[int]] = 1,
+    padding: str = "VALID",
+    dilations: Union[int, Sequence[int]] = 1,
+    centered: bool = False,
+    epsilon: float = 1e-6,
+) -> tf.Tensor:
     """Cosine between each input patch and each filter, for channels_last ``x``.
 
     Args:
@@ -180,10 +188,12 @@ def cosine_conv(x: tf.Tensor, kernel, bias=None, strides: Union[int, Sequence[in
         if b_hat is not None:
             b_hat = ones * b_hat
     else:
-        sq = _window_sums(tf.reduce_sum(tf.square(xs), -1, keepdims=True), ksize, strides,
-                          padding, dilations) + float(extra)
-    dot = tf.nn.convolution(x, tf.cast(k_hat, x.dtype), strides=strides, padding=padding,
-                            dilations=dilations)
+        sq = _window_sums(
+            tf.reduce_sum(tf.square(xs), -1, keepdims=True), ksize, strides, padding, dilations
+        ) + float(extra)
+    dot = tf.nn.convolution(
+        x, tf.cast(k_hat, x.dtype), strides=strides, padding=padding, dilations=dilations
+    )
     return _finish(dot, b_hat, sq, epsilon, x.dtype)
 
 

@@ -100,8 +100,10 @@ def dynamic_tanh(x: tf.Tensor, alpha, gamma, beta) -> tf.Tensor:
     gamma, beta = (_full_rank(p, rank) for p in (gamma, beta))
     axes = _broadcast_axes(gamma, rank)
     if axes != _broadcast_axes(beta, rank) or gamma.shape.rank != rank:
-        raise ValueError(f"gamma {gamma.shape} and beta {beta.shape} must broadcast to x "
-                         f"(rank {rank}) along the same axes")
+        raise ValueError(
+            f"gamma {gamma.shape} and beta {beta.shape} must broadcast to x "
+            f"(rank {rank}) along the same axes"
+        )
     return _DYNAMIC_TANH(x, alpha, gamma, beta, axes=axes)
 
 

@@ -52,7 +52,12 @@ from tfnorm.ops.groups import group_moments
 from tfnorm.ops.kernel import FusedOp
 from tfnorm.ops.layout import fast_view, flat, param_for, scalar
 from tfnorm.ops.moments import (
-    group_size, group_sum, grouped_moments, moments, stats_dtype, to_stats,
+    group_size,
+    group_sum,
+    grouped_moments,
+    moments,
+    stats_dtype,
+    to_stats,
 )
 from tfnorm.ops.reduce import sum_middle, xla_on_cpu
 
@@ -67,6 +72,7 @@ def _per_channel(t):
 # ---------------------------------------------------------------------------
 # EvoNorm-B0
 
+
 def _b0_forward(x3, v1, gamma, beta, variance, *, epsilon):
     """Forward of EvoNorm-B0 on ``x3`` ``(N, S, C)``: ``y`` and the statistics the backward needs.
 
@@ -76,17 +82,18 @@ def _b0_forward(x3, v1, gamma, beta, variance, *, epsilon):
     dt = stats_dtype(x3.dtype)
     eps = scalar(epsilon, dt)
     xs = tf.cast(x3, dt)
-    inst = grouped_moments(xs, x3.shape[-1], xla_cpu=xla_on_cpu())   # per (n, channel)
-    m, s_n = inst.mean, inst.count                              # (N, 1, C), S
+    inst = grouped_moments(xs, x3.shape[-1], xla_cpu=xla_on_cpu())  # per (n, channel)
+    m, s_n = inst.mean, inst.count  # (N, 1, C), S
     s = tf.sqrt(inst.var + eps)
     if variance is None:
-        mb = tf.reduce_mean(m, 0, keepdims=True)               # (1, 1, C)
+        mb = tf.reduce_mean(m, 0, keepdims=True)  # (1, 1, C)
         ssq = inst.sum_sq + s_n * tf.math.squared_difference(m, mb)
-        var_b = tf.maximum(_per_channel(ssq) / (tf.cast(tf.shape(xs)[0], dt) * s_n),
-                           tf.zeros([], dt))
+        var_b = tf.maximum(
+            _per_channel(ssq) / (tf.cast(tf.shape(xs)[0], dt) * s_n), tf.zeros([], dt)
+        )
     else:
         mb, var_b = None, variance
-    big_l = tf.sqrt(var_b + eps)                                # (C,)
+    big_l = tf.sqrt(var_b + eps)  # (C,)
     y = xs / tf.maximum(big_l, v1 * xs + s)
     if gamma is not None:
         y = y * gamma
@@ -107,12 +114,12 @@ def _b0_backward(dy, x3, v1, gamma, beta, variance, var_b, m, s, mb, big_l):
     den = tf.maximum(big_l, right)
     z = xs / den
     gd = dys * gamma if gamma is not None else dys
-    t = gd * z / den                          # -dL/dD
+    t = gd * z / den  # -dL/dD
     tm = tf.where(right > big_l, t, tf.zeros([], dt))
-    p_t = sum_middle(t, mode)                 # (N, 1, C)
+    p_t = sum_middle(t, mode)  # (N, 1, C)
     p_m = sum_middle(tm, mode)
     p_mx = sum_middle(tm * xs, mode)
-    left_sum = _per_channel(p_t - p_m)        # sum of t where the batch std wins
+    left_sum = _per_channel(p_t - p_m)  # sum of t where the batch std wins
     dx = gd / den - v1 * tm - (xs - m) * (p_m / (s_n * s))
     if mb is not None:
         dx = dx - (xs - mb) * (left_sum / (tf.cast(shape[0], dt) * s_n * big_l))
@@ -126,8 +133,9 @@ def _b0_backward(dy, x3, v1, gamma, beta, variance, var_b, m, s, mb, big_l):
     return grads
 
 
-def evonorm_b0(x: tf.Tensor, channel_axis: int, v1, gamma=None, beta=None,
-               epsilon: float = 1e-5, variance=None) -> Tuple[tf.Tensor, tf.Tensor]:
+def evonorm_b0(
+    x: tf.Tensor, channel_axis: int, v1, gamma=None, beta=None, epsilon: float = 1e-5, variance=None
+) -> Tuple[tf.Tensor, tf.Tensor]:
     """EvoNorm-B0: ``x / max(sqrt(s2_b + epsilon), v1 * x + sqrt(s2_i + epsilon)) * gamma + beta``.
 
     ``s2_b`` is the batch variance per channel over every axis but
@@ -159,8 +167,14 @@ def evonorm_b0(x: tf.Tensor, channel_axis: int, v1, gamma=None, beta=None,
     if view is None:
         return _B0.fallback(x, channel_axis, v1, gamma, beta, epsilon, variance)
     c, dt = view.size, stats_dtype(x.dtype)
-    y3, var = _B0(view.tensor, flat(v1, c, dt), flat(gamma, c, dt), flat(beta, c, dt),
-                  flat(variance, c, dt), epsilon=float(epsilon))
+    y3, var = _B0(
+        view.tensor,
+        flat(v1, c, dt),
+        flat(gamma, c, dt),
+        flat(beta, c, dt),
+        flat(variance, c, dt),
+        epsilon=float(epsilon),
+    )
     return view.restore(y3), var
 
 
@@ -194,6 +208,7 @@ _B0 = FusedOp(_b0_forward, _b0_backward, outputs=2, fallback=_b0_plain)
 # ---------------------------------------------------------------------------
 # EvoNorm-S0
 
+
 def _s0_forward(x3, v1, gamma, beta, *, groups, epsilon):
     """Forward of EvoNorm-S0 on ``x3`` ``(N, S, C)``: ``(y, mean, r)``, per ``(n, group)``."""
     dt = stats_dtype(x3.dtype)
@@ -214,11 +229,11 @@ def _s0_backward(dy, x3, v1, gamma, beta, mean, r, *, groups):
     xs = tf.cast(x3, dt)
     k = group_size(xs, groups, dt)
     q = tf.sigmoid(v1 * xs)
-    dq = xs * q * (1.0 - q)                  # x * sigmoid'(v1 x)
-    p_h = sum_middle(dys * xs * q, mode)     # (N, 1, C)
+    dq = xs * q * (1.0 - q)  # x * sigmoid'(v1 x)
+    p_h = sum_middle(dys * xs * q, mode)  # (N, 1, C)
     p_q = sum_middle(dys * xs * dq, mode)
     gg = gamma if gamma is not None else tf.ones([], dt)
-    kappa = -(r * r * r) * group_sum(gg * p_h, groups) / k      # times (x - mean)
+    kappa = -(r * r * r) * group_sum(gg * p_h, groups) / k  # times (x - mean)
     dx = dys * ((r * gg) * (q + v1 * dq)) + (xs - mean) * kappa
     grads = [tf.cast(dx, x3.dtype), _per_channel(gg * r * p_q)]
     if gamma is not None:
@@ -228,8 +243,9 @@ def _s0_backward(dy, x3, v1, gamma, beta, mean, r, *, groups):
     return grads
 
 
-def evonorm_s0(x: tf.Tensor, groups: int, channel_axis: int, v1, gamma=None, beta=None,
-               epsilon: float = 1e-5) -> tf.Tensor:
+def evonorm_s0(
+    x: tf.Tensor, groups: int, channel_axis: int, v1, gamma=None, beta=None, epsilon: float = 1e-5
+) -> tf.Tensor:
     """EvoNorm-S0: ``x * sigmoid(v1 * x) / sqrt(s2_g + epsilon) * gamma + beta``.
 
     ``s2_g`` is the variance per sample and channel group over every other
@@ -254,8 +270,16 @@ def evonorm_s0(x: tf.Tensor, groups: int, channel_axis: int, v1, gamma=None, bet
     if view is None:
         return _S0.fallback(x, groups, channel_axis, v1, gamma, beta, epsilon)
     c, dt = view.size, stats_dtype(x.dtype)
-    return view.restore(_S0(view.tensor, flat(v1, c, dt), flat(gamma, c, dt), flat(beta, c, dt),
-                            groups=int(groups), epsilon=float(epsilon)))
+    return view.restore(
+        _S0(
+            view.tensor,
+            flat(v1, c, dt),
+            flat(gamma, c, dt),
+            flat(beta, c, dt),
+            groups=int(groups),
+            epsilon=float(epsilon),
+        )
+    )
 
 
 def _s0_plain(x, groups, channel_axis, v1, gamma, beta, epsilon):
@@ -266,8 +290,9 @@ def _s0_plain(x, groups, channel_axis, v1, gamma, beta, epsilon):
     def b(p):
         return None if p is None else tf.cast(param_for(p, [channel_axis], rank), dt)
 
-    _, var = group_moments(xs, groups, channel_axis,
-                           complement((channel_axis,), rank, skip_batch=True))
+    _, var = group_moments(
+        xs, groups, channel_axis, complement((channel_axis,), rank, skip_batch=True)
+    )
     y = xs * tf.sigmoid(b(v1) * xs) * tf.math.rsqrt(var + scalar(epsilon, dt))
     if gamma is not None:
         y = y * b(gamma)

@@ -35,7 +35,12 @@ from tfnorm.ops.groups import group_moments
 from tfnorm.ops.kernel import FusedOp
 from tfnorm.ops.layout import fast_view, flat, param_for, scalar, sorted_axes
 from tfnorm.ops.moments import (
-    group_size, group_sum, grouped_moments, mean_square, moments, stats_dtype,
+    group_size,
+    group_sum,
+    grouped_moments,
+    mean_square,
+    moments,
+    stats_dtype,
     to_stats,
 )
 from tfnorm.ops.normalize import normalize, rms_normalize
@@ -72,15 +77,15 @@ def _grouped_backward(dy, x3, gamma, beta, eps_in, mean, var, r, *, groups, cent
     dd = tf.cast(x3, dt)
     if center:
         dd = dd - mean
-    p = sum_middle(dys, mode)            # (A, 1, C): sum of dy
-    q = sum_middle(dys * dd, mode)       # (A, 1, C): sum of dy * (x - mean)
-    qr = q * r                           # sum of dy * xhat
+    p = sum_middle(dys, mode)  # (A, 1, C): sum of dy
+    q = sum_middle(dys * dd, mode)  # (A, 1, C): sum of dy * (x - mean)
+    qr = q * r  # sum of dy * xhat
     gg = gamma if gamma is not None else tf.ones([], dt)
-    mgx = group_sum(gg * qr, groups) / n      # mean(g * xhat) per group
+    mgx = group_sum(gg * qr, groups) / n  # mean(g * xhat) per group
     alpha = r * gg
     beta_ = -r * r * mgx
     if center:
-        mg = group_sum(gg * p, groups) / n    # mean(g) per group
+        mg = group_sum(gg * p, groups) / n  # mean(g) per group
         dx = dys * alpha + (dd * beta_ - r * mg)
     else:
         dx = dys * alpha + dd * beta_
@@ -99,26 +104,39 @@ def _grouped(op, view, groups, scale, offset, epsilon, center=True):
     """``op`` (the grouped kernel) on ``view``: ``(y, mean, var)``, the statistics ``(A, 1, C)``."""
     c, dt = view.size, stats_dtype(view.tensor.dtype)
     learned = isinstance(epsilon, (tf.Tensor, tf.Variable))
-    return op(view.tensor, flat(scale, c, dt), flat(offset, c, dt),
-              epsilon if learned else None, groups=int(groups),
-              epsilon=0.0 if learned else float(epsilon), center=bool(center))
+    return op(
+        view.tensor,
+        flat(scale, c, dt),
+        flat(offset, c, dt),
+        epsilon if learned else None,
+        groups=int(groups),
+        epsilon=0.0 if learned else float(epsilon),
+        center=bool(center),
+    )
 
 
 # The fallbacks run in the statistics dtype from one cast of x and cast the output once: the
 # gradients of the centring, mean and variance branches then meet in float32 (each rounded
 # to float16 on its own, they overflow it for inputs of large magnitude).
 
+
 def _batch_norm_plain(x, axes, scale, offset, epsilon):
     rank = x.shape.rank
     axes = sorted_axes(axes, rank)
     xs = to_stats(x)
     mean, var = moments(xs, [a for a in range(rank) if a not in axes])
-    y = normalize(xs, mean, var, param_for(scale, axes, rank), param_for(offset, axes, rank),
-                  epsilon, centred=xs.dtype != x.dtype)
+    y = normalize(
+        xs,
+        mean,
+        var,
+        param_for(scale, axes, rank),
+        param_for(offset, axes, rank),
+        epsilon,
+        centred=xs.dtype != x.dtype,
+    )
     y = tf.cast(y, x.dtype)
     shape = [x.shape[a] for a in axes]
-    return (y, tf.stop_gradient(tf.reshape(mean, shape)),
-            tf.stop_gradient(tf.reshape(var, shape)))
+    return (y, tf.stop_gradient(tf.reshape(mean, shape)), tf.stop_gradient(tf.reshape(var, shape)))
 
 
 def _per_sample_plain(x, channel_axis, scale, offset, epsilon, statistics):
@@ -136,8 +154,14 @@ def _per_sample_plain(x, channel_axis, scale, offset, epsilon, statistics):
 
 
 def _group_norm_plain(x, groups, channel_axis, scale, offset, epsilon):
-    return _per_sample_plain(x, channel_axis, scale, offset, epsilon,
-                             lambda x, axes: group_moments(x, groups, channel_axis, axes))
+    return _per_sample_plain(
+        x,
+        channel_axis,
+        scale,
+        offset,
+        epsilon,
+        lambda x, axes: group_moments(x, groups, channel_axis, axes),
+    )
 
 
 def _instance_norm_plain(x, channel_axis, scale, offset, epsilon, center):
@@ -147,13 +171,21 @@ def _instance_norm_plain(x, channel_axis, scale, offset, epsilon, center):
 
 _BATCH_NORM = FusedOp(_grouped_forward, _grouped_backward, outputs=3, fallback=_batch_norm_plain)
 _GROUP_NORM = FusedOp(_grouped_forward, _grouped_backward, outputs=3, fallback=_group_norm_plain)
-_INSTANCE_NORM = FusedOp(_grouped_forward, _grouped_backward, outputs=3,
-                         fallback=_instance_norm_plain)
-_NORMALIZE = FusedOp(normalize)          # inference batch norm: autodiff through one kernel
+_INSTANCE_NORM = FusedOp(
+    _grouped_forward, _grouped_backward, outputs=3, fallback=_instance_norm_plain
+)
+_NORMALIZE = FusedOp(normalize)  # inference batch norm: autodiff through one kernel
 
 
-def batch_norm(x: tf.Tensor, axes: Sequence[int], scale=None, offset=None,
-               epsilon: float = 1e-3, mean=None, variance=None):
+def batch_norm(
+    x: tf.Tensor,
+    axes: Sequence[int],
+    scale=None,
+    offset=None,
+    epsilon: float = 1e-3,
+    mean=None,
+    variance=None,
+):
     """Batch normalization with batch statistics, channels on ``axes``.
 
     Returns ``(y, mean, var)``: the normalized tensor and the batch mean and
@@ -176,11 +208,23 @@ def batch_norm(x: tf.Tensor, axes: Sequence[int], scale=None, offset=None,
             raise ValueError("batch_norm needs both mean and variance, or neither")
         axes = sorted_axes(axes, rank)
         if axes == (rank - 1,):
-            y = _NORMALIZE(x, *[None if t is None else tf.convert_to_tensor(t)
-                                for t in (mean, variance, scale, offset)], epsilon)
+            y = _NORMALIZE(
+                x,
+                *[
+                    None if t is None else tf.convert_to_tensor(t)
+                    for t in (mean, variance, scale, offset)
+                ],
+                epsilon,
+            )
         else:
-            y = normalize(x, param_for(mean, axes, rank), param_for(variance, axes, rank),
-                          param_for(scale, axes, rank), param_for(offset, axes, rank), epsilon)
+            y = normalize(
+                x,
+                param_for(mean, axes, rank),
+                param_for(variance, axes, rank),
+                param_for(scale, axes, rank),
+                param_for(offset, axes, rank),
+                epsilon,
+            )
         return y, mean, variance
     view = fast_view(x, axes, "batch")
     if view is None:
@@ -221,8 +265,15 @@ def _fused_batch_norm_op(x, scale, offset, epsilon):
     offset = tf.zeros_like(one) if offset is None else tf.cast(offset, tf.float32)
     empty = tf.zeros([0], tf.float32)
     y, mean, var_unbiased = tf.raw_ops.FusedBatchNormV3(
-        x=x4, scale=scale, offset=offset, mean=empty, variance=empty,
-        epsilon=float(epsilon), data_format="NHWC", is_training=True)[:3]
+        x=x4,
+        scale=scale,
+        offset=offset,
+        mean=empty,
+        variance=empty,
+        epsilon=float(epsilon),
+        data_format="NHWC",
+        is_training=True,
+    )[:3]
     # the op reports the unbiased variance; the layer keeps the biased one
     n = tf.cast(tf.size(x4) // c, tf.float32)
     var = var_unbiased * tf.math.divide_no_nan(n - 1.0, n)
@@ -230,8 +281,9 @@ def _fused_batch_norm_op(x, scale, offset, epsilon):
     return y, tf.stop_gradient(mean), tf.stop_gradient(var)
 
 
-def group_norm(x: tf.Tensor, groups: int, channel_axis: int, scale=None, offset=None,
-               epsilon: float = 1e-3) -> tf.Tensor:
+def group_norm(
+    x: tf.Tensor, groups: int, channel_axis: int, scale=None, offset=None, epsilon: float = 1e-3
+) -> tf.Tensor:
     """GroupNorm: statistics per sample and channel group over the other axes.
 
     ``groups`` equal to the channel count is instance normalization. One op
@@ -255,8 +307,9 @@ def group_norm(x: tf.Tensor, groups: int, channel_axis: int, scale=None, offset=
     return view.restore(_grouped(_GROUP_NORM, view, groups, scale, offset, epsilon)[0])
 
 
-def instance_norm(x: tf.Tensor, channel_axis: int, scale=None, offset=None,
-                  epsilon=1e-3, center: bool = True) -> tf.Tensor:
+def instance_norm(
+    x: tf.Tensor, channel_axis: int, scale=None, offset=None, epsilon=1e-3, center: bool = True
+) -> tf.Tensor:
     """InstanceNorm: statistics per sample and channel over every other axis but the batch.
 
     One op with a hand-written gradient when the channels are on the last axis.
@@ -275,5 +328,6 @@ def instance_norm(x: tf.Tensor, channel_axis: int, scale=None, offset=None,
     view = fast_view(x, [channel_axis], "samples")
     if view is None:
         return _INSTANCE_NORM.fallback(x, channel_axis, scale, offset, epsilon, center)
-    return view.restore(_grouped(_INSTANCE_NORM, view, view.size, scale, offset, epsilon,
-                                 center=center)[0])
+    return view.restore(
+        _grouped(_INSTANCE_NORM, view, view.size, scale, offset, epsilon, center=center)[0]
+    )

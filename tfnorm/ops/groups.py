@@ -33,7 +33,7 @@ def split_groups(x: tf.Tensor, groups: int, axis: int) -> tf.Tensor:
     axis = axis % x.shape.rank
     dims = _dims(x)
     c = dims[axis]
-    new = dims[:axis] + [groups, c // groups] + dims[axis + 1:]
+    new = dims[:axis] + [groups, c // groups] + dims[axis + 1 :]
     return tf.reshape(x, tf.stack(new) if any(isinstance(d, tf.Tensor) for d in new) else new)
 
 
@@ -41,7 +41,7 @@ def merge_groups(x: tf.Tensor, axis: int) -> tf.Tensor:
     """Inverse of :func:`split_groups`: merges axes ``axis`` and ``axis + 1``."""
     axis = axis % x.shape.rank
     dims = _dims(x)
-    new = dims[:axis] + [dims[axis] * dims[axis + 1]] + dims[axis + 2:]
+    new = dims[:axis] + [dims[axis] * dims[axis + 1]] + dims[axis + 2 :]
     return tf.reshape(x, tf.stack(new) if any(isinstance(d, tf.Tensor) for d in new) else new)
 
 
@@ -60,8 +60,13 @@ def group_average(t: tf.Tensor, groups: int, axis: int) -> tf.Tensor:
     return merge_groups(m, axis)
 
 
-def group_moments(x: tf.Tensor, groups: int, channel_axis: int, reduce_axes: Sequence[int],
-                  mask: Optional[tf.Tensor] = None):
+def group_moments(
+    x: tf.Tensor,
+    groups: int,
+    channel_axis: int,
+    reduce_axes: Sequence[int],
+    mask: Optional[tf.Tensor] = None,
+):
     """Mean and variance over ``reduce_axes`` and within each channel group.
 
     Returns float32 (or float64) statistics shaped like ``x`` with
@@ -96,8 +101,7 @@ def group_moments(x: tf.Tensor, groups: int, channel_axis: int, reduce_axes: Seq
             return tf.math.divide_no_nan(tf.reduce_sum(kept, reduce_axes, keepdims=True), count)
 
         mean = group_average(kept_mean(xs), groups, channel_axis)
-        var = group_average(kept_mean(tf.math.squared_difference(xs, mean)), groups,
-                            channel_axis)
+        var = group_average(kept_mean(tf.math.squared_difference(xs, mean)), groups, channel_axis)
         return mean, tf.maximum(var, tf.zeros([], var.dtype))
 
     def average(t):

@@ -21,8 +21,8 @@ serving runtime built without XLA, say).
 from __future__ import annotations
 
 import functools
-import os
 import inspect
+import os
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -30,8 +30,14 @@ import tensorflow as tf
 
 from tfnorm.ops.reduce import in_xla
 
-__all__ = ["FusedOp", "Kernel", "bound_kernel", "with_backward", "xla_kernels_enabled",
-           "MIN_XLA_ELEMENTS"]
+__all__ = [
+    "FusedOp",
+    "Kernel",
+    "bound_kernel",
+    "with_backward",
+    "xla_kernels_enabled",
+    "MIN_XLA_ELEMENTS",
+]
 
 # Below this many elements (unknown dimensions counted as 1) a thresholded kernel stays
 # plain ops inside a graph: its own XLA cluster would save little and cost a compilation.
@@ -62,8 +68,12 @@ class Kernel:
         self._compiled = None
 
     def __call__(self, *args, **kwargs):
-        if (tf.executing_eagerly() or in_xla() or not xla_kernels_enabled()
-                or (self.threshold and _known_elements(args[0]) < MIN_XLA_ELEMENTS)):
+        if (
+            tf.executing_eagerly()
+            or in_xla()
+            or not xla_kernels_enabled()
+            or (self.threshold and _known_elements(args[0]) < MIN_XLA_ELEMENTS)
+        ):
             return self.impl(*args, **kwargs)
         if self._compiled is None:
             self._compiled = tf.function(self.impl, jit_compile=True, autograph=False)
@@ -94,8 +104,9 @@ def bound_kernel(impl: Callable, threshold: Optional[bool] = False, **static) ->
 State = Tuple[Callable[[], Sequence[tf.Tensor]], Callable[..., None]]
 
 
-def with_backward(forward: Callable, backward: Callable, *inputs, outputs: int = 1,
-                  state: Optional[State] = None):
+def with_backward(
+    forward: Callable, backward: Callable, *inputs, outputs: int = 1, state: Optional[State] = None
+):
     """``forward(*inputs)`` with the gradient ``backward``, each its own kernel.
 
     ``forward`` returns ``(y, *stats)``; the result is its first ``outputs``
@@ -140,12 +151,12 @@ def with_backward(forward: Callable, backward: Callable, *inputs, outputs: int =
                 return list(backward(dy, *full, *stats))
             read, write = state
             result = list(backward(dy, *full, *stats, *read()))
-            write(*result[len(present):])
-            return result[:len(present)]
+            write(*result[len(present) :])
+            return result[: len(present)]
 
         if outputs == 1:
             return y, grad
-        return (y, *stats[:outputs - 1]), grad
+        return (y, *stats[: outputs - 1]), grad
 
     result = op(*[inputs[i] for i in present])
     if outputs == 1:
@@ -155,8 +166,11 @@ def with_backward(forward: Callable, backward: Callable, *inputs, outputs: int =
 
 def _static_names(fn: Callable) -> Tuple[str, ...]:
     """The keyword-only parameters of ``fn``: the Python values a kernel is bound to."""
-    return tuple(p.name for p in inspect.signature(fn).parameters.values()
-                 if p.kind is inspect.Parameter.KEYWORD_ONLY)
+    return tuple(
+        p.name
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    )
 
 
 class FusedOp:
@@ -196,26 +210,40 @@ class FusedOp:
       ([1.0, 8.0], [3.0, 12.0])
     """
 
-    def __init__(self, forward: Callable, backward: Optional[Callable] = None, *,
-                 outputs: int = 1, threshold: bool = True,
-                 fallback: Optional[Callable] = None):
+    def __init__(
+        self,
+        forward: Callable,
+        backward: Optional[Callable] = None,
+        *,
+        outputs: int = 1,
+        threshold: bool = True,
+        fallback: Optional[Callable] = None,
+    ):
         self.forward = forward
         self.backward = backward
         self.outputs = outputs
         self.threshold = threshold
         self.fallback = fallback
-        self._names = (_static_names(forward),
-                       _static_names(backward) if backward is not None else ())
+        self._names = (
+            _static_names(forward),
+            _static_names(backward) if backward is not None else (),
+        )
 
     def __call__(self, *inputs, state: Optional[State] = None, **static):
         fwd_names, bwd_names = self._names
         unknown = set(static) - set(fwd_names) - set(bwd_names)
         if unknown:
             raise TypeError(f"{self.forward.__name__} takes no static argument {sorted(unknown)}")
-        forward = bound_kernel(self.forward, threshold=self.threshold,
-                               **{k: static[k] for k in fwd_names if k in static})
+        forward = bound_kernel(
+            self.forward,
+            threshold=self.threshold,
+            **{k: static[k] for k in fwd_names if k in static},
+        )
         if self.backward is None:
             return forward(*inputs)
-        backward = bound_kernel(self.backward, threshold=self.threshold,
-                                **{k: static[k] for k in bwd_names if k in static})
+        backward = bound_kernel(
+            self.backward,
+            threshold=self.threshold,
+            **{k: static[k] for k in bwd_names if k in static},
+        )
         return with_backward(forward, backward, *inputs, outputs=self.outputs, state=state)

@@ -37,8 +37,8 @@ class View(NamedTuple):
     """``x`` as the kernels see it: ``tensor`` ``(R, C)`` or ``(A, S, C)``, ``C`` static."""
 
     tensor: tf.Tensor
-    size: int            # C: the product of the normalized axes, or the channel count
-    source: tf.Tensor    # x itself, whose shape the result takes back
+    size: int  # C: the product of the normalized axes, or the channel count
+    source: tf.Tensor  # x itself, whose shape the result takes back
 
     def restore(self, y: tf.Tensor) -> tf.Tensor:
         """A kernel's output shaped like ``x`` again."""

@@ -86,7 +86,8 @@ def _neg_power(t: tf.Tensor, beta: float) -> tf.Tensor:
 def _factor(xs, axis, radius, bias, alpha, beta):
     """``t = bias + alpha * W(x**2)`` and ``p = t ** -beta`` in the statistics dtype."""
     t = tf.constant(bias, xs.dtype) + tf.constant(alpha, xs.dtype) * window_sum(
-        tf.square(xs), axis, radius)
+        tf.square(xs), axis, radius
+    )
     return t, _neg_power(t, beta)
 
 
@@ -113,8 +114,14 @@ def _lrn_backward(dy, x, *, axis, radius, bias, alpha, beta):
 _LRN = FusedOp(_lrn_forward, _lrn_backward)
 
 
-def lrn(x: tf.Tensor, depth_radius: int = 5, bias: float = 1.0, alpha: float = 1.0,
-        beta: float = 0.5, axis: int = -1) -> tf.Tensor:
+def lrn(
+    x: tf.Tensor,
+    depth_radius: int = 5,
+    bias: float = 1.0,
+    alpha: float = 1.0,
+    beta: float = 0.5,
+    axis: int = -1,
+) -> tf.Tensor:
     """``x / (bias + alpha * sqr_sum) ** beta``, ``sqr_sum`` a window sum of ``x**2`` on ``axis``.
 
     The window covers the ``2 * depth_radius + 1`` channels around each one
@@ -128,5 +135,11 @@ def lrn(x: tf.Tensor, depth_radius: int = 5, bias: float = 1.0, alpha: float = 1
       [[0.6, 0.8]]
     """
     axis = int(axis) % x.shape.rank
-    return _LRN(x, axis=axis, radius=int(depth_radius), bias=float(bias), alpha=float(alpha),
-                beta=float(beta))
+    return _LRN(
+        x,
+        axis=axis,
+        radius=int(depth_radius),
+        bias=float(bias),
+        alpha=float(alpha),
+        beta=float(beta),
+    )

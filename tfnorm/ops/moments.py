@@ -76,8 +76,13 @@ def _mask_weights(mask, x) -> tf.Tensor:
     return tf.broadcast_to(w, tf.shape(x))
 
 
-def moments(x: tf.Tensor, axes: Sequence[int], mask: Optional[tf.Tensor] = None,
-            keepdims: bool = True, correction: int = 0) -> Tuple[tf.Tensor, tf.Tensor]:
+def moments(
+    x: tf.Tensor,
+    axes: Sequence[int],
+    mask: Optional[tf.Tensor] = None,
+    keepdims: bool = True,
+    correction: int = 0,
+) -> Tuple[tf.Tensor, tf.Tensor]:
     """Mean and variance of ``x`` over ``axes``, in the statistics dtype.
 
     Two passes (mean, then mean squared deviation), so no cancellation for
@@ -124,8 +129,9 @@ def moments(x: tf.Tensor, axes: Sequence[int], mask: Optional[tf.Tensor] = None,
     return mean, var
 
 
-def mean_square(x: tf.Tensor, axes: Sequence[int], mask: Optional[tf.Tensor] = None,
-                keepdims: bool = True) -> tf.Tensor:
+def mean_square(
+    x: tf.Tensor, axes: Sequence[int], mask: Optional[tf.Tensor] = None, keepdims: bool = True
+) -> tf.Tensor:
     """Mean of ``x**2`` over ``axes``: the second moment without the mean (RMSNorm, FRN).
 
     Example:
@@ -141,13 +147,15 @@ def mean_square(x: tf.Tensor, axes: Sequence[int], mask: Optional[tf.Tensor] = N
             return ms if keepdims else tf.squeeze(ms, axes)
         return tf.reduce_mean(tf.square(xs), axes, keepdims=keepdims)
     w = _mask_weights(mask, xs)
-    ms = tf.math.divide_no_nan(tf.reduce_sum(w * tf.square(xs), axes, keepdims=True),
-                               tf.reduce_sum(w, axes, keepdims=True))
+    ms = tf.math.divide_no_nan(
+        tf.reduce_sum(w * tf.square(xs), axes, keepdims=True), tf.reduce_sum(w, axes, keepdims=True)
+    )
     return ms if keepdims else tf.squeeze(ms, axes)
 
 
-def shifted_sums(x: tf.Tensor, axes: Sequence[int], shift: tf.Tensor,
-                 mask: Optional[tf.Tensor] = None):
+def shifted_sums(
+    x: tf.Tensor, axes: Sequence[int], shift: tf.Tensor, mask: Optional[tf.Tensor] = None
+):
     """Count, sum and sum of squares of ``x - shift`` over ``axes`` (keepdims).
 
     The building block of statistics that must be combined across replicas
@@ -183,8 +191,13 @@ def replicas_in_sync() -> int:
     return 1 if ctx is None else ctx.num_replicas_in_sync
 
 
-def replica_moments(x: tf.Tensor, axes: Sequence[int], *, shift: Optional[tf.Tensor] = None,
-                    mask: Optional[tf.Tensor] = None) -> Tuple[tf.Tensor, tf.Tensor]:
+def replica_moments(
+    x: tf.Tensor,
+    axes: Sequence[int],
+    *,
+    shift: Optional[tf.Tensor] = None,
+    mask: Optional[tf.Tensor] = None,
+) -> Tuple[tf.Tensor, tf.Tensor]:
     """Mean and variance over ``axes`` of the global batch of all replicas in sync (keepdims).
 
     Inside ``strategy.run`` with more than one replica, every replica gets the
@@ -215,8 +228,9 @@ def replica_moments(x: tf.Tensor, axes: Sequence[int], *, shift: Optional[tf.Ten
     s1 = tf.reduce_sum(w * xs, axes, keepdims=True)
     count, s1 = tf.unstack(ctx.all_reduce(total, tf.stack([count, s1])))
     mean = tf.math.divide_no_nan(s1, count)
-    sq = ctx.all_reduce(total, tf.reduce_sum(w * tf.math.squared_difference(xs, mean), axes,
-                                             keepdims=True))
+    sq = ctx.all_reduce(
+        total, tf.reduce_sum(w * tf.math.squared_difference(xs, mean), axes, keepdims=True)
+    )
     var = tf.maximum(tf.math.divide_no_nan(sq, count), tf.zeros([], sq.dtype))
     return mean, var
 
@@ -224,18 +238,20 @@ def replica_moments(x: tf.Tensor, axes: Sequence[int], *, shift: Optional[tf.Ten
 # ---------------------------------------------------------------------------
 # Statistics of the kernels' views.
 
+
 class ViewMoments(NamedTuple):
     """Two-pass statistics of a view, in the statistics dtype, reduced axes kept (length 1)."""
 
-    mean: Optional[tf.Tensor]   # None without centering
-    var: tf.Tensor              # clipped at 0; the mean square without centering
-    centred: tf.Tensor          # x - mean, shaped like x (x itself without centering)
-    sum_sq: tf.Tensor           # the sum of centred**2 that var divides
-    count: tf.Tensor            # the values each statistic is taken over
+    mean: Optional[tf.Tensor]  # None without centering
+    var: tf.Tensor  # clipped at 0; the mean square without centering
+    centred: tf.Tensor  # x - mean, shaped like x (x itself without centering)
+    sum_sq: tf.Tensor  # the sum of centred**2 that var divides
+    count: tf.Tensor  # the values each statistic is taken over
 
 
-def row_moments(x2: tf.Tensor, center: bool = True, correction: int = 0,
-                xla_cpu: Optional[bool] = None) -> ViewMoments:
+def row_moments(
+    x2: tf.Tensor, center: bool = True, correction: int = 0, xla_cpu: Optional[bool] = None
+) -> ViewMoments:
     """Statistics of each row of a 2-D ``x2`` ``(R, C)``: shapes ``(R, 1)``.
 
     ``correction=1`` divides the sum of squares by ``C - 1`` (at least 1).
@@ -283,8 +299,9 @@ def group_sum(t: tf.Tensor, groups: int) -> tf.Tensor:
     return tf.reshape(tf.broadcast_to(s, tf.shape(g)), tf.stack([a, 1, c]))
 
 
-def grouped_moments(x3: tf.Tensor, groups: int, center: bool = True,
-                    xla_cpu: Optional[bool] = None) -> ViewMoments:
+def grouped_moments(
+    x3: tf.Tensor, groups: int, center: bool = True, xla_cpu: Optional[bool] = None
+) -> ViewMoments:
     """Statistics per ``(a, channel group)`` of ``x3`` ``(A, S, C)`` over ``S`` and the group.
 
     ``mean``, ``var`` and ``sum_sq`` have shape ``(A, 1, C)`` or, for one

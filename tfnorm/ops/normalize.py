@@ -11,9 +11,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfnorm.ops.kernel import FusedOp
+from tfnorm.ops.layout import scalar
 from tfnorm.ops.moments import stats_dtype
 from tfnorm.ops.reduce import sum_over
-from tfnorm.ops.layout import scalar
 
 __all__ = ["fold", "inverse_norm", "normalize", "rms_normalize"]
 
@@ -43,8 +43,9 @@ def _apply(x, a, b):
     return y
 
 
-def normalize(x: tf.Tensor, mean, var, scale=None, offset=None,
-              epsilon: float = 1e-3, centred: bool = False) -> tf.Tensor:
+def normalize(
+    x: tf.Tensor, mean, var, scale=None, offset=None, epsilon: float = 1e-3, centred: bool = False
+) -> tf.Tensor:
     """Normalizes ``x`` with given statistics; the result has ``x``'s dtype.
 
     Args:
@@ -71,8 +72,9 @@ def normalize(x: tf.Tensor, mean, var, scale=None, offset=None,
     return _apply(x, a, b)
 
 
-def rms_normalize(x: tf.Tensor, mean_sq, scale=None, offset=None,
-                  epsilon: float = 1e-6) -> tf.Tensor:
+def rms_normalize(
+    x: tf.Tensor, mean_sq, scale=None, offset=None, epsilon: float = 1e-6
+) -> tf.Tensor:
     """``x / sqrt(mean_sq + eps) * scale (+ offset)``: normalization without centering."""
     a, b = fold(None, mean_sq, scale, offset, epsilon, stats_dtype(x.dtype))
     return _apply(x, a, b)

@@ -55,10 +55,10 @@ class _Layout(NamedTuple):
     """
 
     channels_last: bool
-    trivial: bool                  # one value per sample and channel: (N, C)
-    reduce: Tuple[int, ...]        # the per-sample reduction axes of the view
-    param_axes: Tuple[int, ...]    # where the channel axes sit in the view
-    rank: int                      # rank of the view
+    trivial: bool  # one value per sample and channel: (N, C)
+    reduce: Tuple[int, ...]  # the per-sample reduction axes of the view
+    param_axes: Tuple[int, ...]  # where the channel axes sit in the view
+    rank: int  # rank of the view
 
     def sum(self, t):
         if self.trivial:
@@ -106,14 +106,16 @@ def _streamed(layout, xs, mean, variance, alpha_fwd):
     return m, s2, mu_before, var_before, mu_last, var_last
 
 
-def _forward_impl(xv, mean, variance, gamma, beta, *, layout, alpha_fwd, epsilon, ecm,
-                  clamp, ls_epsilon):
+def _forward_impl(
+    xv, mean, variance, gamma, beta, *, layout, alpha_fwd, epsilon, ecm, clamp, ls_epsilon
+):
     """Forward kernel: the output and what the backward kernel needs (all small but ``z``)."""
     xs = to_stats(xv)
     dt = xs.dtype
     m, s2, mu_before, var_before, mu_last, var_last = _streamed(
-        layout, xs, mean, variance, alpha_fwd)
-    inv = tf.math.rsqrt(var_before + scalar(epsilon, dt))    # 1 / sqrt(var_{t-1} + eps)
+        layout, xs, mean, variance, alpha_fwd
+    )
+    inv = tf.math.rsqrt(var_before + scalar(epsilon, dt))  # 1 / sqrt(var_{t-1} + eps)
     a = inv if gamma is None else inv * layout.param(gamma, dt)
     b = None if beta is None else layout.param(beta, dt)
     shift = m - mu_before
@@ -127,20 +129,49 @@ def _forward_impl(xv, mean, variance, gamma, beta, *, layout, alpha_fwd, epsilon
     elif ecm == "ls":
         # mean of z**2 over a sample: per channel (a s2 + (a shift + b)**2), from the moments
         zm = a * shift if b is None else a * shift + b
-        ms = tf.reduce_mean(tf.square(a) * s2 + tf.square(zm), list(layout.param_axes),
-                            keepdims=True)
+        ms = tf.reduce_mean(
+            tf.square(a) * s2 + tf.square(zm), list(layout.param_axes), keepdims=True
+        )
         scale = tf.math.rsqrt(ms + scalar(ls_epsilon, dt))
         z = z * scale
     # a non-finite input reaches the outputs but leaves the channel's streamed state
     ok = tf.math.logical_and(tf.math.is_finite(mu_last), tf.math.is_finite(var_last))
     mu_last = tf.where(ok, mu_last, layout.param(mean, dt))
     var_last = tf.where(ok, var_last, layout.param(variance, dt))
-    return (tf.cast(z, xv.dtype), tf.reshape(mu_last, tf.shape(mean)),
-            tf.reshape(var_last, tf.shape(variance)), mu_before, inv, shift, s2, scale)
+    return (
+        tf.cast(z, xv.dtype),
+        tf.reshape(mu_last, tf.shape(mean)),
+        tf.reshape(var_last, tf.shape(variance)),
+        mu_before,
+        inv,
+        shift,
+        s2,
+        scale,
+    )
 
 
-def _backward_impl(dz, xv, mean, variance, gamma, beta, mean_after, var_after, mu_before, inv,
-                   shift, s2, scale, u, v, *, layout, alpha_bkw, ecm, clamp):
+def _backward_impl(
+    dz,
+    xv,
+    mean,
+    variance,
+    gamma,
+    beta,
+    mean_after,
+    var_after,
+    mu_before,
+    inv,
+    shift,
+    s2,
+    scale,
+    u,
+    v,
+    *,
+    layout,
+    alpha_bkw,
+    ecm,
+    clamp,
+):
     """Backward kernel: error compensation, then the control process.
 
     Returns the gradients of ``x`` (the streamed statistics have none) and of
@@ -155,33 +186,33 @@ def _backward_impl(dz, xv, mean, variance, gamma, beta, mean_after, var_after, m
     dt = inv.dtype
     k = 1.0 - float(alpha_bkw)
     dzs = to_stats(dz)
-    d = to_stats(xv) - mu_before                  # recomputed: y = d * inv
+    d = to_stats(xv) - mu_before  # recomputed: y = d * inv
     g = None if gamma is None else layout.param(gamma, dt)
     b = None if beta is None else layout.param(beta, dt)
     a = inv if g is None else inv * g
-    if ecm == "ac":                               # activation clamping passes |o| < clamp only
+    if ecm == "ac":  # activation clamping passes |o| < clamp only
         o = d * a if b is None else d * a + b
         dzs = tf.where(tf.abs(o) < clamp, dzs, tf.zeros_like(dzs))
-    sum_dz = layout.sum(dzs)                      # per sample and channel
+    sum_dz = layout.sum(dzs)  # per sample and channel
     sum_dz_d = layout.sum(dzs * d)
     count = layout.count(dzs, dt)
     # dL/do = c_dz * dz + c_d * d + c_1 (per sample and channel coefficients)
     c_dz, c_d, c_1 = 1.0, 0.0, 0.0
-    s1, s2d = sum_dz, sum_dz_d                    # sum(dL/do), sum(dL/do * d)
+    s1, s2d = sum_dz, sum_dz_d  # sum(dL/do), sum(dL/do * d)
     if ecm == "ls":
         sum_o = count * (a * shift if b is None else a * shift + b)
         sum_o_d = count * (a * (s2 + tf.square(shift)) + (0.0 if b is None else b * shift))
         sum_dz_o = a * sum_dz_d + (0.0 if b is None else b * sum_dz)
         width = count * tf.cast(tf.reduce_prod([tf.shape(a)[i] for i in layout.param_axes]), dt)
         proj = tf.reduce_sum(sum_dz_o, list(layout.param_axes), keepdims=True) / width
-        r3p = scale ** 3 * proj
+        r3p = scale**3 * proj
         c_dz, c_d, c_1 = scale, -a * r3p, (0.0 if b is None else -b * r3p)
         s1 = scale * sum_dz - r3p * sum_o
         s2d = scale * sum_dz_d - r3p * sum_o_d
-    q = s2d * inv                                 # sum(dL/do * y): the gradient of gamma
+    q = s2d * inv  # sum(dL/do * y): the gradient of gamma
     gg = 1.0 if g is None else g
-    mean_d = gg * s1 / count                      # mean(d_t), d_t = dL/dy_t = gamma dL/do
-    mean_dy = gg * q / count                      # mean(d_t * y_t)
+    mean_d = gg * s1 / count  # mean(d_t), d_t = dL/dy_t = gamma dL/do
+    mean_dy = gg * q / count  # mean(d_t * y_t)
     mean_y = shift * inv
     mean_y2 = (s2 + tf.square(shift)) * tf.square(inv)
     u0, v0 = layout.param(u, dt), layout.param(v, dt)
@@ -192,8 +223,9 @@ def _backward_impl(dz, xv, mean, variance, gamma, beta, mean_after, var_after, m
     u_before, u_last = linear_recurrence(1.0 - k, mean_g * inv, u0)
     # dx = (gamma dL/do - k v y) inv - k u
     f = inv * gg
-    dx = dzs * (c_dz * f) + (d * (c_d * f - k * v_before * tf.square(inv)) + (c_1 * f
-                                                                             - k * u_before))
+    dx = dzs * (c_dz * f) + (
+        d * (c_d * f - k * v_before * tf.square(inv)) + (c_1 * f - k * u_before)
+    )
     # a non-finite incoming gradient (loss-scaling overflow) leaves the channel's state
     ok = tf.math.logical_and(tf.math.is_finite(u_last), tf.math.is_finite(v_last))
     u_new = tf.reshape(tf.where(ok, u_last, u0), tf.shape(u))
@@ -201,7 +233,9 @@ def _backward_impl(dz, xv, mean, variance, gamma, beta, mean_after, var_after, m
     batch_axes = [0] + list(layout.reduce)
     param_grads = tuple(
         tf.cast(tf.reshape(tf.reduce_sum(t, batch_axes), tf.shape(p)), p.dtype)
-        for t, p in ((q, gamma), (s1, beta)) if p is not None)
+        for t, p in ((q, gamma), (s1, beta))
+        if p is not None
+    )
     return (tf.cast(dx, dz.dtype), None, None) + param_grads + (u_new, v_new)
 
 
@@ -289,8 +323,18 @@ def online_normalize(
             on_backward(u_new, v_new)
 
     z, mean_after, var_after = _ONLINE(
-        x if view is None else view.tensor, tf.cast(mean, dt), tf.cast(variance, dt),
-        scale, offset, state=(read, write), layout=layout, ecm=ecm, clamp=float(clamp_value),
-        alpha_fwd=float(alpha_fwd), epsilon=float(epsilon), ls_epsilon=float(ls_epsilon),
-        alpha_bkw=float(alpha_bkw))
+        x if view is None else view.tensor,
+        tf.cast(mean, dt),
+        tf.cast(variance, dt),
+        scale,
+        offset,
+        state=(read, write),
+        layout=layout,
+        ecm=ecm,
+        clamp=float(clamp_value),
+        alpha_fwd=float(alpha_fwd),
+        epsilon=float(epsilon),
+        ls_epsilon=float(ls_epsilon),
+        alpha_bkw=float(alpha_bkw),
+    )
     return (z if view is None else view.restore(z)), mean_after, var_after

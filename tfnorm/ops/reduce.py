@@ -67,7 +67,7 @@ def _fold(x: tf.Tensor, axis: int) -> tf.Tensor:
     if k is None:
         return x
     dims = tf.unstack(tf.shape(x))
-    shape = dims[:axis] + [k, n // k] + dims[axis + 1:]
+    shape = dims[:axis] + [k, n // k] + dims[axis + 1 :]
     parts = tf.unstack(tf.reshape(x, tf.stack(shape)), axis=axis)
     out = parts[0]
     for p in parts[1:]:
@@ -75,8 +75,9 @@ def _fold(x: tf.Tensor, axis: int) -> tf.Tensor:
     return out
 
 
-def sum_rows(x: tf.Tensor, weights: Optional[tf.Tensor] = None,
-             xla_cpu: Optional[bool] = None) -> tf.Tensor:
+def sum_rows(
+    x: tf.Tensor, weights: Optional[tf.Tensor] = None, xla_cpu: Optional[bool] = None
+) -> tf.Tensor:
     """``sum_c x[r, c] * weights[c]`` for a 2-D ``x``, shape ``(R, 1)``.
 
     ``xla_cpu``: whether the sum is compiled by XLA for a CPU; None detects it
@@ -96,8 +97,9 @@ def sum_rows(x: tf.Tensor, weights: Optional[tf.Tensor] = None,
     return tf.matmul(x, tf.reshape(weights, [-1, 1]))
 
 
-def sum_cols(x: tf.Tensor, weights: Optional[tf.Tensor] = None,
-             xla_cpu: Optional[bool] = None) -> tf.Tensor:
+def sum_cols(
+    x: tf.Tensor, weights: Optional[tf.Tensor] = None, xla_cpu: Optional[bool] = None
+) -> tf.Tensor:
     """``sum_r weights[r] * x[r, c]`` for a 2-D ``x``, shape ``(1, C)`` (``xla_cpu`` as above).
 
     Example:
@@ -156,8 +158,9 @@ def sum_over(x: tf.Tensor, axes, xla_cpu: Optional[bool] = None) -> tf.Tensor:
     start, stop = block
     dims = x.shape.as_list()
     dyn = tf.shape(x)
-    out_shape = tf.tensor_scatter_nd_update(dyn, [[a] for a in axes], tf.ones([len(axes)],
-                                                                             dyn.dtype))
+    out_shape = tf.tensor_scatter_nd_update(
+        dyn, [[a] for a in axes], tf.ones([len(axes)], dyn.dtype)
+    )
 
     def size(lo, hi):
         known = dims[lo:hi]

@@ -80,7 +80,7 @@ def _row_backward(dy, x2, gamma, beta, mean, r, active):
     xr = tf.cast(x2, dt)
     n = tf.cast(tf.shape(xr)[1], dt)
     dd = xr - mean if mean is not None else xr
-    u = dys * dd                                   # dy * (x - mean)
+    u = dys * dd  # dy * (x - mean)
     # mean(g * xhat) and mean(g) per row, g = gamma * dy
     if scalar_g:
         mgx = r * gamma * sum_rows(u, xla_cpu=mode) / n
@@ -111,8 +111,9 @@ def _layer_norm_plain(x, axes, scale, offset, epsilon):
     rank = x.shape.rank
     axes = sorted_axes(axes, rank)
     mean, var = moments(x, axes)
-    return normalize(x, mean, var, param_for(scale, axes, rank),
-                     param_for(offset, axes, rank), epsilon)
+    return normalize(
+        x, mean, var, param_for(scale, axes, rank), param_for(offset, axes, rank), epsilon
+    )
 
 
 def _rms_norm_plain(x, axes, scale, epsilon):
@@ -140,8 +141,9 @@ _RMS_NORM = FusedOp(_row_forward, _row_backward, fallback=_rms_norm_plain)
 _SCALE_NORM = FusedOp(_row_forward, _row_backward, fallback=_scale_norm_plain)
 
 
-def layer_norm(x: tf.Tensor, axes: Sequence[int], scale=None, offset=None,
-               epsilon: float = 1e-3) -> tf.Tensor:
+def layer_norm(
+    x: tf.Tensor, axes: Sequence[int], scale=None, offset=None, epsilon: float = 1e-3
+) -> tf.Tensor:
     """LayerNorm over ``axes``: ``(x - mean) / sqrt(var + epsilon) * scale + offset``.
 
     One op with a hand-written gradient when ``axes`` are the trailing axes;
@@ -164,8 +166,16 @@ def layer_norm(x: tf.Tensor, axes: Sequence[int], scale=None, offset=None,
     if view is None:
         return _LAYER_NORM.fallback(x, axes, scale, offset, epsilon)
     n, dt = view.size, stats_dtype(x.dtype)
-    return view.restore(_LAYER_NORM(view.tensor, flat(scale, n, dt), flat(offset, n, dt),
-                                    epsilon=float(epsilon), center=True, clip=False))
+    return view.restore(
+        _LAYER_NORM(
+            view.tensor,
+            flat(scale, n, dt),
+            flat(offset, n, dt),
+            epsilon=float(epsilon),
+            center=True,
+            clip=False,
+        )
+    )
 
 
 def rms_norm(x: tf.Tensor, axes: Sequence[int], scale=None, epsilon: float = 1e-6) -> tf.Tensor:
@@ -181,8 +191,11 @@ def rms_norm(x: tf.Tensor, axes: Sequence[int], scale=None, epsilon: float = 1e-
     if view is None:
         return _RMS_NORM.fallback(x, axes, scale, epsilon)
     n, dt = view.size, stats_dtype(x.dtype)
-    return view.restore(_RMS_NORM(view.tensor, flat(scale, n, dt), None,
-                                  epsilon=float(epsilon), center=False, clip=False))
+    return view.restore(
+        _RMS_NORM(
+            view.tensor, flat(scale, n, dt), None, epsilon=float(epsilon), center=False, clip=False
+        )
+    )
 
 
 def scale_norm(x: tf.Tensor, axes: Sequence[int], gain, epsilon: float = 1e-5) -> tf.Tensor:
@@ -203,5 +216,13 @@ def scale_norm(x: tf.Tensor, axes: Sequence[int], gain, epsilon: float = 1e-5) -
     # ||x|| >= epsilon  <=>  sqrt(mean(x**2)) >= epsilon / sqrt(n)
     inv_root_n = 1.0 / float(np.sqrt(view.size))
     gain = tf.cast(gain, stats_dtype(x.dtype))
-    return view.restore(_SCALE_NORM(view.tensor, gain * inv_root_n, None,
-                                    epsilon=float(epsilon * inv_root_n), center=False, clip=True))
+    return view.restore(
+        _SCALE_NORM(
+            view.tensor,
+            gain * inv_root_n,
+            None,
+            epsilon=float(epsilon * inv_root_n),
+            center=False,
+            clip=True,
+        )
+    )

@@ -26,7 +26,7 @@ def _scan_static(a, b, n):
     d = 1
     while d < n:
         if const:
-            b = tf.concat([b[:d], b[d:] + (a ** d) * b[:-d]], 0)
+            b = tf.concat([b[:d], b[d:] + (a**d) * b[:-d]], 0)
         else:
             b = tf.concat([b[:d], b[d:] + a[d:] * b[:-d]], 0)
             a = tf.concat([a[:d], a[d:] * a[:-d]], 0)
@@ -54,6 +54,7 @@ def _scan_dynamic(a, b):
         return tf.reshape(steps >= d, [-1] + [1] * (rank - 1))
 
     if const:
+
         def body(d, b):
             coef = tf.pow(tf.constant(a, b.dtype), tf.cast(d, b.dtype))
             return d * 2, b + tf.where(valid(d), coef * shifted(d, b), zero)

@@ -75,35 +75,72 @@ def mix_statistics(mean_in, var_in, mean_weights, variance_weights, channel_axis
     return mean, tf.maximum(var, tf.zeros([], dt)), mean_bn, var_bn
 
 
-def _mixture(mean_in, var_in, mean_weights, variance_weights, moving_mean, moving_variance,
-             training):
+def _mixture(
+    mean_in, var_in, mean_weights, variance_weights, moving_mean, moving_variance, training
+):
     """Step 2 of the module docstring on ``(N, 1, C)`` statistics: ``(mean, var, mean_bn, var_bn)``."""
-    batch = None if training else (tf.reshape(moving_mean, [1, 1, -1]),
-                                   tf.reshape(moving_variance, [1, 1, -1]))
+    batch = (
+        None
+        if training
+        else (tf.reshape(moving_mean, [1, 1, -1]), tf.reshape(moving_variance, [1, 1, -1]))
+    )
     return mix_statistics(mean_in, var_in, mean_weights, variance_weights, 2, batch)
 
 
-def _switchable_forward(x3, mean_weights, variance_weights, gamma, beta, moving_mean,
-                        moving_variance, *, epsilon, training):
+def _switchable_forward(
+    x3,
+    mean_weights,
+    variance_weights,
+    gamma,
+    beta,
+    moving_mean,
+    moving_variance,
+    *,
+    epsilon,
+    training,
+):
     """``(y, mean_bn, var_bn, mean_in, var_in, mean, r)``: steps 1 to 3 of the module docstring."""
     dt = stats_dtype(x3.dtype)
     xs = tf.cast(x3, dt)
     inst = grouped_moments(xs, x3.shape[-1], xla_cpu=xla_on_cpu())
     mean_in, var_in = inst.mean, inst.var
-    mean, var, mean_bn, var_bn = _mixture(mean_in, var_in, mean_weights, variance_weights,
-                                          moving_mean, moving_variance, training)
+    mean, var, mean_bn, var_bn = _mixture(
+        mean_in, var_in, mean_weights, variance_weights, moving_mean, moving_variance, training
+    )
     r = tf.math.rsqrt(var + scalar(epsilon, dt))
     a = r * tf.cast(gamma, dt) if gamma is not None else r
     y = (xs - mean) * a
     if beta is not None:
         y = y + tf.cast(beta, dt)
-    return (tf.cast(y, x3.dtype), tf.reshape(mean_bn, [-1]), tf.reshape(var_bn, [-1]),
-            mean_in, var_in, mean, r)
+    return (
+        tf.cast(y, x3.dtype),
+        tf.reshape(mean_bn, [-1]),
+        tf.reshape(var_bn, [-1]),
+        mean_in,
+        var_in,
+        mean,
+        r,
+    )
 
 
-def _switchable_backward(dy, x3, mean_weights, variance_weights, gamma, beta, moving_mean,
-                         moving_variance, mean_bn, var_bn, mean_in, var_in, mean, r, *,
-                         training):
+def _switchable_backward(
+    dy,
+    x3,
+    mean_weights,
+    variance_weights,
+    gamma,
+    beta,
+    moving_mean,
+    moving_variance,
+    mean_bn,
+    var_bn,
+    mean_in,
+    var_in,
+    mean,
+    r,
+    *,
+    training,
+):
     """Gradients of :func:`_switchable_forward`: x, the weights[, gamma][, beta][, moving stats].
 
     The backward of steps 3 and 1 as in the module docstring, with autodiff
@@ -116,21 +153,24 @@ def _switchable_backward(dy, x3, mean_weights, variance_weights, gamma, beta, mo
     s = tf.cast(tf.shape(xs)[1], dt)
     gg = tf.cast(gamma, dt) if gamma is not None else tf.ones([], dt)
     a = r * gg
-    p = sum_middle(dys, mode)               # (N, 1, C): sum of dy
+    p = sum_middle(dys, mode)  # (N, 1, C): sum of dy
     q = sum_middle(dys * (xs - mean), mode)  # (N, 1, C): sum of dy * (x - mean)
     moving = [] if training else [moving_mean, moving_variance]
     small = [mean_in, var_in, mean_weights, variance_weights] + moving
     with tf.GradientTape() as tape:
         tape.watch(small)
-        mix_mean, mix_var, _, _ = _mixture(mean_in, var_in, mean_weights, variance_weights,
-                                           moving_mean, moving_variance, training)
+        mix_mean, mix_var, _, _ = _mixture(
+            mean_in, var_in, mean_weights, variance_weights, moving_mean, moving_variance, training
+        )
     dm, dv, *small_grads = tape.gradient(
-        [mix_mean, mix_var], small, output_gradients=[-a * p, -0.5 * gg * r * r * r * q])
+        [mix_mean, mix_var], small, output_gradients=[-a * p, -0.5 * gg * r * r * r * q]
+    )
     dx = dys * a + (dm + 2.0 * dv * (xs - mean_in)) / s
     grads = [tf.cast(dx, x3.dtype)] + small_grads[:2]
     if gamma is not None:
-        grads.append(tf.cast(tf.reshape(tf.reduce_sum(r * q, [0, 1]), tf.shape(gamma)),
-                             gamma.dtype))
+        grads.append(
+            tf.cast(tf.reshape(tf.reduce_sum(r * q, [0, 1]), tf.shape(gamma)), gamma.dtype)
+        )
     if beta is not None:
         grads.append(tf.cast(tf.reshape(tf.reduce_sum(p, [0, 1]), tf.shape(beta)), beta.dtype))
     return grads + small_grads[2:]
@@ -139,9 +179,18 @@ def _switchable_backward(dy, x3, mean_weights, variance_weights, gamma, beta, mo
 _SWITCHABLE = FusedOp(_switchable_forward, _switchable_backward, outputs=3)
 
 
-def switchable_norm(x: tf.Tensor, mean_weights, variance_weights, gamma=None, beta=None,
-                    moving_mean=None, moving_variance=None, *, epsilon: float = 1e-5,
-                    training: bool = False):
+def switchable_norm(
+    x: tf.Tensor,
+    mean_weights,
+    variance_weights,
+    gamma=None,
+    beta=None,
+    moving_mean=None,
+    moving_variance=None,
+    *,
+    epsilon: float = 1e-5,
+    training: bool = False,
+):
     """Switchable normalization of a channels-last ``x`` (rank >= 3).
 
     Returns ``(y, batch_mean, batch_var)``; the batch statistics (shape
@@ -158,14 +207,22 @@ def switchable_norm(x: tf.Tensor, mean_weights, variance_weights, gamma=None, be
     """
     view = fast_view(x, [-1], "samples")
     if view is None:
-        raise ValueError(f"switchable_norm needs a known channel count on the last axis, "
-                         f"received an input of shape {x.shape}")
+        raise ValueError(
+            f"switchable_norm needs a known channel count on the last axis, "
+            f"received an input of shape {x.shape}"
+        )
     if not training:
         moving_mean = tf.convert_to_tensor(moving_mean)
         moving_variance = tf.convert_to_tensor(moving_variance)
     y3, mean_bn, var_bn = _SWITCHABLE(
-        view.tensor, tf.convert_to_tensor(mean_weights), tf.convert_to_tensor(variance_weights),
+        view.tensor,
+        tf.convert_to_tensor(mean_weights),
+        tf.convert_to_tensor(variance_weights),
         None if gamma is None else tf.convert_to_tensor(gamma),
         None if beta is None else tf.convert_to_tensor(beta),
-        moving_mean, moving_variance, epsilon=float(epsilon), training=bool(training))
+        moving_mean,
+        moving_variance,
+        epsilon=float(epsilon),
+        training=bool(training),
+    )
     return view.restore(y3), mean_bn, var_bn

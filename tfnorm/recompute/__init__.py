@@ -32,8 +32,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfnorm.recompute.data import DEFAULT_BATCH_SIZE  # noqa: F401  (public constant)
-from tfnorm.recompute.data import batch_rows, batch_source, check_count, short_repr, to_tensors
+from tfnorm.recompute.data import (
+    DEFAULT_BATCH_SIZE,  # noqa: F401  (public constant)
+    batch_rows,
+    batch_source,
+    check_count,
+    short_repr,
+    to_tensors,
+)
 from tfnorm.recompute.layers import (
     STATISTICS_LAYERS,
     Capture,
@@ -45,8 +51,7 @@ from tfnorm.recompute.layers import (
 from tfnorm.recompute.moments import assign_statistics, merge_moments
 from tfnorm.recompute.report import LayerStatistics, RecomputeReport
 
-__all__ = ["LayerStatistics", "RecomputeReport", "STATISTICS_LAYERS",
-           "recompute_batch_statistics"]
+__all__ = ["LayerStatistics", "RecomputeReport", "STATISTICS_LAYERS", "recompute_batch_statistics"]
 
 
 def recompute_batch_statistics(model, data, *, batch_size=None, steps=None) -> RecomputeReport:
@@ -141,11 +146,16 @@ def recompute_batch_statistics(model, data, *, batch_size=None, steps=None) -> R
         raise TypeError(
             "model must be a keras.Model (Sequential, functional or subclassed), received "
             f"model of type {type(model).__name__}: {short_repr(model)}; wrap a single layer "
-            "in keras.Sequential([keras.Input(shape), layer])")
-    batch_size = check_count("batch_size", batch_size,
-                              "pass the number of samples per batch, e.g. batch_size=32, or None")
-    steps = check_count("steps", steps,
-                         "pass the number of batches to read, e.g. steps=100, or None for all")
+            "in keras.Sequential([keras.Input(shape), layer])"
+        )
+    batch_size = check_count(
+        "batch_size",
+        batch_size,
+        "pass the number of samples per batch, e.g. batch_size=32, or None",
+    )
+    steps = check_count(
+        "steps", steps, "pass the number of batches to read, e.g. steps=100, or None for all"
+    )
     source = batch_source(data, batch_size, steps)
 
     found = statistics_layers(model)
@@ -164,8 +174,7 @@ def recompute_batch_statistics(model, data, *, batch_size=None, steps=None) -> R
     snapshot = [np.array(v.numpy(), copy=True) for v in variables]
     capture = None
     try:
-        entries = [Entry(i, path, layer, kind_of(layer)) for i, (path, layer) in
-                   enumerate(found)]
+        entries = [Entry(i, path, layer, kind_of(layer)) for i, (path, layer) in enumerate(found)]
         capture = Capture(entries, graph=not getattr(model, "run_eagerly", False))
         capture.install()
         forward = make_forward(model, capture)
@@ -175,15 +184,16 @@ def recompute_batch_statistics(model, data, *, batch_size=None, steps=None) -> R
         if capture.graph:  # one trace, for batches of any size
             forward.get_concrete_function(
                 tf.nest.map_structure(
-                    lambda t: tf.TensorSpec([None] + t.shape.as_list()[1:], t.dtype), first),
-                tf.TensorSpec([], tf.int32))
+                    lambda t: tf.TensorSpec([None] + t.shape.as_list()[1:], t.dtype), first
+                ),
+                tf.TensorSpec([], tf.int32),
+            )
         else:
             forward(first, active(-1))
         order, capture.order = capture.order, None
         not_called = tuple(e.path for e in entries if e not in order)
 
-        targets = {id(getattr(e.layer, attr)) for e in order
-                   for attr, _ in e.kind.targets(e.layer)}
+        targets = {id(getattr(e.layer, attr)) for e in order for attr, _ in e.kind.targets(e.layer)}
         records = []
         rows_per_pass = None
         batches_per_pass = 0
@@ -199,7 +209,9 @@ def recompute_batch_statistics(model, data, *, batch_size=None, steps=None) -> R
                 for out in forward(x, active(entry.index)).get(str(entry.index), ()):
                     r, count, mean, m2 = np.asarray(out)
                     samples += float(r.flat[0]) if r.size else 0.0
-                    acc = (count, mean, m2) if acc is None else merge_moments(acc, (count, mean, m2))
+                    acc = (
+                        (count, mean, m2) if acc is None else merge_moments(acc, (count, mean, m2))
+                    )
             if rows_per_pass is None:
                 rows_per_pass, batches_per_pass = rows, batches
             elif (rows, batches) != (rows_per_pass, batches_per_pass):
@@ -207,7 +219,8 @@ def recompute_batch_statistics(model, data, *, batch_size=None, steps=None) -> R
                     f"data gave {rows_per_pass} samples in {batches_per_pass} batches on the "
                     f"first pass but {rows} samples in {batches} batches on the pass for layer "
                     f"{entry.path!r}; the data must give the same samples on every pass (one "
-                    "per layer): use a deterministic tf.data pipeline, or steps=")
+                    "per layer): use a deterministic tf.data pipeline, or steps="
+                )
             if acc is None:
                 raise ValueError(f"data gave no batches (steps={steps}); pass at least one batch")
             records.append(assign_statistics(entry, *acc, samples=samples))
@@ -219,8 +232,11 @@ def recompute_batch_statistics(model, data, *, batch_size=None, steps=None) -> R
         if capture is not None:
             capture.restore()
 
-    moved = [v for v, value in zip(variables, snapshot)
-             if id(v) not in targets and not np.array_equal(v.numpy(), value, equal_nan=True)]
+    moved = [
+        v
+        for v, value in zip(variables, snapshot)
+        if id(v) not in targets and not np.array_equal(v.numpy(), value, equal_nan=True)
+    ]
     if moved:
         for v, value in zip(variables, snapshot):
             if id(v) not in targets:
@@ -228,8 +244,14 @@ def recompute_batch_statistics(model, data, *, batch_size=None, steps=None) -> R
         warnings.warn(
             "recompute_batch_statistics: the inference passes changed variable(s) "
             f"{[v.path for v in moved]}, which are not batch statistics; they were put back",
-            RuntimeWarning, stacklevel=2)
+            RuntimeWarning,
+            stacklevel=2,
+        )
     if records:
         batches_per_pass = getattr(source, "nbatches", batches_per_pass)
-    return RecomputeReport(layers=tuple(records), batches=batches_per_pass,
-                           samples=rows_per_pass or 0, not_called=not_called)
+    return RecomputeReport(
+        layers=tuple(records),
+        batches=batches_per_pass,
+        samples=rows_per_pass or 0,
+        not_called=not_called,
+    )

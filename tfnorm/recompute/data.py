@@ -28,9 +28,9 @@ DEFAULT_BATCH_SIZE = 32
 # Without ``steps``, a generator or iterable is read into memory up to these sizes; one that
 # gives more is taken for an endless one.
 _MAX_UNBOUNDED_BATCHES = 100_000
-_MAX_UNBOUNDED_BYTES = 4 * 2 ** 30
+_MAX_UNBOUNDED_BYTES = 4 * 2**30
 # Array data without batch_size: input rows per forward call (a few MiB, at most _MAX_CHUNK).
-_CHUNK_BYTES = 4 * 2 ** 20
+_CHUNK_BYTES = 4 * 2**20
 _MAX_CHUNK = 1024
 
 
@@ -38,8 +38,9 @@ def check_count(name: str, value, hint: str) -> Optional[int]:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer or None, received "
-                         f"{name}={value!r}; {hint}")
+        raise ValueError(
+            f"{name} must be a positive integer or None, received {name}={value!r}; {hint}"
+        )
     return int(value)
 
 
@@ -69,7 +70,8 @@ def _features(element, where: str):
             raise ValueError(
                 f"data: {where} is a {type(element).__name__} of {len(element)} items; an "
                 "element must be x, (x,), (x, y) or (x, y, sample_weight). For a model with "
-                "several inputs, give x as a dict or list inside the tuple: ((x1, x2), y)")
+                "several inputs, give x as a dict or list inside the tuple: ((x1, x2), y)"
+            )
         return element[0]
     return element
 
@@ -78,14 +80,17 @@ def batch_rows(x) -> int:
     leaf = tf.nest.flatten(x)[0]
     shape = leaf.shape
     if len(shape) == 0:
-        raise ValueError(f"data: a batch holds a scalar of shape {tuple(shape)}; every input "
-                         "must have a leading batch axis")
+        raise ValueError(
+            f"data: a batch holds a scalar of shape {tuple(shape)}; every input "
+            "must have a leading batch axis"
+        )
     return int(shape[0])
 
 
 def to_tensors(x):
     return tf.nest.map_structure(
-        lambda a: a if isinstance(a, tf.Tensor) else tf.convert_to_tensor(np.asarray(a)), x)
+        lambda a: a if isinstance(a, tf.Tensor) else tf.convert_to_tensor(np.asarray(a)), x
+    )
 
 
 class _ArrayBatches:
@@ -101,24 +106,33 @@ class _ArrayBatches:
         leaves = tf.nest.flatten(x)
         sizes = {int(a.shape[0]) if len(a.shape) else None for a in leaves}
         if None in sizes:
-            raise ValueError("data: an array input must have a leading batch axis, received "
-                             f"shapes {[tuple(a.shape) for a in leaves]}")
+            raise ValueError(
+                "data: an array input must have a leading batch axis, received "
+                f"shapes {[tuple(a.shape) for a in leaves]}"
+            )
         if len(sizes) != 1:
-            raise ValueError("data: the input arrays have different numbers of samples "
-                             f"{sorted(sizes)} (shapes {[tuple(a.shape) for a in leaves]})")
+            raise ValueError(
+                "data: the input arrays have different numbers of samples "
+                f"{sorted(sizes)} (shapes {[tuple(a.shape) for a in leaves]})"
+            )
         (n,) = sizes
         if n == 0:
-            raise ValueError(f"data holds no samples (shape {tuple(leaves[0].shape)}); pass at "
-                             "least one sample")
+            raise ValueError(
+                f"data holds no samples (shape {tuple(leaves[0].shape)}); pass at least one sample"
+            )
         self.x = x
         size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
         count = math.ceil(n / size)
         self.nbatches = count if steps is None else min(count, steps)
         self.n = min(n, self.nbatches * size)
         if batch_size is None:
-            row_bytes = sum(int(np.prod(a.shape[1:], dtype=np.int64)) * np.dtype(
-                a.dtype.as_numpy_dtype if isinstance(a.dtype, tf.DType) else a.dtype).itemsize
-                for a in leaves)
+            row_bytes = sum(
+                int(np.prod(a.shape[1:], dtype=np.int64))
+                * np.dtype(
+                    a.dtype.as_numpy_dtype if isinstance(a.dtype, tf.DType) else a.dtype
+                ).itemsize
+                for a in leaves
+            )
             per_call = _CHUNK_BYTES // max(row_bytes, 1) // size * size
             self.chunk = int(min(max(per_call, size), _MAX_CHUNK))
         else:
@@ -128,7 +142,7 @@ class _ArrayBatches:
         step = self.chunk
         for start in range(0, self.n, step):
             stop = min(start + step, self.n)
-            yield tf.nest.map_structure(lambda a: to_tensors(a[start:stop]), self.x)
+            yield tf.nest.map_structure(lambda a, s=slice(start, stop): to_tensors(a[s]), self.x)
 
 
 class _DatasetBatches:
@@ -139,7 +153,8 @@ class _DatasetBatches:
         if steps is None and card == tf.data.INFINITE_CARDINALITY:
             raise ValueError(
                 "data is an infinite tf.data.Dataset (e.g. after .repeat()) and steps=None; "
-                "pass steps=<number of batches> to say how many batches to read")
+                "pass steps=<number of batches> to say how many batches to read"
+            )
         self.dataset = dataset if steps is None else dataset.take(steps)
 
     def __iter__(self):
@@ -174,14 +189,16 @@ class _OnceBatches:
             x = to_tensors(_features(element, f"batch {len(batches)} of the generator"))
             batches.append(x)
             if steps is None:
-                nbytes += sum(int(t.shape.num_elements() or 0) * t.dtype.size
-                              for t in tf.nest.flatten(x))
+                nbytes += sum(
+                    int(t.shape.num_elements() or 0) * t.dtype.size for t in tf.nest.flatten(x)
+                )
                 if len(batches) > _MAX_UNBOUNDED_BATCHES or nbytes > _MAX_UNBOUNDED_BYTES:
                     raise ValueError(
                         f"data: the {type(self.iterable).__name__} gave {len(batches)} batches "
-                        f"({nbytes / 2 ** 20:.0f} MiB) without running out, and steps=None; if "
+                        f"({nbytes / 2**20:.0f} MiB) without running out, and steps=None; if "
                         "it is endless pass steps=<number of batches>, otherwise give the data "
-                        "as a tf.data.Dataset (read again on every pass, not held in memory)")
+                        "as a tf.data.Dataset (read again on every pass, not held in memory)"
+                    )
         return batches
 
 
@@ -192,7 +209,8 @@ def batch_source(data, batch_size, steps):
             raise ValueError(
                 f"batch_size={batch_size!r} applies to array data only; data is a "
                 "tf.data.Dataset, whose elements are batches already: drop batch_size (or "
-                "re-batch the dataset with .unbatch().batch(n))")
+                "re-batch the dataset with .unbatch().batch(n))"
+            )
         return _DatasetBatches(data, steps)
     x = None
     if _array_structure(data) and not isinstance(data, (list, tuple)):
@@ -202,18 +220,21 @@ def batch_source(data, batch_size, steps):
     if x is not None:
         return _ArrayBatches(x, batch_size, steps)
     if isinstance(data, (str, bytes, dict, tuple)) or not (
-            hasattr(data, "__iter__") or hasattr(data, "__next__")):
+        hasattr(data, "__iter__") or hasattr(data, "__next__")
+    ):
         raise TypeError(
             "data must be a tf.data.Dataset, an array (NumPy or tensor), a tuple (x, y) or "
             "(x, y, sample_weight) of arrays, or a generator / iterable of batches x or (x, y); "
-            f"received data of type {type(data).__name__}: {short_repr(data)}")
+            f"received data of type {type(data).__name__}: {short_repr(data)}"
+        )
     if batch_size is not None:
         raise ValueError(
             f"batch_size={batch_size!r} applies to array data only; data is a "
-            f"{type(data).__name__}, whose items are batches already: drop batch_size")
+            f"{type(data).__name__}, whose items are batches already: drop batch_size"
+        )
     return _OnceBatches(data, steps)
 
 
 def short_repr(obj, limit: int = 80) -> str:
     text = repr(obj)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."

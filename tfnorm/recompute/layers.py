@@ -75,8 +75,11 @@ def _bn_targets(layer):
     if getattr(layer, "renorm", False):
         # with renorm, tfnorm and Keras keep moving_stddev next to moving_variance (and
         # derive the variance from it in training); both must describe the same statistic.
-        return _MEAN_VAR + (("moving_stddev", "stddev"), ("renorm_mean", "mean"),
-                            ("renorm_stddev", "stddev"))
+        return _MEAN_VAR + (
+            ("moving_stddev", "stddev"),
+            ("renorm_mean", "mean"),
+            ("renorm_stddev", "stddev"),
+        )
     return _MEAN_VAR
 
 
@@ -95,7 +98,8 @@ def _keras_kept_mask(layer, mask, x):
             f"recompute_batch_statistics: layer {layer.name!r} received a mask of shape "
             f"{tuple(mask.shape)} for an input of shape {tuple(x.shape)}; keras' "
             "BatchNormalization takes a mask of the input's leading axes (rank - 1) and a "
-            "single channel axis")
+            "single channel axis"
+        )
     return tf.expand_dims(ops.kept(mask), -1)
 
 
@@ -210,9 +214,11 @@ class Capture:
             mask = entry.kind.kept_mask(entry.layer, mask, x)
         if self.graph:
             shape = [4] + [x.shape[a] for a in kept]
-            out = tf.cond(tf.equal(self.active, entry.index),
-                          lambda: stacked_moments(x, kept, mask),
-                          lambda: tf.zeros(shape, tf.float64))
+            out = tf.cond(
+                tf.equal(self.active, entry.index),
+                lambda: stacked_moments(x, kept, mask),
+                lambda: tf.zeros(shape, tf.float64),
+            )
         elif self.active == entry.index:
             out = stacked_moments(x, kept, mask)
         else:

@@ -51,8 +51,7 @@ def _moments64(x, kept, mask):
     w = tf.broadcast_to(mask, tf.shape(xs))
     zero = tf.zeros_like(xs)
     count = tf.reduce_sum(tf.cast(w, tf.float64), reduce, keepdims=True)
-    mean = tf.math.divide_no_nan(tf.reduce_sum(tf.where(w, xs, zero), reduce, keepdims=True),
-                                 count)
+    mean = tf.math.divide_no_nan(tf.reduce_sum(tf.where(w, xs, zero), reduce, keepdims=True), count)
     m2 = tf.reduce_sum(tf.where(w, tf.square(xs - mean), zero), reduce)
     return rows, tf.reshape(count, tf.shape(m2)), tf.reshape(mean, tf.shape(m2)), m2
 
@@ -78,8 +77,9 @@ def merge_moments(acc, batch):
 def _relative_change(new, old):
     with np.errstate(divide="ignore", invalid="ignore"):
         diff = np.abs(new - old)
-        rel = np.where(old != 0, diff / np.abs(np.where(old != 0, old, 1.0)),
-                       np.where(diff == 0, 0.0, np.inf))
+        rel = np.where(
+            old != 0, diff / np.abs(np.where(old != 0, old, 1.0)), np.where(diff == 0, 0.0, np.inf)
+        )
     return float(np.max(rel)) if rel.size else 0.0
 
 
@@ -99,8 +99,9 @@ def assign_statistics(entry: Entry, count, mean, m2, samples) -> LayerStatistics
     for attr, quantity in targets:
         variable = getattr(layer, attr)
         old = np.asarray(variable.numpy())
-        new = np.where(ok.reshape(old.shape), values[quantity].reshape(old.shape),
-                       old.astype(np.float64))
+        new = np.where(
+            ok.reshape(old.shape), values[quantity].reshape(old.shape), old.astype(np.float64)
+        )
         new = new.astype(old.dtype)
         if attr == "moving_mean":
             mean_change = float(np.max(np.abs(new.astype(np.float64) - old))) if new.size else 0.0

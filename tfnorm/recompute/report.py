@@ -99,29 +99,49 @@ class RecomputeReport:
     def table(self) -> str:
         if not self.layers:
             if self.not_called:
-                return ("recompute_batch_statistics: nothing changed; the forward pass called "
-                        f"none of the layers that keep batch statistics "
-                        f"({', '.join(self.not_called)})")
+                return (
+                    "recompute_batch_statistics: nothing changed; the forward pass called "
+                    f"none of the layers that keep batch statistics "
+                    f"({', '.join(self.not_called)})"
+                )
             return "recompute_batch_statistics: no layer keeps batch statistics; nothing changed"
-        head = (f"recompute_batch_statistics: {len(self.layers)} layer(s) over "
-                f"{self.samples} samples in {self.batches} batch(es)")
+        head = (
+            f"recompute_batch_statistics: {len(self.layers)} layer(s) over "
+            f"{self.samples} samples in {self.batches} batch(es)"
+        )
         rows = [("#", "layer", "class", "samples", "positions", "max|dmean|", "max|dvar|/var")]
         for i, r in enumerate(self.layers):
             mean = "-" if r.mean_change is None else f"{r.mean_change:.3g}"
-            rows.append((str(i), r.path, _class_label(r.layer_class), str(r.samples),
-                         str(r.positions), mean, f"{r.variance_change:.3g}"))
+            rows.append(
+                (
+                    str(i),
+                    r.path,
+                    _class_label(r.layer_class),
+                    str(r.samples),
+                    str(r.positions),
+                    mean,
+                    f"{r.variance_change:.3g}",
+                )
+            )
         widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
         lines = [head]
         for row in rows:
-            cells = [cell.rjust(w) if c >= 3 else cell.ljust(w)
-                     for c, (cell, w) in enumerate(zip(row, widths))]
+            cells = [
+                cell.rjust(w) if c >= 3 else cell.ljust(w)
+                for c, (cell, w) in enumerate(zip(row, widths))
+            ]
             lines.append("  " + "  ".join(cells).rstrip())
-        notes = [f"  {r.path}: {r.unchanged_channels} channel(s) kept their old statistics "
-                 "(all positions masked out, or not finite)"
-                 for r in self.layers if r.unchanged_channels]
+        notes = [
+            f"  {r.path}: {r.unchanged_channels} channel(s) kept their old statistics "
+            "(all positions masked out, or not finite)"
+            for r in self.layers
+            if r.unchanged_channels
+        ]
         if self.not_called:
-            notes.append("  not called by the forward pass (left as they were): "
-                         + ", ".join(self.not_called))
+            notes.append(
+                "  not called by the forward pass (left as they were): "
+                + ", ".join(self.not_called)
+            )
         return "\n".join(lines + notes)
 
     def __str__(self) -> str:

@@ -51,8 +51,12 @@ def scale_images(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def prepare(dataset: str = "mnist10k", data_dir: Optional[str] = None,
-            train_size: Optional[int] = None, test_size: Optional[int] = None) -> StudyData:
+def prepare(
+    dataset: str = "mnist10k",
+    data_dir: Optional[str] = None,
+    train_size: Optional[int] = None,
+    test_size: Optional[int] = None,
+) -> StudyData:
     """Loads ``dataset`` (see :func:`tfnorm.datasets.load`) and scales it for training.
 
     Args:
@@ -66,5 +70,11 @@ def prepare(dataset: str = "mnist10k", data_dir: Optional[str] = None,
     ds = datasets.load(dataset, data_dir=data_dir)
     tr = subsample(ds.y_train, train_size, seed=1)
     te = subsample(ds.y_test, test_size, seed=2)
-    return StudyData(scale_images(ds.x_train[tr]), ds.y_train[tr], scale_images(ds.x_test[te]),
-                     ds.y_test[te], ds.num_classes, ds.name)
+    return StudyData(
+        scale_images(ds.x_train[tr]),
+        ds.y_train[tr],
+        scale_images(ds.x_test[te]),
+        ds.y_test[te],
+        ds.num_classes,
+        ds.name,
+    )

@@ -35,8 +35,11 @@ THEORY_GROWTH = math.sqrt(math.pi / (math.pi - 1.0))
 
 def hidden_layers(model) -> List:
     """The hidden Dense/Conv layers of a study network, input to output (``dense_i``/``conv_i``)."""
-    layers = [l for l in model.layers if l.name.split("_")[0] in ("dense", "conv")
-              and l.name.split("_")[-1].isdigit()]
+    layers = [
+        l
+        for l in model.layers
+        if l.name.split("_")[0] in ("dense", "conv") and l.name.split("_")[-1].isdigit()
+    ]
     return sorted(layers, key=lambda l: int(l.name.split("_")[-1]))
 
 
@@ -49,8 +52,9 @@ def gradient_norms(model, x, y) -> np.ndarray:
     kernels = [l.kernel for l in hidden_layers(model)]
     with tf.GradientTape() as tape:
         logits = model(x, training=True)
-        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
-            y, logits, from_logits=True))
+        loss = tf.reduce_mean(
+            keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+        )
     grads = tape.gradient(loss, kernels)
     return np.array([float(tf.norm(tf.cast(g, tf.float64))) for g in grads])
 
@@ -77,8 +81,10 @@ def _features_model(model):
     """A model returning every hidden ReLU output of a study network, input to output."""
     import keras
 
-    relus = sorted((l for l in model.layers if l.name.startswith("relu_")),
-                   key=lambda l: int(l.name.split("_")[-1]))
+    relus = sorted(
+        (l for l in model.layers if l.name.startswith("relu_")),
+        key=lambda l: int(l.name.split("_")[-1]),
+    )
     return keras.Model(model.inputs, [l.output for l in relus])
 
 
@@ -103,8 +109,10 @@ def batch_sensitivity(model, x, probes: int = 8, trials: int = 4, seed: int = 0)
     n = len(x)
     batch = n // 2
     if probes < 1 or batch - probes < 1:
-        raise ValueError(f"batch_sensitivity needs len(x) >= 2 * probes + 2, received "
-                         f"len(x)={n}, probes={probes}")
+        raise ValueError(
+            f"batch_sensitivity needs len(x) >= 2 * probes + 2, received "
+            f"len(x)={n}, probes={probes}"
+        )
     feats = _features_model(model)
     rng = np.random.default_rng(seed)
     out = []
@@ -113,7 +121,7 @@ def batch_sensitivity(model, x, probes: int = 8, trials: int = 4, seed: int = 0)
         probe = order[:probes]
         rest = order[probes:]
         half = (len(rest)) // 2
-        c1, c2 = rest[:batch - probes], rest[half:half + batch - probes]
+        c1, c2 = rest[: batch - probes], rest[half : half + batch - probes]
         f1 = feats(tf.constant(x[np.concatenate([probe, c1])]), training=True)
         f2 = feats(tf.constant(x[np.concatenate([probe, c2])]), training=True)
         f1 = f1 if isinstance(f1, (list, tuple)) else [f1]

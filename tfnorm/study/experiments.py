@@ -42,14 +42,38 @@ import dataclasses
 from typing import Callable, Dict, List
 
 from tfnorm.study.analysis import ANALYSES, HAR_EARLY_EPOCH
-from tfnorm.study.grids import PLANS, Options
-from tfnorm.study.grids import (CONTROLS, EVERY, FIRST, GLOBAL_INPUT, INPUT, PLACEMENT_CONFIGS,
-                                PLACEMENT_NAMES, PLAIN)
+from tfnorm.study.grids import (
+    CONTROLS,
+    EVERY,
+    FIRST,
+    GLOBAL_INPUT,
+    INPUT,
+    PLACEMENT_CONFIGS,
+    PLACEMENT_NAMES,
+    PLAIN,
+    PLANS,
+    Options,
+)
 from tfnorm.study.jobs import EVAL_MODES, Job, run_jobs
 
-__all__ = ["CONTROLS", "EVAL_MODES", "EVERY", "EXPERIMENTS", "Experiment", "FIRST", "GLOBAL_INPUT",
-           "HAR_EARLY_EPOCH", "INPUT", "Job", "Options", "PLACEMENT_CONFIGS", "PLACEMENT_NAMES",
-           "PLAIN", "QUESTION", "run_jobs"]
+__all__ = [
+    "CONTROLS",
+    "EVAL_MODES",
+    "EVERY",
+    "EXPERIMENTS",
+    "Experiment",
+    "FIRST",
+    "GLOBAL_INPUT",
+    "HAR_EARLY_EPOCH",
+    "INPUT",
+    "Job",
+    "Options",
+    "PLACEMENT_CONFIGS",
+    "PLACEMENT_NAMES",
+    "PLAIN",
+    "QUESTION",
+    "run_jobs",
+]
 
 QUESTION = "May too much batch normalization hurt learning?"
 
@@ -69,19 +93,31 @@ class Experiment:
 #: name -> (question, what it runs: the line of ``tfnorm study --help``), in the order
 #: ``--experiment all`` runs them.
 _QUESTIONS = {
-    "headline": (f"{QUESTION} When and why?",
-                 "gradients at init + shallow and deep MLP, four placements (default)"),
-    "depth": ("Where does the harm appear as the network gets deeper?",
-              "accuracy against depth, four placements and LN/GN/Online controls"),
-    "gradients": ("Why: do gradients explode at initialization?",
-                  "per-layer gradient norms at init vs batch size, no training"),
-    "batch-size": ("When do batch statistics become noise?",
-                   "BN against GN, LN and Online Normalization across batch sizes"),
-    "statistics": ("Is the harm the moving averages at test time?",
-                   "moving averages vs recomputed vs batch statistics"),
+    "headline": (
+        f"{QUESTION} When and why?",
+        "gradients at init + shallow and deep MLP, four placements (default)",
+    ),
+    "depth": (
+        "Where does the harm appear as the network gets deeper?",
+        "accuracy against depth, four placements and LN/GN/Online controls",
+    ),
+    "gradients": (
+        "Why: do gradients explode at initialization?",
+        "per-layer gradient norms at init vs batch size, no training",
+    ),
+    "batch-size": (
+        "When do batch statistics become noise?",
+        "BN against GN, LN and Online Normalization across batch sizes",
+    ),
+    "statistics": (
+        "Is the harm the moving averages at test time?",
+        "moving averages vs recomputed vs batch statistics",
+    ),
     "residual": ("Do skip connections remove the harm?", "the deep network with identity skips"),
-    "har": ("And on real wearable-sensor data (Li et al.'s setting)?",
-            "1-D CNN on BasicMotions: Li et al.'s input BN vs the others"),
+    "har": (
+        "And on real wearable-sensor data (Li et al.'s setting)?",
+        "1-D CNN on BasicMotions: Li et al.'s input BN vs the others",
+    ),
 }
 
 EXPERIMENTS: Dict[str, Experiment] = {

@@ -65,8 +65,9 @@ def _probe(job: Job, data) -> Dict[str, Any]:
     s = job.settings
     keras.backend.clear_session()
     keras.utils.set_random_seed(job.seed)
-    model = build_model(job.config, s.model, data.input_shape, data.num_classes, s.depth,
-                        s.width, s.residual)
+    model = build_model(
+        job.config, s.model, data.input_shape, data.num_classes, s.depth, s.width, s.residual
+    )
     rng = np.random.default_rng(1000 + job.seed)
     norms, growth = {}, {}
     for b in job.probe_batch_sizes:
@@ -76,10 +77,12 @@ def _probe(job: Job, data) -> Dict[str, Any]:
         growth[str(b)] = diagnostics.growth_rate(n, trim=1)
     sens = []
     if job.sensitivity:
-        idx = rng.choice(len(data.x_train), size=min(2 * s.batch_size, len(data.x_train)),
-                         replace=False)
-        sens = diagnostics.batch_sensitivity(model, data.x_train[idx],
-                                             probes=min(8, s.batch_size // 2), seed=job.seed).tolist()
+        idx = rng.choice(
+            len(data.x_train), size=min(2 * s.batch_size, len(data.x_train)), replace=False
+        )
+        sens = diagnostics.batch_sensitivity(
+            model, data.x_train[idx], probes=min(8, s.batch_size // 2), seed=job.seed
+        ).tolist()
     return {"grad_norms": norms, "growth": growth, "sensitivity": sens}
 
 
@@ -93,8 +96,8 @@ def _evaluate_statistics(model, data, settings: TrainSettings) -> Dict[str, Any]
     def accuracy(x, y, training, batch):
         correct = 0
         for i in range(0, len(x), batch):
-            logits = model(tf.constant(x[i:i + batch]), training=training)
-            correct += int(np.sum(np.argmax(np.asarray(logits), -1) == y[i:i + batch]))
+            logits = model(tf.constant(x[i : i + batch]), training=training)
+            correct += int(np.sum(np.argmax(np.asarray(logits), -1) == y[i : i + batch]))
         return correct / len(x)
 
     out = {"moving averages": accuracy(data.x_test, data.y_test, False, 500)}
@@ -125,12 +128,23 @@ def run_jobs(jobs: Sequence[Job], progress=None, load_data=None) -> List[Dict]:
             cache_data[key] = load_data(*key)
         data = cache_data[key]
         s = job.settings
-        rec = {"experiment": job.experiment, "kind": job.kind, "config": job.config.label,
-               "norm": job.config.norm, "placement": job.config.placement,
-               "options": dict(job.config.options), "model": s.model, "depth": s.depth,
-               "width": s.width, "residual": s.residual, "batch_size": s.batch_size,
-               "seed": job.seed, "dataset": data.name, "train_samples": len(data.x_train),
-               "test_samples": len(data.x_test)}
+        rec = {
+            "experiment": job.experiment,
+            "kind": job.kind,
+            "config": job.config.label,
+            "norm": job.config.norm,
+            "placement": job.config.placement,
+            "options": dict(job.config.options),
+            "model": s.model,
+            "depth": s.depth,
+            "width": s.width,
+            "residual": s.residual,
+            "batch_size": s.batch_size,
+            "seed": job.seed,
+            "dataset": data.name,
+            "train_samples": len(data.x_train),
+            "test_samples": len(data.x_test),
+        }
         if job.kind == "probe":
             t0 = time.perf_counter()
             rec.update(_probe(job, data))
@@ -140,10 +154,13 @@ def run_jobs(jobs: Sequence[Job], progress=None, load_data=None) -> List[Dict]:
                 extra = f"  growth {g:.3f}x/layer" if g is not None else ""
                 if rec["sensitivity"]:
                     extra += f"  batch dependence {rec['sensitivity'][-1]:.3f}"
-                progress.line(f"{job.label:<{progress.label_width}} seed {job.seed}{extra}", job.cost)
+                progress.line(
+                    f"{job.label:<{progress.label_width}} seed {job.seed}{extra}", job.cost
+                )
         else:
-            result = train_run(data, job.config, job.seed, s, progress, cache, label=job.label,
-                               cost=job.cost)
+            result = train_run(
+                data, job.config, job.seed, s, progress, cache, label=job.label, cost=job.cost
+            )
             rec.update(result.to_dict())
             rec["config"] = job.config.label
             if job.evaluate_statistics:

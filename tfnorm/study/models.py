@@ -88,7 +88,8 @@ def check_norms(names: Sequence[str]) -> List[str]:
             if name == COSINE and not cosine_available():
                 raise ValueError(
                     f"unknown norm {name!r}: this tfnorm has no {' / '.join(COSINE_CLASSES)}; "
-                    f"valid: {', '.join(valid)}")
+                    f"valid: {', '.join(valid)}"
+                )
         elif registry.lookup(name) not in registry.classes():
             raise ValueError(f"unknown norm {name!r}; valid: {', '.join(valid)}")
         if name not in out:
@@ -118,8 +119,9 @@ def default_norms() -> List[str]:
     return [n for n in DEFAULT_NORMS if n in valid]
 
 
-def expand_configs(norms: Sequence[str], placements: Optional[Sequence[str]] = None
-                   ) -> Tuple[List[Config], List[str]]:
+def expand_configs(
+    norms: Sequence[str], placements: Optional[Sequence[str]] = None
+) -> Tuple[List[Config], List[str]]:
     """The configurations to train and notes about combinations that were skipped.
 
     ``placements=None`` is the default design: batch normalization at every placement
@@ -131,12 +133,17 @@ def expand_configs(norms: Sequence[str], placements: Optional[Sequence[str]] = N
         if norm == NONE:
             configs.append(Config(NONE))
             continue
-        where = placements if placements is not None else (
-            PLACEMENTS if norm == "batch" else ("every",))
+        where = (
+            placements
+            if placements is not None
+            else (PLACEMENTS if norm == "batch" else ("every",))
+        )
         for p in where:
             if norm == COSINE and p in INPUT_PLACEMENTS:
-                skipped.append(f"cosine@{p} (cosine layers replace Dense/Conv; "
-                               "there is no cosine layer on the input)")
+                skipped.append(
+                    f"cosine@{p} (cosine layers replace Dense/Conv; "
+                    "there is no cosine layer on the input)"
+                )
                 continue
             configs.append(Config(norm, p))
     return configs, skipped
@@ -199,8 +206,14 @@ def _conv(filters, strides, cosine, name):
         import tfnorm
 
         return tfnorm.CosineConv2D(filters, 3, strides=strides, padding="same", name=name)
-    return keras.layers.Conv2D(filters, 3, strides=strides, padding="same",
-                               kernel_initializer=KERNEL_INITIALIZER, name=name)
+    return keras.layers.Conv2D(
+        filters,
+        3,
+        strides=strides,
+        padding="same",
+        kernel_initializer=KERNEL_INITIALIZER,
+        name=name,
+    )
 
 
 def cnn_strides(depth: int) -> List[int]:
@@ -225,8 +238,9 @@ def _conv1d(filters, cosine, name):
         import tfnorm
 
         return tfnorm.CosineConv1D(filters, 5, padding="same", name=name)
-    return keras.layers.Conv1D(filters, 5, padding="same", kernel_initializer=KERNEL_INITIALIZER,
-                               name=name)
+    return keras.layers.Conv1D(
+        filters, 5, padding="same", kernel_initializer=KERNEL_INITIALIZER, name=name
+    )
 
 
 def _input_norm(x, norm, placement, options):
@@ -242,8 +256,15 @@ def _input_norm(x, norm, placement, options):
     return keras.layers.Reshape(shape, name="back_to_input_shape")(x)
 
 
-def build_model(config: Config, model: str, input_shape: Sequence[int], num_classes: int,
-                depth: int, width: int, residual: bool = False):
+def build_model(
+    config: Config,
+    model: str,
+    input_shape: Sequence[int],
+    num_classes: int,
+    depth: int,
+    width: int,
+    residual: bool = False,
+):
     """The network for ``config`` (a Functional keras Model, uncompiled).
 
     Args:
@@ -265,15 +286,19 @@ def build_model(config: Config, model: str, input_shape: Sequence[int], num_clas
     if norm != NONE and placement not in ALL_PLACEMENTS:
         raise ValueError(f"unknown placement {placement!r}; valid: {', '.join(ALL_PLACEMENTS)}")
     if norm == COSINE and placement in INPUT_PLACEMENTS:
-        raise ValueError(f"the cosine layers replace Dense/Conv layers; cosine has no "
-                         f"{placement!r} placement (use every or first)")
+        raise ValueError(
+            f"the cosine layers replace Dense/Conv layers; cosine has no "
+            f"{placement!r} placement (use every or first)"
+        )
     if depth < 1 or width < 1:
         raise ValueError(f"depth and width must be >= 1, received depth={depth}, width={width}")
     want = 2 if model == "cnn1d" else 3
     if len(input_shape) != want:
-        raise ValueError(f"the {model} takes inputs of rank {want} per sample "
-                         f"({'(time, channels)' if want == 2 else '(height, width, channels)'}), "
-                         f"received input_shape={tuple(input_shape)}")
+        raise ValueError(
+            f"the {model} takes inputs of rank {want} per sample "
+            f"({'(time, channels)' if want == 2 else '(height, width, channels)'}), "
+            f"received input_shape={tuple(input_shape)}"
+        )
 
     inputs = keras.Input(tuple(input_shape), name="inputs")
     x = inputs
@@ -309,8 +334,15 @@ def build_model(config: Config, model: str, input_shape: Sequence[int], num_clas
     return keras.Model(inputs, outputs, name=f"{model}_{label}{suffix}")
 
 
-def preflight(configs: Sequence[Config], model: str, input_shape: Sequence[int],
-              num_classes: int, depth: int, width: int, residual: bool = False) -> None:
+def preflight(
+    configs: Sequence[Config],
+    model: str,
+    input_shape: Sequence[int],
+    num_classes: int,
+    depth: int,
+    width: int,
+    residual: bool = False,
+) -> None:
     """Builds every configuration once, so that a normalization that cannot go into this
     network (e.g. an image-only layer in the MLP) is reported before anything trains.
 
@@ -324,4 +356,5 @@ def preflight(configs: Sequence[Config], model: str, input_shape: Sequence[int],
             text = str(err).strip()
             reason = text.splitlines()[0] if text else type(err).__name__
             raise ValueError(
-                f"{config.label} cannot be built into the {model} ({reason})") from None
+                f"{config.label} cannot be built into the {model} ({reason})"
+            ) from None

@@ -44,12 +44,18 @@ def plot_study(runs: Sequence[RunResult], path: str, title: Optional[str] = None
             mean = np.nanmean(y, axis=0)
             color = cmap(i % cmap.N)
             style = "--" if label == "none" else "-"
-            ax.plot(epochs, mean, style, color=color, label=f"{label} (n={y.shape[0]})",
-                    marker="o", markersize=3)
+            ax.plot(
+                epochs,
+                mean,
+                style,
+                color=color,
+                label=f"{label} (n={y.shape[0]})",
+                marker="o",
+                markersize=3,
+            )
             if y.shape[0] > 1:
                 sd = np.nanstd(y, axis=0, ddof=1)
-                ax.fill_between(epochs, mean - sd, mean + sd, color=color, alpha=0.15,
-                                linewidth=0)
+                ax.fill_between(epochs, mean - sd, mean + sd, color=color, alpha=0.15, linewidth=0)
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
@@ -127,7 +133,9 @@ def _save(fig, path: str, title: str) -> str:
 
 
 def _train(records, **match):
-    return [r for r in records if r["kind"] == "train" and all(r.get(k) == v for k, v in match.items())]
+    return [
+        r for r in records if r["kind"] == "train" and all(r.get(k) == v for k, v in match.items())
+    ]
 
 
 def _acc_values(rs, epoch=None):
@@ -151,8 +159,9 @@ def _line_vs(ax, records, xkey, labels, epoch=None, logx=True, **match):
             m.append(np.nanmean(v))
             sd.append(np.nanstd(v, ddof=1) if len(v) > 1 else 0.0)
         color, ls, marker = _style(label, i)
-        ax.errorbar(xs, m, yerr=sd, color=color, ls=ls, marker=marker, capsize=3,
-                    label=_display(label))
+        ax.errorbar(
+            xs, m, yerr=sd, color=color, ls=ls, marker=marker, capsize=3, label=_display(label)
+        )
     if logx:
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
@@ -164,29 +173,53 @@ def _line_vs(ax, records, xkey, labels, epoch=None, logx=True, **match):
 def _grad_panel(ax, records, depth, batch_size):
     from tfnorm.study.diagnostics import THEORY_GROWTH
 
-    labels = list(dict.fromkeys(r["config"] for r in records
-                                if r["kind"] == "probe" and r["depth"] == depth))
+    labels = list(
+        dict.fromkeys(r["config"] for r in records if r["kind"] == "probe" and r["depth"] == depth)
+    )
     for i, label in enumerate(labels):
-        norms = np.asarray([r["grad_norms"][str(batch_size)] for r in records
-                            if r["kind"] == "probe" and r["config"] == label
-                            and r["depth"] == depth and str(batch_size) in r["grad_norms"]])
+        norms = np.asarray(
+            [
+                r["grad_norms"][str(batch_size)]
+                for r in records
+                if r["kind"] == "probe"
+                and r["config"] == label
+                and r["depth"] == depth
+                and str(batch_size) in r["grad_norms"]
+            ]
+        )
         if not len(norms):
             continue
         logn = np.log10(norms)
         layers = np.arange(1, logn.shape[1] + 1)
         color, ls, marker = _style(label, i)
-        ax.plot(layers, logn.mean(0), color=color, ls=ls, marker=marker, markersize=3,
-                label=_display(label))
+        ax.plot(
+            layers,
+            logn.mean(0),
+            color=color,
+            ls=ls,
+            marker=marker,
+            markersize=3,
+            label=_display(label),
+        )
         if len(logn) > 1:
             ax.fill_between(layers, logn.min(0), logn.max(0), color=color, alpha=0.15, linewidth=0)
     # the theoretical slope, anchored at the last layer of BN after every layer
-    every = [r["grad_norms"][str(batch_size)] for r in records if r["kind"] == "probe"
-             and r["config"] == "batch@every" and r["depth"] == depth]
+    every = [
+        r["grad_norms"][str(batch_size)]
+        for r in records
+        if r["kind"] == "probe" and r["config"] == "batch@every" and r["depth"] == depth
+    ]
     if every:
         end = float(np.mean(np.log10(np.asarray(every))[:, -2]))
         layers = np.arange(1, depth + 1)
-        ax.plot(layers, end + (depth - 1 - layers) * np.log10(THEORY_GROWTH), color="black",
-                lw=1, ls="-.", label=f"theory: x{THEORY_GROWTH:.4f} per layer")
+        ax.plot(
+            layers,
+            end + (depth - 1 - layers) * np.log10(THEORY_GROWTH),
+            color="black",
+            lw=1,
+            ls="-.",
+            label=f"theory: x{THEORY_GROWTH:.4f} per layer",
+        )
     ax.set_xlabel("layer (1 = next to the input)")
     ax.set_ylabel("log10 |dLoss/dkernel| at initialization")
     ax.set_title(f"gradients at init, depth {depth}, batch {batch_size}")
@@ -196,13 +229,27 @@ def _grad_panel(ax, records, depth, batch_size):
 def _sensitivity_panel(ax, records, labels, depth):
     """Batch dependence per layer (mean over seeds) of the probes at ``depth``."""
     for i, label in enumerate(labels):
-        sens = np.asarray([r["sensitivity"] for r in records if r["kind"] == "probe"
-                           and r["config"] == label and r["depth"] == depth
-                           and r.get("sensitivity")])
+        sens = np.asarray(
+            [
+                r["sensitivity"]
+                for r in records
+                if r["kind"] == "probe"
+                and r["config"] == label
+                and r["depth"] == depth
+                and r.get("sensitivity")
+            ]
+        )
         if len(sens):
             color, ls, marker = _style(label, i)
-            ax.plot(np.arange(1, sens.shape[1] + 1), sens.mean(0), color=color, ls=ls,
-                    marker=marker, markersize=3, label=_display(label))
+            ax.plot(
+                np.arange(1, sens.shape[1] + 1),
+                sens.mean(0),
+                color=color,
+                ls=ls,
+                marker=marker,
+                markersize=3,
+                label=_display(label),
+            )
     ax.set_xlabel("layer")
     ax.set_ylabel("change of a sample's features\nwhen only its batch companions change")
     ax.grid(True, alpha=0.3)
@@ -222,9 +269,16 @@ def _bars(ax, groups, series, values, ylabel="test accuracy %"):
                 continue
             x = i + (j - (n - 1) / 2) * w
             sd = np.nanstd(v, ddof=1) if len(v) > 1 else 0.0
-            ax.bar(x, np.nanmean(v), w * 0.9, yerr=sd, capsize=3, alpha=0.75,
-                   color=color if color is not None else f"C{j}",
-                   label=(_display(s) if isinstance(s, str) else s) if i == 0 else None)
+            ax.bar(
+                x,
+                np.nanmean(v),
+                w * 0.9,
+                yerr=sd,
+                capsize=3,
+                alpha=0.75,
+                color=color if color is not None else f"C{j}",
+                label=(_display(s) if isinstance(s, str) else s) if i == 0 else None,
+            )
             ax.plot(x + rng.uniform(-w / 4, w / 4, len(v)), v, "k.", markersize=3)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([str(g) for g in groups])
@@ -247,10 +301,17 @@ def plot_experiment(name: str, section, records, path: str) -> str:
         ax[0].legend(fontsize="small")
         depths = sorted({r["depth"] for r in _train(records)})
         labels = ["batch@every", "batch@first", "batch@input", "none"]
-        vals = {(d, l): _acc_values(_train(records, config=l, depth=d)).tolist()
-                for d in depths for l in labels}
-        _bars(ax[1], [f"depth {d}" for d in depths], labels,
-              {(f"depth {d}", l): v for (d, l), v in vals.items()})
+        vals = {
+            (d, l): _acc_values(_train(records, config=l, depth=d)).tolist()
+            for d in depths
+            for l in labels
+        }
+        _bars(
+            ax[1],
+            [f"depth {d}" for d in depths],
+            labels,
+            {(f"depth {d}", l): v for (d, l), v in vals.items()},
+        )
         ax[1].set_title(f"test accuracy after {_epochs(records[-1]['epochs'][-1]['epoch'])}")
         ax[1].set_ylim(0, 119)
         ax[1].set_yticks(range(0, 101, 20))
@@ -260,12 +321,21 @@ def plot_experiment(name: str, section, records, path: str) -> str:
             rs = _train(records, config=label, depth=deep)
             if not rs:
                 continue
-            acc = np.asarray([[100 * (e["test_accuracy"] or np.nan) for e in r["epochs"]]
-                              for r in rs])
+            acc = np.asarray(
+                [[100 * (e["test_accuracy"] or np.nan) for e in r["epochs"]] for r in rs]
+            )
             ep = np.arange(1, acc.shape[1] + 1)
             color, ls, marker = _style(label, i)
-            ax[2].errorbar(ep, acc.mean(0), yerr=acc.std(0, ddof=1) if len(acc) > 1 else None,
-                           color=color, ls=ls, marker=marker, capsize=3, label=_display(label))
+            ax[2].errorbar(
+                ep,
+                acc.mean(0),
+                yerr=acc.std(0, ddof=1) if len(acc) > 1 else None,
+                color=color,
+                ls=ls,
+                marker=marker,
+                capsize=3,
+                label=_display(label),
+            )
         ax[2].set_xlabel("epoch")
         ax[2].set_ylabel("test accuracy %")
         ax[2].set_ylim(0, 100)
@@ -299,15 +369,31 @@ def plot_experiment(name: str, section, records, path: str) -> str:
         for i, label in enumerate(labels):
             m, sd = [], []
             for b in sizes:
-                g = [r["growth"][str(b)] for r in records if r["config"] == label
-                     and r["depth"] == deep and str(b) in r["growth"]]
+                g = [
+                    r["growth"][str(b)]
+                    for r in records
+                    if r["config"] == label and r["depth"] == deep and str(b) in r["growth"]
+                ]
                 m.append(np.mean(g))
                 sd.append(np.std(g, ddof=1) if len(g) > 1 else 0)
             color, ls, marker = _style(label, i)
-            ax[1].errorbar(sizes, m, yerr=sd, color=color, ls=ls, marker=marker, capsize=3,
-                           label=_display(label))
-        ax[1].axhline(THEORY_GROWTH, color="black", ls="-.", lw=1,
-                      label=f"mean-field theory {THEORY_GROWTH:.4f}")
+            ax[1].errorbar(
+                sizes,
+                m,
+                yerr=sd,
+                color=color,
+                ls=ls,
+                marker=marker,
+                capsize=3,
+                label=_display(label),
+            )
+        ax[1].axhline(
+            THEORY_GROWTH,
+            color="black",
+            ls="-.",
+            lw=1,
+            label=f"mean-field theory {THEORY_GROWTH:.4f}",
+        )
         ax[1].axhline(1.0, color="gray", lw=0.8)
         ax[1].set_xscale("log", base=2)
         ax[1].xaxis.set_major_formatter(ticker.ScalarFormatter())
@@ -324,8 +410,11 @@ def plot_experiment(name: str, section, records, path: str) -> str:
         labels = list(dict.fromkeys(r["config"] for r in _train(records)))
         _line_vs(ax[0], records, "batch_size", labels)
         ax[0].set_xlabel("batch size")
-        ax[0].set_title(f"depth {records[0]['depth']}, {records[0]['train_samples']} training digits, "
-                        f"{records[0]['epochs'][-1]['epoch']} epochs", fontsize="medium")
+        ax[0].set_title(
+            f"depth {records[0]['depth']}, {records[0]['train_samples']} training digits, "
+            f"{records[0]['epochs'][-1]['epoch']} epochs",
+            fontsize="medium",
+        )
         ax[0].legend(fontsize="small", loc="lower right")
         return _save(fig, path, title)
     if name == "statistics":
@@ -333,20 +422,29 @@ def plot_experiment(name: str, section, records, path: str) -> str:
 
         fig, ax = _figure(1, width=9)
         labels = list(dict.fromkeys(r["config"] for r in _train(records)))
-        vals = {(l, m): [100 * r["evaluations"][m] for r in _train(records, config=l)]
-                for l in labels for m in EVAL_MODES}
+        vals = {
+            (l, m): [100 * r["evaluations"][m] for r in _train(records, config=l)]
+            for l in labels
+            for m in EVAL_MODES
+        }
         _bars(ax[0], labels, list(EVAL_MODES), vals)
         ax[0].set_ylim(0, 100)
         ax[0].legend(fontsize="small", title="evaluated with")
-        ax[0].set_title(f"the same trained networks (depth {records[0]['depth']}), three kinds of "
-                        "statistics at test time", fontsize="medium")
+        ax[0].set_title(
+            f"the same trained networks (depth {records[0]['depth']}), three kinds of "
+            "statistics at test time",
+            fontsize="medium",
+        )
         return _save(fig, path, title)
     if name == "residual":
         fig, ax = _figure(1, width=8)
         labels = list(dict.fromkeys(r["config"] for r in _train(records)))
         groups = ["plain", "with skip connections"]
-        vals = {(g, l): _acc_values(_train(records, config=l, residual=(g != "plain"))).tolist()
-                for g in groups for l in labels}
+        vals = {
+            (g, l): _acc_values(_train(records, config=l, residual=(g != "plain"))).tolist()
+            for g in groups
+            for l in labels
+        }
         _bars(ax[0], groups, labels, vals)
         ax[0].set_ylim(0, 100)
         ax[0].legend(fontsize="small")
@@ -356,22 +454,29 @@ def plot_experiment(name: str, section, records, path: str) -> str:
         depths = sorted({r["depth"] for r in _train(records)})
         fig, ax = _figure(len(depths) + 1, width=5.2)
         labels = list(dict.fromkeys(r["config"] for r in _train(records)))
-        vals = {(f"depth {d}", l): _acc_values(_train(records, config=l, depth=d)).tolist()
-                for d in depths for l in labels}
+        vals = {
+            (f"depth {d}", l): _acc_values(_train(records, config=l, depth=d)).tolist()
+            for d in depths
+            for l in labels
+        }
         _bars(ax[0], [f"depth {d}" for d in depths], labels, vals)
         ax[0].set_ylim(0, 119)
         ax[0].set_yticks(range(0, 101, 20))
         ax[0].legend(fontsize="x-small", loc="upper center", ncol=2)
         r0 = records[0]
         n_ep = r0["epochs"][-1]["epoch"]
-        ax[0].set_title(f"after {_epochs(n_ep)}; {r0['train_samples']} / {r0['test_samples']} "
-                        "recordings, dots = seeds", fontsize="medium")
+        ax[0].set_title(
+            f"after {_epochs(n_ep)}; {r0['train_samples']} / {r0['test_samples']} "
+            "recordings, dots = seeds",
+            fontsize="medium",
+        )
         for k, d in enumerate(depths):
             a = ax[k + 1]
             for i, label in enumerate(labels):
                 rs = _train(records, config=label, depth=d)
-                acc = np.asarray([[100 * (e["test_accuracy"] or np.nan) for e in r["epochs"]]
-                                  for r in rs])
+                acc = np.asarray(
+                    [[100 * (e["test_accuracy"] or np.nan) for e in r["epochs"]] for r in rs]
+                )
                 ep = np.arange(1, acc.shape[1] + 1)
                 color, ls, marker = _style(label, i)
                 m = acc.mean(0)

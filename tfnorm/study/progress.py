@@ -30,8 +30,11 @@ if TYPE_CHECKING:
 
 def _bar(fraction: float, width: int = 20) -> str:
     done = int(round(max(0.0, min(1.0, fraction)) * width))
-    return "=" * max(done - 1, 0) + (">" if 0 < done < width else "=" * min(done, 1)) + \
-        "." * (width - done)
+    return (
+        "=" * max(done - 1, 0)
+        + (">" if 0 < done < width else "=" * min(done, 1))
+        + "." * (width - done)
+    )
 
 
 def _fmt(v: float, spec: str = ".4f") -> str:
@@ -62,9 +65,14 @@ class Progress:
     estimate of the time left (elapsed time per unit of cost done, times the cost left).
     """
 
-    def __init__(self, total_runs: int, stream: Optional[TextIO] = None,
-                 dynamic: Optional[bool] = None, label_width: int = 14,
-                 total_cost: Optional[float] = None):
+    def __init__(
+        self,
+        total_runs: int,
+        stream: Optional[TextIO] = None,
+        dynamic: Optional[bool] = None,
+        label_width: int = 14,
+        total_cost: Optional[float] = None,
+    ):
         self.total = total_runs
         self.stream = stream if stream is not None else sys.stdout
         if dynamic is None:
@@ -116,14 +124,17 @@ class Progress:
             return
         self._last_draw = now
         loss, acc = logs.get("loss"), logs.get("accuracy")
-        text = (f"{prefix}  epoch {epoch}/{epochs} [{_bar(fraction)}] loss {_fmt(loss)}"
-                f" acc {_fmt(acc)}")
+        text = (
+            f"{prefix}  epoch {epoch}/{epochs} [{_bar(fraction)}] loss {_fmt(loss)} acc {_fmt(acc)}"
+        )
         self.stream.write("\r" + text + "\x1b[K")
         self.stream.flush()
 
     def finish(self, prefix: str, result: "RunResult", cost: float = 1.0) -> None:
-        text = (f"{prefix}  loss {_fmt(result.final_train_loss)}  test acc "
-                f"{_fmt(result.test_accuracy)}  {_fmt(result.seconds_per_epoch, '.2f')} s/epoch"
-                f"{self.timing(cost)}")
+        text = (
+            f"{prefix}  loss {_fmt(result.final_train_loss)}  test acc "
+            f"{_fmt(result.test_accuracy)}  {_fmt(result.seconds_per_epoch, '.2f')} s/epoch"
+            f"{self.timing(cost)}"
+        )
         self.stream.write(("\r" + text + "\x1b[K\n") if self.dynamic else text + "\n")
         self.stream.flush()

@@ -30,8 +30,10 @@ def check_out(out: str) -> None:
         with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
             pass
     except OSError as err:
-        raise UsageError(f"--out {out} is not a writable directory ({err.strerror or err}); "
-                         "give another --out DIR") from None
+        raise UsageError(
+            f"--out {out} is not a writable directory ({err.strerror or err}); "
+            "give another --out DIR"
+        ) from None
 
 
 def summarize(out: str) -> int:
@@ -44,7 +46,9 @@ def summarize(out: str) -> int:
 
     path = os.path.join(out, "results.json")
     if not os.path.exists(path):
-        raise UsageError(f"--summarize {out}: there is no {path}; run tfnorm study --out {out} first")
+        raise UsageError(
+            f"--summarize {out}: there is no {path}; run tfnorm study --out {out} first"
+        )
     doc = report.read_results(path)
     if not doc["experiments"]:
         raise UsageError(f"--summarize {out}: {path} holds no experiment sections")
@@ -57,15 +61,20 @@ def summarize(out: str) -> int:
     for name, section in doc["experiments"].items():
         if name in ex.EXPERIMENTS and section.get("runs"):
             opts = ex.Options(**section.get("options", {}))
-            section = dict(section, **ex.EXPERIMENTS[name].analyze(section["runs"], opts),
-                           rule=_rule())
+            section = dict(
+                section, **ex.EXPERIMENTS[name].analyze(section["runs"], opts), rule=_rule()
+            )
             if writable:
-                plot.plot_experiment(name, section, section["runs"], os.path.join(out, f"{name}.png"))
+                plot.plot_experiment(
+                    name, section, section["runs"], os.path.join(out, f"{name}.png")
+                )
             sections[name] = section
         print(report.format_section(name, section))
         meta = section.get("meta", {})
-        print(f"({meta.get('command', '?')}; {meta.get('date', '?')}, {meta.get('cpu', '?')}, "
-              f"{meta.get('wall_seconds', '?')} s)")
+        print(
+            f"({meta.get('command', '?')}; {meta.get('date', '?')}, {meta.get('cpu', '?')}, "
+            f"{meta.get('wall_seconds', '?')} s)"
+        )
         print()
     if writable and sections:
         report.write_results(out, sections, doc.get("meta", {}))
@@ -82,8 +91,10 @@ def run_experiments(names, opts, out, meta, start) -> dict:
     plans = {n: ex.EXPERIMENTS[n].plan(opts) for n in names}
     jobs = [j for n in names for j in plans[n]]
     total = sum(j.cost for j in jobs)
-    print(f"tfnorm study: {', '.join(names)}{' (--full)' if opts.full else ''}: "
-          f"{len(jobs)} runs; {ex.QUESTION}")
+    print(
+        f"tfnorm study: {', '.join(names)}{' (--full)' if opts.full else ''}: "
+        f"{len(jobs)} runs; {ex.QUESTION}"
+    )
     sys.stdout.flush()
     progress = Progress(len(jobs), label_width=max(len(j.label) for j in jobs), total_cost=total)
     sections = {}
@@ -93,8 +104,12 @@ def run_experiments(names, opts, out, meta, start) -> dict:
         sys.stdout.flush()
         records = ex.run_jobs(plans[name], progress)
         section = ex.EXPERIMENTS[name].analyze(records, opts)
-        section.update(question=ex.EXPERIMENTS[name].question, rule=_rule(), runs=records,
-                       options=_opts_doc(opts))
+        section.update(
+            question=ex.EXPERIMENTS[name].question,
+            rule=_rule(),
+            runs=records,
+            options=_opts_doc(opts),
+        )
         figure = os.path.join(out, f"{name}.png")
         plot.plot_experiment(name, section, records, figure)
         section["figure"] = os.path.basename(figure)
@@ -136,8 +151,10 @@ def run_compare(args, plan, meta) -> dict:
 
         replicas = strategy_for(args.strategy).num_replicas_in_sync
         if plan["batch_size"] % replicas:
-            raise UsageError(f"--batch-size {plan['batch_size']} must be a multiple of the "
-                             f"{replicas} replicas of --strategy {args.strategy}")
+            raise UsageError(
+                f"--batch-size {plan['batch_size']} must be a multiple of the "
+                f"{replicas} replicas of --strategy {args.strategy}"
+            )
         print(f"strategy: {args.strategy}, {replicas} replicas in sync")
     if args.norms is None:
         missing = [n for n in models.DEFAULT_NORMS if n not in plan["norms"]]
@@ -150,38 +167,64 @@ def run_compare(args, plan, meta) -> dict:
     except ValueError as err:
         raise UsageError(str(err).splitlines()[0]) from None
     try:
-        models.preflight(plan["configs"], plan["model"], data.input_shape, data.num_classes,
-                         plan["depth"], plan["width"])
+        models.preflight(
+            plan["configs"],
+            plan["model"],
+            data.input_shape,
+            data.num_classes,
+            plan["depth"],
+            plan["width"],
+        )
     except ValueError as err:
         raise UsageError(str(err)) from None
 
-    settings = TrainSettings(model=plan["model"], depth=plan["depth"], width=plan["width"],
-                             epochs=plan["epochs"], batch_size=plan["batch_size"], lr=args.lr,
-                             optimizer=args.optimizer, strategy=args.strategy)
+    settings = TrainSettings(
+        model=plan["model"],
+        depth=plan["depth"],
+        width=plan["width"],
+        epochs=plan["epochs"],
+        batch_size=plan["batch_size"],
+        lr=args.lr,
+        optimizer=args.optimizer,
+        strategy=args.strategy,
+    )
     configs, seeds = plan["configs"], list(range(plan["seeds"]))
     command = _command(args, plan)
-    print(f"tfnorm study: {settings.model} depth {settings.depth} width {settings.width} on "
-          f"{data.name} ({len(data.x_train)} train / {len(data.x_test)} test), "
-          f"{_n(len(configs), 'config')} x {_n(len(seeds), 'seed')}, "
-          f"{_n(settings.epochs, 'epoch')}, batch "
-          f"{settings.batch_size}, {settings.optimizer} lr {settings.lr:g}")
+    print(
+        f"tfnorm study: {settings.model} depth {settings.depth} width {settings.width} on "
+        f"{data.name} ({len(data.x_train)} train / {len(data.x_test)} test), "
+        f"{_n(len(configs), 'config')} x {_n(len(seeds), 'seed')}, "
+        f"{_n(settings.epochs, 'epoch')}, batch "
+        f"{settings.batch_size}, {settings.optimizer} lr {settings.lr:g}"
+    )
     sys.stdout.flush()
 
     out = args.out
     png_path = os.path.join(out, "study.png")
     meta = dict(meta, command=command)
-    settings_doc = dict(vars(settings), dataset=data.name, train_samples=len(data.x_train),
-                        test_samples=len(data.x_test), seeds=seeds,
-                        configs=[c.label for c in configs])
-    progress = Progress(len(configs) * len(seeds),
-                        label_width=max(len(c.label) for c in configs),
-                        total_cost=float(len(configs) * len(seeds)))
+    settings_doc = dict(
+        vars(settings),
+        dataset=data.name,
+        train_samples=len(data.x_train),
+        test_samples=len(data.x_test),
+        seeds=seeds,
+        configs=[c.label for c in configs],
+    )
+    progress = Progress(
+        len(configs) * len(seeds),
+        label_width=max(len(c.label) for c in configs),
+        total_cost=float(len(configs) * len(seeds)),
+    )
 
     def section(runs):
-        return {"question": "free comparison of --norms x --placement", "settings": settings_doc,
-                "summary": report.summarize(runs), "runs": [r.to_dict() for r in runs],
-                "figure": os.path.basename(png_path),
-                "meta": dict(meta, wall_seconds=round(time.time() - start, 1))}
+        return {
+            "question": "free comparison of --norms x --placement",
+            "settings": settings_doc,
+            "summary": report.summarize(runs),
+            "runs": [r.to_dict() for r in runs],
+            "figure": os.path.basename(png_path),
+            "meta": dict(meta, wall_seconds=round(time.time() - start, 1)),
+        }
 
     runs = []
     cache = CompiledModels()
@@ -199,10 +242,12 @@ def run_compare(args, plan, meta) -> dict:
     print()
     print(report.format_table(report.summarize(runs)))
     print()
-    print(f"test accuracy after {_n(settings.epochs, 'epoch')}, mean ± sd over "
-          f"{_n(len(seeds), 'seed')}; "
-          "final train loss: mean of the last epoch; s/epoch: training time per epoch "
-          "(median after the first)")
+    print(
+        f"test accuracy after {_n(settings.epochs, 'epoch')}, mean ± sd over "
+        f"{_n(len(seeds), 'seed')}; "
+        "final train loss: mean of the last epoch; s/epoch: training time per epoch "
+        "(median after the first)"
+    )
     print(f"figure: {png_path}")
     return result
 
@@ -212,23 +257,34 @@ def _n(count: int, word: str) -> str:
 
 
 def _title(settings, data, n_seeds: int) -> str:
-    return (f"{settings.model} depth {settings.depth} width {settings.width}, {data.name}, "
-            f"{settings.epochs} epochs, batch {settings.batch_size}, {settings.optimizer} "
-            f"lr {settings.lr:g}, {n_seeds} seeds")
+    return (
+        f"{settings.model} depth {settings.depth} width {settings.width}, {data.name}, "
+        f"{settings.epochs} epochs, batch {settings.batch_size}, {settings.optimizer} "
+        f"lr {settings.lr:g}, {n_seeds} seeds"
+    )
 
 
 def _command(args, plan) -> str:
     """The command line that reproduces this study (for results.json)."""
     parts = ["tfnorm", "study"]
-    for flag, value in (("--norms", args.norms), ("--placement", args.placement),
-                        ("--model", plan["model"]), ("--depth", plan["depth"]),
-                        ("--width", plan["width"]), ("--dataset", args.dataset),
-                        ("--data-dir", args.data_dir), ("--train-size", args.train_size),
-                        ("--test-size", args.test_size), ("--epochs", plan["epochs"]),
-                        ("--batch-size", plan["batch_size"]), ("--seeds", plan["seeds"]),
-                        ("--lr", args.lr), ("--optimizer", args.optimizer),
-                        ("--strategy", None if args.strategy == "default" else args.strategy),
-                        ("--out", args.out)):
+    for flag, value in (
+        ("--norms", args.norms),
+        ("--placement", args.placement),
+        ("--model", plan["model"]),
+        ("--depth", plan["depth"]),
+        ("--width", plan["width"]),
+        ("--dataset", args.dataset),
+        ("--data-dir", args.data_dir),
+        ("--train-size", args.train_size),
+        ("--test-size", args.test_size),
+        ("--epochs", plan["epochs"]),
+        ("--batch-size", plan["batch_size"]),
+        ("--seeds", plan["seeds"]),
+        ("--lr", args.lr),
+        ("--optimizer", args.optimizer),
+        ("--strategy", None if args.strategy == "default" else args.strategy),
+        ("--out", args.out),
+    ):
         if value is not None:
             parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     return " ".join(shlex.quote(p) for p in parts)

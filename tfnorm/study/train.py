@@ -128,14 +128,16 @@ def _callback(progress: Optional[Progress], prefix: str, epochs: int, steps: int
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             secs = self._train_s if self._train_s is not None else time.perf_counter() - self._t0
-            record.append({
-                "epoch": epoch + 1,
-                "loss": float(logs.get("loss", float("nan"))),
-                "accuracy": float(logs.get("accuracy", float("nan"))),
-                "test_loss": float(logs.get("val_loss", float("nan"))),
-                "test_accuracy": float(logs.get("val_accuracy", float("nan"))),
-                "seconds": float(secs),
-            })
+            record.append(
+                {
+                    "epoch": epoch + 1,
+                    "loss": float(logs.get("loss", float("nan"))),
+                    "accuracy": float(logs.get("accuracy", float("nan"))),
+                    "test_loss": float(logs.get("val_loss", float("nan"))),
+                    "test_accuracy": float(logs.get("val_accuracy", float("nan"))),
+                    "seconds": float(secs),
+                }
+            )
 
     return _Recorder()
 
@@ -153,9 +155,15 @@ def strategy_for(name: str):
     return _STRATEGIES[name]
 
 
-def _train_distributed(data: StudyData, config: Config, seed: int, settings: TrainSettings,
-                       progress: Optional[Progress], label: Optional[str] = None,
-                       cost: float = 1.0) -> RunResult:
+def _train_distributed(
+    data: StudyData,
+    config: Config,
+    seed: int,
+    settings: TrainSettings,
+    progress: Optional[Progress],
+    label: Optional[str] = None,
+    cost: float = 1.0,
+) -> RunResult:
     """:func:`train_run` under ``settings.strategy``, with :func:`tfnorm.distribute.train`
     (Keras' fit() does not run under MultiWorkerMirroredStrategy, keras-team/keras#20585)."""
     import keras
@@ -164,25 +172,48 @@ def _train_distributed(data: StudyData, config: Config, seed: int, settings: Tra
 
     strategy = strategy_for(settings.strategy)
     with strategy.scope():
-        model = build_model(config, settings.model, data.input_shape, data.num_classes,
-                            settings.depth, settings.width, settings.residual)
+        model = build_model(
+            config,
+            settings.model,
+            data.input_shape,
+            data.num_classes,
+            settings.depth,
+            settings.width,
+            settings.residual,
+        )
         optimizer = make_optimizer(settings.optimizer, settings.lr)
     prefix = progress.start(config, seed, label) if progress is not None else ""
     record: List[Dict[str, float]] = []
 
     def on_epoch_end(epoch, logs):
-        record.append({"epoch": epoch + 1, "loss": logs["loss"], "accuracy": logs["accuracy"],
-                       "test_loss": logs["val_loss"], "test_accuracy": logs["val_accuracy"],
-                       "seconds": logs["seconds"]})
+        record.append(
+            {
+                "epoch": epoch + 1,
+                "loss": logs["loss"],
+                "accuracy": logs["accuracy"],
+                "test_loss": logs["val_loss"],
+                "test_accuracy": logs["val_accuracy"],
+                "seconds": logs["seconds"],
+            }
+        )
         if progress is not None:
             progress.update(prefix, epoch + 1, settings.epochs, 1.0, logs)
 
-    distribute.train(model, data.x_train, data.y_train, strategy=strategy,
-                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                     optimizer=optimizer, batch_size=settings.batch_size,
-                     epochs=settings.epochs, shuffle=True, seed=seed,
-                     validation_data=(data.x_test, data.y_test), on_epoch_end=on_epoch_end,
-                     verbose=0)
+    distribute.train(
+        model,
+        data.x_train,
+        data.y_train,
+        strategy=strategy,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        optimizer=optimizer,
+        batch_size=settings.batch_size,
+        epochs=settings.epochs,
+        shuffle=True,
+        seed=seed,
+        validation_data=(data.x_test, data.y_test),
+        on_epoch_end=on_epoch_end,
+        verbose=0,
+    )
     result = RunResult(config, seed, int(model.count_params()), record, model=model)
     if progress is not None:
         progress.finish(prefix, result, cost)
@@ -241,10 +272,16 @@ def _compile(model, settings: TrainSettings) -> None:
     )
 
 
-def train_run(data: StudyData, config: Config, seed: int, settings: TrainSettings,
-              progress: Optional[Progress] = None,
-              cache: Optional[CompiledModels] = None, label: Optional[str] = None,
-              cost: float = 1.0) -> RunResult:
+def train_run(
+    data: StudyData,
+    config: Config,
+    seed: int,
+    settings: TrainSettings,
+    progress: Optional[Progress] = None,
+    cache: Optional[CompiledModels] = None,
+    label: Optional[str] = None,
+    cost: float = 1.0,
+) -> RunResult:
     """Builds, trains and evaluates ``config`` with ``seed``; returns its history.
 
     The seed fixes the initial weights and the order of the batches
@@ -266,16 +303,33 @@ def train_run(data: StudyData, config: Config, seed: int, settings: TrainSetting
         keras.backend.clear_session()
         keras.utils.set_random_seed(seed)
         return _train_distributed(data, config, seed, settings, progress, label, cost)
-    key = (config, settings.model, settings.depth, settings.width, settings.residual,
-           data.name, data.input_shape, data.num_classes, settings.optimizer, settings.lr,
-           settings.batch_size)
+    key = (
+        config,
+        settings.model,
+        settings.depth,
+        settings.width,
+        settings.residual,
+        data.name,
+        data.input_shape,
+        data.num_classes,
+        settings.optimizer,
+        settings.lr,
+        settings.batch_size,
+    )
     if cache is None or cache.key != key:
         if cache is not None:
             cache.clear()
         keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    fresh = build_model(config, settings.model, data.input_shape, data.num_classes,
-                        settings.depth, settings.width, settings.residual)
+    fresh = build_model(
+        config,
+        settings.model,
+        data.input_shape,
+        data.num_classes,
+        settings.depth,
+        settings.width,
+        settings.residual,
+    )
     if cache is None:
         model = fresh
         _compile(model, settings)
@@ -295,7 +349,8 @@ def train_run(data: StudyData, config: Config, seed: int, settings: TrainSetting
     steps = max(1, math.ceil(len(data.x_train) / settings.batch_size))
     record: List[Dict[str, float]] = []
     model.fit(
-        data.x_train, data.y_train,
+        data.x_train,
+        data.y_train,
         batch_size=settings.batch_size,
         epochs=settings.epochs,
         validation_data=(data.x_test, data.y_test),
@@ -304,8 +359,9 @@ def train_run(data: StudyData, config: Config, seed: int, settings: TrainSetting
         verbose=0,
         callbacks=[_callback(progress, prefix, settings.epochs, steps, record)],
     )
-    result = RunResult(config, seed, int(model.count_params()), record,
-                       model=None if cache is not None else model)
+    result = RunResult(
+        config, seed, int(model.count_params()), record, model=None if cache is not None else model
+    )
     if progress is not None:
         progress.finish(prefix, result, cost)
     return result

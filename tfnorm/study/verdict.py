@@ -20,8 +20,10 @@ from __future__ import annotations
 import math
 from typing import Dict, Sequence
 
-RULE = ("a difference counts only when both sides have >= 2 seeds and their mean ± sd "
-        "intervals over seeds do not overlap (|difference| > sd_a + sd_b)")
+RULE = (
+    "a difference counts only when both sides have >= 2 seeds and their mean ± sd "
+    "intervals over seeds do not overlap (|difference| > sd_a + sd_b)"
+)
 
 
 def mean_sd(values: Sequence[float]):
@@ -46,11 +48,18 @@ def compare(a: Sequence[float], b: Sequence[float]) -> Dict:
     ma, sa = mean_sd(a)
     mb, sb = mean_sd(b)
     diff = ma - mb
-    differs = (len(a) >= 2 and len(b) >= 2 and math.isfinite(diff)
-               and abs(diff) > sa + sb)
-    return {"mean_a": ma, "sd_a": sa, "n_a": len(a), "mean_b": mb, "sd_b": sb, "n_b": len(b),
-            "difference": diff, "differs": bool(differs),
-            "direction": ("higher" if diff > 0 else "lower") if differs else "same"}
+    differs = len(a) >= 2 and len(b) >= 2 and math.isfinite(diff) and abs(diff) > sa + sb
+    return {
+        "mean_a": ma,
+        "sd_a": sa,
+        "n_a": len(a),
+        "mean_b": mb,
+        "sd_b": sb,
+        "n_b": len(b),
+        "difference": diff,
+        "differs": bool(differs),
+        "direction": ("higher" if diff > 0 else "lower") if differs else "same",
+    }
 
 
 def pct(mean: float, sd: float) -> str:
@@ -73,5 +82,6 @@ def describe(name_a: str, name_b: str, c: Dict) -> str:
     nums = f"({pct(c['mean_a'], c['sd_a'])} vs {pct(c['mean_b'], c['sd_b'])})"
     if not c["differs"]:
         return f"{name_a} and {name_b} do not differ by this rule {nums}"
-    return (f"{name_a} is {100 * abs(c['difference']):.1f} points {c['direction']} than "
-            f"{name_b} {nums}")
+    return (
+        f"{name_a} is {100 * abs(c['difference']):.1f} points {c['direction']} than {name_b} {nums}"
+    )

@@ -45,8 +45,9 @@ def _check_flag(name, value):
     return bool(value)
 
 
-def swap_normalization(model, to, *, match=None, keep_first=0, copy_weights=True,
-                       verbose=False, to_kwargs=None) -> keras.Model:
+def swap_normalization(
+    model, to, *, match=None, keep_first=0, copy_weights=True, verbose=False, to_kwargs=None
+) -> keras.Model:
     """Returns a new model with the normalization layers of ``model`` swapped.
 
     Every layer of ``model`` (recursively through nested Sequential and
@@ -128,8 +129,10 @@ def swap_normalization(model, to, *, match=None, keep_first=0, copy_weights=True
     matcher = make_matcher(match)
     factory = make_factory(to, to_kwargs)
     if isinstance(keep_first, bool) or not isinstance(keep_first, int) or keep_first < 0:
-        raise ValueError(f"keep_first must be an integer >= 0 (how many matched layers to "
-                         f"leave in place), received keep_first={keep_first!r}")
+        raise ValueError(
+            f"keep_first must be an integer >= 0 (how many matched layers to "
+            f"leave in place), received keep_first={keep_first!r}"
+        )
     copy_weights = _check_flag("copy_weights", copy_weights)
     verbose = _check_flag("verbose", verbose)
     check_model(model, "")
@@ -144,8 +147,11 @@ def swap_normalization(model, to, *, match=None, keep_first=0, copy_weights=True
     report = SwapReport(SwapRecord(**r) for r in rewriter.records)
     new_model.swap_report = report
     if not report:
-        warnings.warn(f"swap_normalization: no layer of {model.name!r} matched match={match!r}; "
-                      "the result is an unchanged copy", stacklevel=2)
+        warnings.warn(
+            f"swap_normalization: no layer of {model.name!r} matched match={match!r}; "
+            "the result is an unchanged copy",
+            stacklevel=2,
+        )
     if verbose:
         print(report.table())
     return new_model

@@ -22,8 +22,13 @@ __all__ = ["default_match", "make_matcher"]
 
 
 def _keras_builtin_normalizations() -> Tuple[type, ...]:
-    names = ("BatchNormalization", "LayerNormalization", "GroupNormalization",
-             "UnitNormalization", "RMSNormalization")
+    names = (
+        "BatchNormalization",
+        "LayerNormalization",
+        "GroupNormalization",
+        "UnitNormalization",
+        "RMSNormalization",
+    )
     return tuple(getattr(keras.layers, n) for n in names if hasattr(keras.layers, n))
 
 
@@ -33,7 +38,8 @@ KERAS_NORMALIZATIONS = _keras_builtin_normalizations()
 
 def _wraps_a_layer(layer) -> bool:
     return isinstance(layer, keras.layers.Wrapper) or isinstance(
-        getattr(layer, "layer", None), keras.layers.Layer)
+        getattr(layer, "layer", None), keras.layers.Layer
+    )
 
 
 def _registered_classes() -> Tuple[type, ...]:
@@ -103,8 +109,10 @@ def make_matcher(match) -> Callable[[keras.layers.Layer], bool]:
         return lambda layer: isinstance(layer, match)
     if isinstance(match, (tuple, list)):
         if not match:
-            raise ValueError("match=() matches nothing; pass None to match every "
-                             "normalization layer, or list the classes or names to replace")
+            raise ValueError(
+                "match=() matches nothing; pass None to match every "
+                "normalization layer, or list the classes or names to replace"
+            )
         classes: List[type] = []
         for item in match:
             if isinstance(item, str):
@@ -114,11 +122,13 @@ def make_matcher(match) -> Callable[[keras.layers.Layer], bool]:
             else:
                 raise TypeError(
                     f"match={match!r} holds {item!r}; every item must be a keras Layer "
-                    "class or a registry name such as 'batch'")
+                    "class or a registry name such as 'batch'"
+                )
         found = tuple(classes)
         return lambda layer: isinstance(layer, found)
     if callable(match):
         return lambda layer: bool(match(layer))
     raise TypeError(
         "match must be None, a keras Layer class, a tuple of classes, a registry name "
-        f"(one of {registry.available()}) or a predicate layer -> bool; received match={match!r}")
+        f"(one of {registry.available()}) or a predicate layer -> bool; received match={match!r}"
+    )

@@ -96,16 +96,19 @@ class SwapReport(tuple):
         return tuple(r for r in self if r.action == "kept")
 
     def table(self) -> str:
-        head = (f"swap_normalization: {len(self.replaced)} replaced, {len(self.removed)} "
-                f"removed, {len(self.kept)} kept")
+        head = (
+            f"swap_normalization: {len(self.replaced)} replaced, {len(self.removed)} "
+            f"removed, {len(self.kept)} kept"
+        )
         rows = [("#", "layer", "was", "now", "weights")]
         for i, r in enumerate(self):
             if r.action == "replaced":
                 now = _class_label(r.new_class)
                 parts = []
                 if r.carried:
-                    parts.append("carried " + ", ".join(
-                        n if n == o else f"{n}<-{o}" for n, o in r.carried))
+                    parts.append(
+                        "carried " + ", ".join(n if n == o else f"{n}<-{o}" for n, o in r.carried)
+                    )
                 if r.fresh:
                     parts.append("fresh " + ", ".join(r.fresh))
                 if r.dropped:

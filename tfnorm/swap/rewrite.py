@@ -71,9 +71,11 @@ def check_model(model, where: str, tool: str = "swap_normalization") -> None:
             raise TypeError(
                 f"model must be a keras.Model (Sequential or functional); received the "
                 f"{type(model).__name__} layer {model.name!r}. Wrap it first, e.g. "
-                "keras.Sequential([keras.Input(shape), layer])")
-        raise TypeError(f"model must be a keras.Model (Sequential or functional), "
-                        f"received model={model!r}")
+                "keras.Sequential([keras.Input(shape), layer])"
+            )
+        raise TypeError(
+            f"model must be a keras.Model (Sequential or functional), received model={model!r}"
+        )
     cls = type(model).__name__
     functional = _compat.functional_class()
     if type(model) is keras.Sequential:
@@ -82,7 +84,8 @@ def check_model(model, where: str, tool: str = "swap_normalization") -> None:
                 f"{label} is an unbuilt Sequential ({model.name!r}): without an input shape "
                 "its layers have no weights to copy and no shapes to check. Build it first: "
                 "start it with keras.Input(shape=...), or call model.build((None, ...)) or "
-                "the model on a batch")
+                "the model on a batch"
+            )
         return
     if type(model) is functional:
         return
@@ -92,13 +95,15 @@ def check_model(model, where: str, tool: str = "swap_normalization") -> None:
             f"rewritten model would be a plain keras.Model and silently lose what {cls} adds. "
             "To rewrite its graph anyway, pass "
             "keras.Model(model.inputs, model.outputs) (a plain model over the same graph; "
-            "making it changes nothing), and re-wrap the result yourself")
+            "making it changes nothing), and re-wrap the result yourself"
+        )
     raise ValueError(
         f"{label} is a subclassed keras.Model ({cls}): its layers are connected by the Python "
         f"code of {cls}.call(), which {tool} cannot see or rewrite. Build the "
         "model with keras.Sequential or the functional API (keras.Model(inputs, outputs)), "
         f"or give {cls}.__init__ the normalization as an argument (e.g. a name passed to "
-        "tfnorm.get) and construct a new model with it")
+        "tfnorm.get) and construct a new model with it"
+    )
 
 
 def hidden_layers(layer):
@@ -132,9 +137,14 @@ def _accepted_call_kwargs(layer, kwargs):
 def _new_input(t, input_layer=None):
     """A fresh ``keras.Input`` like the symbolic input ``t`` made by ``input_layer``."""
     name = input_layer.name if isinstance(input_layer, keras.layers.InputLayer) else t.name
-    return keras.Input(batch_shape=t.shape, dtype=t.dtype, sparse=t.sparse,
-                       ragged=getattr(t, "ragged", False), name=name,
-                       optional=getattr(input_layer, "optional", False))
+    return keras.Input(
+        batch_shape=t.shape,
+        dtype=t.dtype,
+        sparse=t.sparse,
+        ragged=getattr(t, "ragged", False),
+        name=name,
+        optional=getattr(input_layer, "optional", False),
+    )
 
 
 class _ErrorContext:
@@ -178,7 +188,7 @@ class Rewriter:
         self.keep_first = keep_first
         self.n_matched = 0
         self.cache: Dict[int, object] = {}
-        self.alive: List[object] = []            # keeps id() keys valid
+        self.alive: List[object] = []  # keeps id() keys valid
         self.old_ids = {id(layer) for layer in _compat.flatten_layers(model, include_self=True)}
         self.produced: Dict[int, Tuple[keras.layers.Layer, str]] = {}  # id(new) -> (old, path)
         self.records: List[dict] = []
@@ -206,10 +216,14 @@ class Rewriter:
         return new
 
     def _functional(self, model, prefix):
-        input_layers = {id(layer.output): layer for layer in model.layers
-                        if isinstance(layer, keras.layers.InputLayer)}
+        input_layers = {
+            id(layer.output): layer
+            for layer in model.layers
+            if isinstance(layer, keras.layers.InputLayer)
+        }
         inputs = keras.tree.map_structure(
-            lambda t: _new_input(t, input_layers.get(id(t))), model.input)
+            lambda t: _new_input(t, input_layers.get(id(t))), model.input
+        )
 
         def call_function(op, *args, **kwargs):
             if op is _identity:
@@ -223,8 +237,12 @@ class Rewriter:
         # takes no automatic name from Keras' counter
         plain = keras.Model(model.input, model.output, name=model.name)
         clone = keras.models.clone_model(
-            plain, input_tensors=inputs, clone_function=lambda op: self.convert(op, prefix),
-            call_function=call_function, recursive=False)
+            plain,
+            input_tensors=inputs,
+            clone_function=lambda op: self.convert(op, prefix),
+            call_function=call_function,
+            recursive=False,
+        )
         return keras.Model(inputs, clone.output, name=model.name, trainable=model.trainable)
 
     def _context(self, new):
@@ -256,27 +274,43 @@ class Rewriter:
         self.n_matched += 1
         if index < self.keep_first:
             new = self._clone(op, path)
-            self.records.append(dict(path=path, action="kept", old_class=type(op),
-                                     new_class=type(op), new_name=new.name,
-                                     note=f"keep_first={self.keep_first}"))
+            self.records.append(
+                dict(
+                    path=path,
+                    action="kept",
+                    old_class=type(op),
+                    new_class=type(op),
+                    new_name=new.name,
+                    note=f"keep_first={self.keep_first}",
+                )
+            )
             return new
         new = self.factory(op)
         if new is None:
-            self.records.append(dict(path=path, action="removed", old_class=type(op),
-                                     dropped=tuple(w.name for w in op.weights)))
+            self.records.append(
+                dict(
+                    path=path,
+                    action="removed",
+                    old_class=type(op),
+                    dropped=tuple(w.name for w in op.weights),
+                )
+            )
             return _identity
         if id(new) in self.old_ids:
             raise ValueError(
                 f"to returned a layer of the original model ({new.name!r}) as the replacement "
-                f"of {path!r}; return a new layer, e.g. type(old).from_config(old.get_config())")
+                f"of {path!r}; return a new layer, e.g. type(old).from_config(old.get_config())"
+            )
         if id(new) in self.produced:
             raise ValueError(
                 f"to returned the same {type(new).__name__} object for "
                 f"{self.produced[id(new)][1]!r} and {path!r}; the two would share weights. "
-                "Return a new layer on each call")
+                "Return a new layer on each call"
+            )
         self.produced[id(new)] = (op, path)
-        record = dict(path=path, action="replaced", old_class=type(op), new_class=type(new),
-                      new_name=new.name)
+        record = dict(
+            path=path, action="replaced", old_class=type(op), new_class=type(new), new_name=new.name
+        )
         self.records.append(record)
         self.swaps.append((record, op, new))
         return new
@@ -288,7 +322,8 @@ class Rewriter:
             raise ValueError(
                 f"could not re-create layer {path!r} ({type(layer).__name__}) from its config "
                 f"({type(err).__name__}: {err}); give {type(layer).__name__} a get_config() "
-                "that from_config() accepts") from err
+                "that from_config() accepts"
+            ) from err
         self.copies.append((layer, new, path))
         return new
 
@@ -296,9 +331,20 @@ class Rewriter:
         for sub in hidden_layers(layer):
             if not self.matcher(sub):
                 continue
-            note = (f"inside {type(layer).__name__} {path!r}, which is copied whole; "
-                    "layers inside custom layers cannot be rewritten")
-            self.records.append(dict(path=f"{path}/{sub.name}", action="kept",
-                                     old_class=type(sub), new_class=type(sub), note=note))
-            warnings.warn(f"swap_normalization left {type(sub).__name__} {sub.name!r} as it is: "
-                          f"it is {note}", stacklevel=4)
+            note = (
+                f"inside {type(layer).__name__} {path!r}, which is copied whole; "
+                "layers inside custom layers cannot be rewritten"
+            )
+            self.records.append(
+                dict(
+                    path=f"{path}/{sub.name}",
+                    action="kept",
+                    old_class=type(sub),
+                    new_class=type(sub),
+                    note=note,
+                )
+            )
+            warnings.warn(
+                f"swap_normalization left {type(sub).__name__} {sub.name!r} as it is: it is {note}",
+                stacklevel=4,
+            )

@@ -52,13 +52,13 @@ def copy_weights(copies: Copies) -> None:
     """Assigns every variable of each ``old`` layer to the same variable of its ``new`` copy."""
     for old, new, path in copies:
         src, dst = old.variables, new.variables
-        if len(src) != len(dst) or any(tuple(a.shape) != tuple(b.shape)
-                                       for a, b in zip(src, dst)):
+        if len(src) != len(dst) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(src, dst)):
             raise ValueError(
                 f"cannot copy the weights of layer {path!r} ({type(old).__name__}): its "
                 f"re-created copy has variables {[(v.name, tuple(v.shape)) for v in dst]}, "
                 f"the original {[(v.name, tuple(v.shape)) for v in src]}. Its config does not "
-                "describe it fully; pass copy_weights=False to start from fresh weights")
+                "describe it fully; pass copy_weights=False to start from fresh weights"
+            )
         for a, b in zip(src, dst):
             b.assign(a.value)
 
@@ -91,16 +91,22 @@ def carry_weights(swaps: Swaps) -> None:
             else:
                 fresh.append(v.name)
                 if src is not None:
-                    notes.append(f"{v.name} {tuple(v.shape)} vs {src.name} "
-                                 f"{tuple(src.shape)}: shapes differ")
-        record.update(carried=tuple(carried), fresh=tuple(fresh),
-                      dropped=tuple(w.name for w in old_weights if id(w) not in used),
-                      note="; ".join(notes))
+                    notes.append(
+                        f"{v.name} {tuple(v.shape)} vs {src.name} {tuple(src.shape)}: shapes differ"
+                    )
+        record.update(
+            carried=tuple(carried),
+            fresh=tuple(fresh),
+            dropped=tuple(w.name for w in old_weights if id(w) not in used),
+            note="; ".join(notes),
+        )
 
 
 def mark_fresh(swaps: Swaps) -> None:
     """Records that every replacement starts fresh (``copy_weights=False``)."""
     for record, old, new in swaps:
-        record.update(fresh=tuple(v.name for v in new.weights),
-                      dropped=tuple(w.name for w in old.weights),
-                      note="copy_weights=False")
+        record.update(
+            fresh=tuple(v.name for v in new.weights),
+            dropped=tuple(w.name for w in old.weights),
+            note="copy_weights=False",
+        )
