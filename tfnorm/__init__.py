@@ -15,7 +15,7 @@ from tfnorm._backend import require_tensorflow_backend as _require_tf
 
 _require_tf()
 
-from tfnorm import compat, layers, ops
+from tfnorm import compat, datasets, layers, ops
 from tfnorm.__about__ import __version__
 from tfnorm.fold import fold_normalization
 from tfnorm.layers import *  # noqa: F403  (the layer list lives in tfnorm.layers)
@@ -29,6 +29,7 @@ __all__ = sorted(
         "__version__",
         "available",
         "compat",
+        "datasets",
         "fold_normalization",
         "get",
         "ops",

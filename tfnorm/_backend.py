@@ -10,10 +10,12 @@ _HOW = (
 
 
 def _error(backend, source):
-    return ImportError(
+    err = ImportError(
         f"tfnorm's layers need the TensorFlow backend of Keras 3, but Keras is set to use "
         f"{backend!r} ({source}). {_HOW}"
     )
+    err.keras_backend = backend  # tfnorm's command line reports it in one line
+    return err
 
 
 def require_tensorflow_backend() -> None:

@@ -19,6 +19,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from tfnorm._extras import require
+
 __all__ = [
     "BASICMOTIONS_CLASSES",
     "Dataset",
@@ -107,13 +109,9 @@ def _basicmotions_split(load_basic_motions, split: str):
 
 def _load_basicmotions() -> Dataset:
     if not _BASICMOTIONS_CACHE:
-        try:
-            from aeon.datasets import load_basic_motions
-        except ImportError:
-            raise ValueError(
-                "dataset='basicmotions' needs the optional aeon package, which ships the data: "
-                'pip install "tfnorm[har]" (or pip install aeon)'
-            ) from None
+        require("aeon", "dataset='basicmotions' (aeon ships its recordings)")
+        from aeon.datasets import load_basic_motions
+
         train = _basicmotions_split(load_basic_motions, "train")
         test = _basicmotions_split(load_basic_motions, "test")
         _BASICMOTIONS_CACHE.update(train=train, test=test)
@@ -165,13 +163,7 @@ def _load_tfds(spec: str, data_dir: Optional[str]) -> Dataset:
             "(e.g. tfds:mnist, tfds:fashion_mnist:train[:50%])"
         )
     name = parts[1]
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError:  # pragma: no cover - a dependency of tfnorm
-        raise ValueError(
-            f"dataset={spec!r} needs the tensorflow-datasets package; "
-            "pip install tensorflow-datasets, or use --dataset mnist10k"
-        ) from None
+    tfds = require("tensorflow_datasets", f"dataset={spec!r}")
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as err:  # DatasetNotFoundError, or a bad version/config

@@ -366,8 +366,14 @@ def options_of(args):
 
 
 def run(args) -> int:
+    from tfnorm._extras import MissingExtraError, require
+    from tfnorm.cli import UsageError
     from tfnorm.study import report
 
+    try:  # before any training: the figures need it
+        require("matplotlib", "tfnorm study's figures")
+    except MissingExtraError as err:
+        raise UsageError(str(err)) from None
     if args.summarize is not None:
         return summarize(args.summarize)
     names = experiments_of(args)

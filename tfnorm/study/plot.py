@@ -7,7 +7,12 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from tfnorm._extras import require
 from tfnorm.study.train import RunResult
+
+
+def _matplotlib():
+    return require("matplotlib", "tfnorm study's figures")
 
 
 def curves(runs: Sequence[RunResult], key: str) -> Dict[str, np.ndarray]:
@@ -25,7 +30,7 @@ def plot_study(runs: Sequence[RunResult], path: str, title: Optional[str] = None
     standard deviation (no band with a single seed). Rendered with the Agg canvas
     directly: no pyplot, no global backend switch, no display needed.
     """
-    import matplotlib
+    matplotlib = _matplotlib()
     from matplotlib import ticker
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -94,7 +99,7 @@ PLACEMENT_STYLE = {  # the same colour for a configuration in every figure
 
 
 def _style(label: str, i: int = 0):
-    import matplotlib
+    matplotlib = _matplotlib()
 
     base = label.split("[")[0]
     if base in PLACEMENT_STYLE:
@@ -115,6 +120,7 @@ def _epochs(n: int) -> str:
 
 
 def _figure(ncols: int, nrows: int = 1, width: float = 5.6, height: float = 4.4):
+    _matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -147,6 +153,7 @@ def _acc_values(rs, epoch=None):
 
 
 def _line_vs(ax, records, xkey, labels, epoch=None, logx=True, **match):
+    _matplotlib()
     from matplotlib import ticker
 
     for i, label in enumerate(labels):
@@ -288,6 +295,7 @@ def _bars(ax, groups, series, values, ylabel="test accuracy %"):
 
 def plot_experiment(name: str, section, records, path: str) -> str:
     """The figure of one experiment, from its records (see :mod:`tfnorm.study.experiments`)."""
+    _matplotlib()
     from matplotlib import ticker
 
     from tfnorm.study.experiments import EXPERIMENTS
