@@ -72,7 +72,25 @@ def _close(got, want, what):
 
 @pytest.mark.parametrize("directory, entry, version", FIXTURES)
 def test_saved_model_loads_and_computes_the_stored_outputs(directory, entry, version):
-    model = keras.saving.load_model(os.path.join(directory, entry["file"]))  # no custom_objects
+    with open(os.path.join(directory, "manifest.json")) as f:
+        written_by = json.load(f)["keras"]
+    try:
+        model = keras.saving.load_model(os.path.join(directory, entry["file"]))  # no custom_objects
+    except (TypeError, ValueError) as e:
+        # A .keras file is not forward-compatible: an older Keras rejects config keys that a
+        # newer one writes (initializers' input_axes in 3.15, Dense's quantization_config in
+        # 3.13). Only that is skipped, and only on a Keras older than the one that wrote it.
+        unknown = re.search(
+            r"(unexpected keyword argument '\w+'|"
+            r"Unrecognized keyword arguments passed to \w+: \{[^}]*\})",
+            str(e),
+        )
+        if unknown and _version(keras.__version__) < _version(written_by):
+            pytest.skip(
+                f"{entry['file']} was written by Keras {written_by}; Keras "
+                f"{keras.__version__} cannot read it: {unknown.group(1)}"
+            )
+        raise
     data = np.load(os.path.join(directory, entry["data"]))
     names = [t.name for t in model.inputs]
     inputs = [data[n] for n in names]

@@ -214,6 +214,11 @@ def test_a_float_mask_is_read_as_nonzero_means_kept_like_keras():
         layer = tfnorm.BatchNormalization(momentum=MOMENTUM, epsilon=EPS)
         results.append(layer(x, training=True, mask=m).numpy())
         _check_layer(layer, results[-1], x, _keras_weights(mask), -1, np.ones(4), np.zeros(4))
+    if tuple(int(p) for p in keras.__version__.split(".")[:2]) < (3, 15):
+        pytest.skip(
+            f"Keras {keras.__version__} weights the statistics by a float mask's values (3.15 "
+            "reads nonzero as kept); tfnorm's reading was checked above"
+        )
     keras_bn = keras.layers.BatchNormalization(momentum=MOMENTUM, epsilon=EPS)
     np.testing.assert_allclose(
         results[-1], keras_bn(x, training=True, mask=values).numpy(), rtol=1e-4, atol=1e-4

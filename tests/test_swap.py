@@ -938,7 +938,12 @@ def test_inputs_keep_their_layer_names_sparsity_and_optional_flag():
     sparse = keras.Input((3,), sparse=True, name="sparse_in")
     extra = keras.Input((3,), name="extra", optional=True)
     h = keras.layers.Dense(3, name="d")(keras.ops.add(dense, keras.layers.Dense(3)(sparse)))
-    old = keras.Model([dense, sparse, extra], keras.layers.BatchNormalization(name="bn")(h))
+    try:
+        old = keras.Model([dense, sparse, extra], keras.layers.BatchNormalization(name="bn")(h))
+    except ValueError as e:  # Keras 3.10 to 3.13 refuse an input that the outputs do not use
+        if "not connected to" not in str(e):
+            raise
+        pytest.skip(f"Keras {keras.__version__} refuses a model with an unused input: {e}")
     new = tfnorm.swap_normalization(old, "layer")
     old_inputs = [l for l in old.layers if isinstance(l, keras.layers.InputLayer)]
     new_inputs = [l for l in new.layers if isinstance(l, keras.layers.InputLayer)]
