@@ -237,3 +237,59 @@ def test_a_sample_starts_with_one_untimed_call():
     seconds = sampling.sample(fn, 3, lambda out: out)
     assert len(calls) == 4
     assert seconds < 0.01
+
+
+def _cells(line):
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def test_saved_run_renders_as_markdown_computed_from_its_rows(table_run):
+    proc, path = table_run
+    assert proc.returncode == 0, proc.stderr
+    rendered = subprocess.run(
+        [sys.executable, "-m", "tfnorm", "bench", "--from", str(path), "--markdown"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    lines = rendered.stdout.strip().splitlines()
+    doc = json.load(open(path))
+    assert lines[0].startswith(f"`{doc['command']}`, {doc['machine']['date'][:10]}")
+    table = [line for line in lines if line.startswith("|")]
+    header, separator, body = _cells(table[0]), _cells(table[1]), table[2:]
+    assert len(separator) == len(header) == 8 and set(separator) == {"---"}
+    assert all(len(_cells(row)) == len(header) for row in body)
+    # each cell is tfnorm / baseline = ratio of the saved row
+    groups = {}
+    for r in doc["rows"]:
+        groups.setdefault((r["layer"], r["dtype"]), {})[(r["compile"], r["mode"])] = r
+    assert len(body) == len(groups)
+    for row in body:
+        cells = _cells(row)
+        by = groups[(cells[0], {"fp32": "float32", "bf16": "bfloat16"}[cells[3]])]
+        r = by[("xla", "forward")]
+        assert cells[6].endswith(f"= **{r['ratio']:.2f}×**"), (cells[6], r["ratio"])
+
+
+def test_from_refuses_run_flags_and_a_file_it_cannot_read(table_run, tmp_path):
+    _, path = table_run
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfnorm", "bench", "--from", str(path), "--layers", "group"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 2 and "--from renders a saved run; --layers" in proc.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfnorm", "bench", "--from", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 2 and "not a run saved by tfnorm bench --save" in proc.stderr

@@ -447,6 +447,20 @@ def test_command_line_with_fake_peers(fake_pythons, tmp_path):
     assert any(s["layer"] == "GroupNormalization [jax]" for s in doc["skipped"])
     gn_line = next(line for line in out.splitlines() if line.startswith("GroupNormalization"))
     assert gn_line.split()[-4:-1] == ["3.00", "n/a", "torch"]
+    # the same run as the README's Markdown table, computed from the saved rows
+    rendered = subprocess.run(
+        [sys.executable, "-m", "tfnorm", "bench", "--from", str(path), "--markdown"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert rendered.returncode == 0, rendered.stderr[-3000:]
+    table = [line for line in rendered.stdout.splitlines() if line.startswith("|")]
+    assert table[0].endswith("| PyTorch | Keras on JAX | tfnorm / fastest peer |")
+    gn_cells = [c.strip() for c in next(t for t in table if "GroupNormalization" in t).split("|")]
+    assert gn_cells[6:9] == ["3.0 / -", "- / -", f"**{gn['peer_ratio']:.2f}×** torch / -"]
 
 
 def test_peers_not_installed_on_the_command_line(blocked, tmp_path):

@@ -69,6 +69,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--save", metavar="PATH", help="also write the JSON to PATH")
     parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the results as the README's Markdown tables instead of the text table",
+    )
+    parser.add_argument(
+        "--from",
+        dest="from_json",
+        metavar="PATH",
+        help="render a run saved with --save (text, --markdown or --json) instead of running one",
+    )
+    parser.add_argument(
         "--layers",
         metavar="NAMES",
         help="comma-separated short or class names (default: every public layer)",
@@ -168,7 +179,13 @@ def _emit(args, document: dict, text: str, warning) -> None:
     if args.save:
         with open(args.save, "w") as fh:
             json.dump(document, fh, indent=1)
-    if args.json:
+    if args.markdown:
+        from tfnorm.bench import report
+
+        if warning:
+            print(warning, file=sys.stderr)
+        print(report.markdown(document))
+    elif args.json:
         if warning:
             print(warning, file=sys.stderr)
         json.dump(document, sys.stdout, indent=1)
@@ -177,9 +194,45 @@ def _emit(args, document: dict, text: str, warning) -> None:
         print(text)
 
 
+def _render_saved(args) -> int:
+    """``--from PATH``: a saved run (``--save``), as text, Markdown or JSON."""
+    from tfnorm.bench import report
+    from tfnorm.cli import UsageError
+
+    try:
+        with open(args.from_json) as fh:
+            document = json.load(fh)
+        rows, meta = document["rows"], document["machine"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(
+            f"--from {args.from_json!r}: not a run saved by tfnorm bench --save ({err})"
+        ) from None
+    if rows and "tfnorm_ms" not in rows[0]:
+        raise UsageError(f"--from {args.from_json!r}: a --models run; only layer runs render")
+    text = report.text(meta, rows, document.get("skipped", []), document.get("command"))
+    warning = (document.get("warnings") or [None])[0]
+    args.save = None
+    _emit(args, document, text, warning)
+    return 0
+
+
 def run(args) -> int:
     from tfnorm.cli import UsageError
 
+    if args.json and args.markdown:
+        raise UsageError("--json and --markdown: choose one output")
+    if args.from_json is not None:
+        given = [
+            _flag(n)
+            for n in ("quick", "layers", "shapes", "all_shapes", "dtypes", "compile", "modes")
+            + ("repeats", "warmup", "peers", "models", "save")
+            if getattr(args, n) not in (None, False)
+        ]
+        if given:
+            raise UsageError(f"--from renders a saved run; {', '.join(given)} choose a new run")
+        return _render_saved(args)
+    if args.markdown and args.models is not None:
+        raise UsageError("--markdown renders layer runs; --models prints its own table")
     shapes = _list(args.shapes, "shapes")
     dtypes = _list(args.dtypes, "dtypes")
     compiles = _list(args.compile, "compile")

@@ -323,3 +323,135 @@ def text(meta: dict, rows: List[dict], skipped: List[dict], command: Optional[st
             where = " ".join(str(s_[k]) for k in ("shape", "dtype", "compile", "mode") if k in s_)
             parts.append(f"  {s_['layer']}{' ' + where if where else ''}: {s_['reason']}")
     return "\n".join(parts)
+
+
+# --- Markdown, for the README: tfnorm bench --markdown (or --from RUN.json --markdown) ---
+
+PEER_TITLES = {"torch": "PyTorch", "jax": "Keras on JAX"}
+
+
+def _ms(v) -> str:
+    """Milliseconds with two significant digits (0.044, 0.52, 4.5, 15)."""
+    if v is None:
+        return "-"
+    if v >= 10:
+        return f"{v:.0f}"
+    return f"{v:.1f}" if v >= 1 else f"{v:.2g}"
+
+
+def _pair(rows: dict, key, get) -> str:
+    """``forward / train`` of ``get(row)`` for the rows of ``key`` (compile, mode) -> row."""
+    cells = [get(rows[(key, m)]) if (key, m) in rows else None for m in ("forward", "train")]
+    return " / ".join(_ms(c) for c in cells)
+
+
+def _grouped_rows(rows: List[dict]):
+    """(layer, shape, dtype) -> {(compile, mode): row}, in the run's order."""
+    out: dict = {}
+    for r in rows:
+        out.setdefault((r["layer"], _shape(r), r["dtype"]), {})[(r["compile"], r["mode"])] = r
+    return out
+
+
+def markdown_header(document: dict) -> str:
+    """One paragraph: command, date, machine, versions, load and the timing rule."""
+    meta, s = document["machine"], document["machine"]["settings"]
+    load = ""
+    if meta.get("load") is not None:
+        load = f", load {meta['load']:.1f}"
+        if meta.get("load_end") is not None:
+            load += f" at the start and {meta['load_end']:.1f} at the end"
+    peers = []
+    for name, d in meta.get("peers", {}).items():
+        if d.get("status") == "ok":
+            v = ", ".join(f"{k} {x}" for k, x in d.get("versions", {}).items() if k != "python")
+            peers.append(f"{PEER_TITLES.get(name, name)}: {v} ({d.get('threads')} threads)")
+        else:
+            peers.append(f"{PEER_TITLES.get(name, name)}: skipped ({d.get('reason', '')})")
+    text = (
+        f"`{document['command']}`, {meta['date'][:10]}, {meta['cpu']}, {meta['cores']} cores, "
+        f"device {meta['device']}{load}; Python {meta['python']}, TensorFlow "
+        f"{meta['tensorflow']}, Keras {meta['keras']}, tfnorm {meta['tfnorm']}"
+    )
+    if peers:
+        text += "; " + "; ".join(peers)
+    return text + (
+        f". Medians of {s['repeats']} interleaved rounds after {s['warmup']} warm-up calls."
+    )
+
+
+def markdown(document: dict) -> str:
+    """The run as Markdown tables, as the README shows them (computed, never typed in).
+
+    With peers: one row per layer, shape and dtype; each cell ``forward / train
+    step`` in ms; the last column tfnorm under XLA over the fastest peer. Without
+    peers: tfnorm against its baseline, ``tfnorm / baseline = ratio`` per mode
+    and compile setting.
+
+    Example:
+      >>> row = dict(layer="LayerNormalization", shape=[2, 8], dtype="float32", compile="xla",
+      ...            mode="forward", tfnorm_ms=1.0, baseline_ms=2.0, ratio=0.5, baseline="keras")
+      >>> doc = {"command": "tfnorm bench", "rows": [row], "machine": {
+      ...     "date": "2026-12-01T00:00", "cpu": "CPU", "cores": 2, "device": "CPU",
+      ...     "python": "3.11", "tensorflow": "2.21.0", "keras": "3.15.1", "tfnorm": "0.1.0",
+      ...     "settings": {"repeats": 15, "warmup": 3}}}
+      >>> print(markdown(doc).splitlines()[-1])
+      | LayerNormalization | keras | 2×8 | fp32 | - | - | 1.0 / 2.0 = **0.50×** | - |
+    """
+    rows = document["rows"]
+    peers = [p for p, d in document["machine"].get("peers", {}).items() if d.get("status") == "ok"]
+    out = [markdown_header(document), ""]
+    groups = _grouped_rows(rows)
+    if peers:
+        titles = [PEER_TITLES.get(p, p) for p in peers]
+        # the peers beside tfnorm under XLA (or without it, in a run without XLA rows)
+        ref = "xla" if any(r["compile"] == "xla" for r in rows) else "graph"
+        out.append(
+            "| layer | shape | dtype | tfnorm, no XLA | tfnorm, XLA | "
+            + " | ".join(titles)
+            + (" | tfnorm XLA / fastest peer |" if ref == "xla" else " | tfnorm / fastest peer |")
+        )
+        out.append("|---" * (6 + len(peers)) + "|")
+        for (layer, shape, dtype), by in groups.items():
+            cells = [
+                _pair(by, "graph", lambda r: r["tfnorm_ms"]),
+                _pair(by, "xla", lambda r: r["tfnorm_ms"]),
+            ]
+            for p in peers:
+                cells.append(
+                    _pair(by, ref, lambda r, p=p: (r.get("peers", {}).get(p) or {}).get("ms"))
+                )
+            ratios = []
+            for m in ("forward", "train"):
+                r = by.get((ref, m))
+                if r is None or r.get("peer_ratio") is None:
+                    ratios.append("-")
+                else:
+                    ratios.append(f"**{r['peer_ratio']:.2f}×** {r['fastest_peer']}")
+            out.append(
+                f"| {layer} | {shape.replace('x', '×')} | {DTYPE_SHORT.get(dtype, dtype)} | "
+                + " | ".join(cells + [" / ".join(ratios)])
+                + " |"
+            )
+        return "\n".join(out)
+    out.append(
+        "| layer | vs | shape | dtype | forward, no XLA | train step, no XLA | forward, XLA "
+        "| train step, XLA |"
+    )
+    out.append("|---" * 8 + "|")
+    for (layer, shape, dtype), by in groups.items():
+        baseline = next(iter(by.values())).get("baseline") or "-"
+        cells = []
+        for key in (("graph", "forward"), ("graph", "train"), ("xla", "forward"), ("xla", "train")):
+            r = by.get(key)
+            if r is None or r.get("ratio") is None:
+                cells.append("-")
+            else:
+                cells.append(
+                    f"{_ms(r['tfnorm_ms'])} / {_ms(r['baseline_ms'])} = **{r['ratio']:.2f}×**"
+                )
+        out.append(
+            f"| {layer} | {baseline} | {shape.replace('x', '×')} | "
+            f"{DTYPE_SHORT.get(dtype, dtype)} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(out)
