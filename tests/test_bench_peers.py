@@ -461,6 +461,11 @@ def test_command_line_with_fake_peers(fake_pythons, tmp_path):
     assert table[0].endswith("| PyTorch | Keras on JAX | tfnorm / fastest peer |")
     gn_cells = [c.strip() for c in next(t for t in table if "GroupNormalization" in t).split("|")]
     assert gn_cells[6:9] == ["3.0 / -", "- / -", f"**{gn['peer_ratio']:.2f}×** torch / -"]
+    within = sum(r["peer_ratio"] <= 1.25 for r in doc["rows"])
+    assert (
+        f"Computed from these rows: tfnorm without XLA is within 1.25× of the fastest peer in "
+        f"{within} of {len(doc['rows'])} forward rows"
+    ) in rendered.stdout
 
 
 def test_peers_not_installed_on_the_command_line(blocked, tmp_path):

@@ -8,6 +8,8 @@ import platform
 import statistics
 from typing import List, Optional, Sequence
 
+import numpy as np
+
 
 def cpu_model() -> str:
     try:
@@ -187,8 +189,9 @@ def table(rows: List[dict], peers: Sequence[str] = (), judge: bool = True) -> st
     return render(columns, body, left={0, 1, 2, 3, 4, 5, 9, len(COLUMNS) + len(peers)})
 
 
-def floors(rows: List[dict], peers: Sequence[str]) -> str:
-    """``x * 2`` per framework on each (shape, dtype): medians over the forward rows."""
+def floor_table(rows: List[dict], peers: Sequence[str]):
+    """``x * 2`` per framework on each (shape, dtype), medians over the forward rows:
+    ``(columns, body)``."""
     groups: dict = {}
     for r in rows:
         if r["mode"] != "forward" or not r.get("peers"):
@@ -205,7 +208,12 @@ def floors(rows: List[dict], peers: Sequence[str]) -> str:
             [shape, DTYPE_SHORT.get(dtype, dtype)]
             + [_fmt(statistics.median(g[c]) if g.get(c) else None) for c in columns[2:]]
         )
-    return render(columns, body, left={0, 1})
+    return columns, body
+
+
+def floors(rows: List[dict], peers: Sequence[str]) -> str:
+    """The text table of :func:`floor_table`."""
+    return render(*floor_table(rows, peers), left={0, 1})
 
 
 def goals(rows: List[dict], judge: bool = True) -> List[str]:
@@ -353,6 +361,47 @@ def _grouped_rows(rows: List[dict]):
     return out
 
 
+def peer_summary(rows: List[dict], ref: str = "xla") -> str:
+    """One sentence computed from the rows: how many meet the peer goals, and the floors' ratio.
+
+    Goals: forward within 1.25x of the fastest peer, training step at most
+    1.0x; the floor ratio is TensorFlow's ``x*2`` over the fastest peer's.
+    """
+    counts = {}
+    for mode, bound in (("forward", 1.25), ("train", 1.0)):
+        judged = [r for r in rows if r["compile"] == ref and r["mode"] == mode]
+        judged = [r for r in judged if r.get("peer_ratio") is not None]
+        counts[mode] = (sum(r["peer_ratio"] <= bound for r in judged), len(judged))
+    floors = []
+    for r in rows:
+        if r["compile"] != ref or r["mode"] != "forward" or not r.get("peers"):
+            continue
+        theirs = [p.get("floor_ms") for p in r["peers"].values() if p.get("floor_ms")]
+        if theirs:
+            floors.append((int(np.prod(r["shape"])), r["floor_ms"] / min(theirs)))
+    where = "under XLA" if ref == "xla" else "without XLA"
+    text = (
+        f"Computed from these rows: tfnorm {where} is within 1.25× of the fastest peer in "
+        f"{counts['forward'][0]} of {counts['forward'][1]} forward rows, and at most 1.0× in "
+        f"{counts['train'][0]} of {counts['train'][1]} training-step rows."
+    )
+    big = [f for n, f in floors if n >= 1 << 20]
+    small = [f for n, f in floors if n < 1 << 20]
+    if big:
+        text += (
+            f" TensorFlow's own `x*2` takes {min(big):.2f}–{max(big):.2f}× the fastest peer's on "
+            "the tensors of a million values or more"
+        )
+        if small:
+            text += f" and {min(small):.1f}–{max(small):.1f}× on the smaller ones"
+        text += (
+            ". A normalization reads and writes its tensor at least once, so against a peer "
+            "whose normalization runs at the speed of its own `x*2`, tfnorm's forward ratio "
+            "cannot go below that one."
+        )
+    return text
+
+
 def markdown_header(document: dict) -> str:
     """One paragraph: command, date, machine, versions, load and the timing rule."""
     meta, s = document["machine"], document["machine"]["settings"]
@@ -433,6 +482,16 @@ def markdown(document: dict) -> str:
                 + " | ".join(cells + [" / ".join(ratios)])
                 + " |"
             )
+        out += ["", peer_summary(rows, ref)]
+        columns, body = floor_table(rows, peers)
+        if body:
+            names = {"tf no XLA": "TensorFlow, no XLA", "tf XLA": "TensorFlow, XLA"}
+            out += ["", "`x*2` on the same tensors, forward, ms (medians over the rows):", ""]
+            out.append(
+                "| " + " | ".join(names.get(c, PEER_TITLES.get(c, c)) for c in columns) + " |"
+            )
+            out.append("|---" * len(columns) + "|")
+            out += ["| " + " | ".join([b[0].replace("x", "×")] + b[1:]) + " |" for b in body]
         return "\n".join(out)
     out.append(
         "| layer | vs | shape | dtype | forward, no XLA | train step, no XLA | forward, XLA "
