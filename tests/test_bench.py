@@ -6,6 +6,7 @@ The command runs in a subprocess, as a user would start it, on tiny tensors
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import subprocess
@@ -239,6 +240,17 @@ def test_a_sample_starts_with_one_untimed_call():
     assert seconds < 0.01
 
 
+def _bench_command(*args):
+    """``tfnorm bench ARGS`` as given (without the quick, tiny settings of :func:`_bench`)."""
+    return subprocess.run(
+        [sys.executable, "-m", "tfnorm", "bench", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
 def _cells(line):
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
@@ -246,13 +258,7 @@ def _cells(line):
 def test_saved_run_renders_as_markdown_computed_from_its_rows(table_run):
     proc, path = table_run
     assert proc.returncode == 0, proc.stderr
-    rendered = subprocess.run(
-        [sys.executable, "-m", "tfnorm", "bench", "--from", str(path), "--markdown"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    rendered = _bench_command("--from", str(path), "--markdown")
     assert rendered.returncode == 0, rendered.stderr
     lines = rendered.stdout.strip().splitlines()
     doc = json.load(open(path))
@@ -275,21 +281,21 @@ def test_saved_run_renders_as_markdown_computed_from_its_rows(table_run):
 
 def test_from_refuses_run_flags_and_a_file_it_cannot_read(table_run, tmp_path):
     _, path = table_run
-    proc = subprocess.run(
-        [sys.executable, "-m", "tfnorm", "bench", "--from", str(path), "--layers", "group"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    proc = _bench_command("--from", str(path), "--layers", "group")
     assert proc.returncode == 2 and "--from renders a saved run; --layers" in proc.stderr
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
-    proc = subprocess.run(
-        [sys.executable, "-m", "tfnorm", "bench", "--from", str(bad)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    proc = _bench_command("--from", str(bad))
     assert proc.returncode == 2 and "not a run saved by tfnorm bench --save" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "saved", sorted(glob.glob(os.path.join(ROOT, "docs", "bench", "*.json"))), ids=os.path.basename
+)
+def test_readme_benchmark_tables_are_the_rendered_saved_runs(saved):
+    """The README's benchmark tables are ``tfnorm bench --from RUN --markdown``, verbatim."""
+    proc = _bench_command("--from", saved, "--markdown")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    assert f"`tfnorm bench --from docs/bench/{os.path.basename(saved)} --markdown`" in readme
+    assert proc.stdout.strip() in readme

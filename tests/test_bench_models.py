@@ -112,6 +112,16 @@ def test_mobilenet_and_transformer_forward_and_training_step(capsys, tmp_path):
     assert by[("mobilenetv2", "tfnorm BN", "train")]["norm_layers"] == {
         "tfnorm.BatchNormalization": 52
     }
+    # the saved run, rendered as the README's Markdown table: one row per variant
+    assert cli.main(["bench", "--from", str(path), "--markdown"]) == 0
+    md = capsys.readouterr().out
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert table[0] == "| model | dtype | compile | variant | forward ms | train step ms | vs |"
+    variants = {(r["model"], r["variant"]) for r in doc["rows"]}
+    assert len(table) - 1 == len(variants)
+    rms = next(line for line in table if "| tfnorm RMS |" in line)
+    train = by[("transformer", "tfnorm RMS", "train")]
+    assert f"| {train['ms']:.1f} (**{train['ratio']:.2f}×**) | keras RMS |" in rms
 
 
 def test_folding_when_absent_is_reported_skipped(monkeypatch):

@@ -180,11 +180,12 @@ def _emit(args, document: dict, text: str, warning) -> None:
         with open(args.save, "w") as fh:
             json.dump(document, fh, indent=1)
     if args.markdown:
-        from tfnorm.bench import report
+        from tfnorm.bench import models, report
 
         if warning:
             print(warning, file=sys.stderr)
-        print(report.markdown(document))
+        render = models.markdown if _is_models_run(document) else report.markdown
+        print(render(document))
     elif args.json:
         if warning:
             print(warning, file=sys.stderr)
@@ -192,6 +193,10 @@ def _emit(args, document: dict, text: str, warning) -> None:
         sys.stdout.write("\n")
     else:
         print(text)
+
+
+def _is_models_run(document: dict) -> bool:
+    return "models" in document["machine"].get("settings", {})
 
 
 def _render_saved(args) -> int:
@@ -207,9 +212,10 @@ def _render_saved(args) -> int:
         raise UsageError(
             f"--from {args.from_json!r}: not a run saved by tfnorm bench --save ({err})"
         ) from None
-    if rows and "tfnorm_ms" not in rows[0]:
-        raise UsageError(f"--from {args.from_json!r}: a --models run; only layer runs render")
-    text = report.text(meta, rows, document.get("skipped", []), document.get("command"))
+    from tfnorm.bench import models
+
+    render = models.text if _is_models_run(document) else report.text
+    text = render(meta, rows, document.get("skipped", []), document.get("command"))
     warning = (document.get("warnings") or [None])[0]
     args.save = None
     _emit(args, document, text, warning)
@@ -231,8 +237,6 @@ def run(args) -> int:
         if given:
             raise UsageError(f"--from renders a saved run; {', '.join(given)} choose a new run")
         return _render_saved(args)
-    if args.markdown and args.models is not None:
-        raise UsageError("--markdown renders layer runs; --models prints its own table")
     shapes = _list(args.shapes, "shapes")
     dtypes = _list(args.dtypes, "dtypes")
     compiles = _list(args.compile, "compile")

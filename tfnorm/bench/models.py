@@ -448,3 +448,49 @@ def text(meta: dict, rows: List[dict], skipped: List[dict], command: Optional[st
             where = " ".join(str(s_[k]) for k in ("dtype", "compile", "mode") if k in s_)
             parts.append(f"  {s_['layer']}{' ' + where if where else ''}: {s_['reason']}")
     return "\n".join(parts)
+
+
+def markdown(document: dict) -> str:
+    """A ``--models`` run as the README's Markdown table: per variant, forward and train step.
+
+    Each cell is the median in ms with, for a variant compared with another,
+    ``(**ratio×**)`` = its ms over that variant's ms in the same rounds.
+
+    Example:
+      >>> rows = [dict(model="m", variant=v, vs=vs, dtype="float32", compile="graph", mode=mode,
+      ...              ms=ms, ratio=ratio) for v, vs, mode, ms, ratio in [
+      ...     ("Keras BN", None, "forward", 10.0, None), ("tfnorm BN", "Keras BN", "forward", 9.0, 0.9)]]
+      >>> doc = {"command": "tfnorm bench --models", "rows": rows, "machine": {
+      ...     "date": "2026-12-01T00:00", "cpu": "CPU", "cores": 2, "device": "CPU",
+      ...     "python": "3.11", "tensorflow": "2.21.0", "keras": "3.15.1", "tfnorm": "0.1.0",
+      ...     "settings": {"repeats": 7, "warmup": 2}}}
+      >>> print(markdown(doc).splitlines()[-1])
+      | m | fp32 | no XLA | tfnorm BN | 9.0 (**0.90×**) | – | Keras BN |
+    """
+    from tfnorm.bench.report import DTYPE_SHORT, markdown_header
+
+    groups: Dict[tuple, Dict[str, dict]] = {}
+    for r in document["rows"]:
+        key = (r["model"], r["dtype"], r["compile"], r["variant"])
+        groups.setdefault(key, {})[r["mode"]] = r
+
+    def cell(r):
+        if r is None or r.get("ms") is None:
+            return "–"
+        ratio = f" (**{r['ratio']:.2f}×**)" if r.get("ratio") is not None else ""
+        return f"{r['ms']:.1f}{ratio}"
+
+    out = [
+        markdown_header(document),
+        "",
+        "| model | dtype | compile | variant | forward ms | train step ms | vs |",
+        "|---" * 7 + "|",
+    ]
+    for (model, dtype, compile_, variant), by in groups.items():
+        vs = next((r["vs"] for r in by.values() if r.get("vs")), None) or "–"
+        out.append(
+            f"| {model} | {DTYPE_SHORT.get(dtype, dtype)} | "
+            f"{'XLA' if compile_ == 'xla' else 'no XLA'} | {variant} | "
+            f"{cell(by.get('forward'))} | {cell(by.get('train'))} | {vs} |"
+        )
+    return "\n".join(out)
