@@ -265,7 +265,7 @@ def test_saved_run_renders_as_markdown_computed_from_its_rows(table_run):
     assert lines[0].startswith(f"`{doc['command']}`, {doc['machine']['date'][:10]}")
     table = [line for line in lines if line.startswith("|")]
     header, separator, body = _cells(table[0]), _cells(table[1]), table[2:]
-    assert len(separator) == len(header) == 8 and set(separator) == {"---"}
+    assert len(separator) == len(header) == 9 and set(separator) == {"---"}
     assert all(len(_cells(row)) == len(header) for row in body)
     # each cell is tfnorm / baseline = ratio of the saved row
     groups = {}
@@ -277,6 +277,8 @@ def test_saved_run_renders_as_markdown_computed_from_its_rows(table_run):
         by = groups[(cells[0], {"fp32": "float32", "bf16": "bfloat16"}[cells[3]])]
         r = by[("xla", "forward")]
         assert cells[6].endswith(f"= **{r['ratio']:.2f}×**"), (cells[6], r["ratio"])
+        train = by[("xla", "train")]
+        assert cells[8] == f"{r['floor_fraction']:.2f} / {train['floor_fraction']:.2f}"
 
 
 def test_from_refuses_run_flags_and_a_file_it_cannot_read(table_run, tmp_path):

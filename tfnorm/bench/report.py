@@ -435,7 +435,8 @@ def markdown(document: dict) -> str:
     With peers: one row per layer, shape and dtype; each cell ``forward / train
     step`` in ms; the last column tfnorm under XLA over the fastest peer. Without
     peers: tfnorm against its baseline, ``tfnorm / baseline = ratio`` per mode
-    and compile setting.
+    and compile setting (tfnorm's time alone where it has no baseline), and
+    the fraction of the ``x*2`` floor it reaches under XLA.
 
     Example:
       >>> row = dict(layer="LayerNormalization", shape=[2, 8], dtype="float32", compile="xla",
@@ -445,7 +446,7 @@ def markdown(document: dict) -> str:
       ...     "python": "3.11", "tensorflow": "2.21.0", "keras": "3.15.1", "tfnorm": "0.1.0",
       ...     "settings": {"repeats": 15, "warmup": 3}}}
       >>> print(markdown(doc).splitlines()[-1])
-      | LayerNormalization | keras | 2×8 | fp32 | - | - | 1.0 / 2.0 = **0.50×** | - |
+      | LayerNormalization | keras | 2×8 | fp32 | - | - | 1.0 / 2.0 = **0.50×** | - | - / - |
     """
     rows = document["rows"]
     peers = [p for p, d in document["machine"].get("peers", {}).items() if d.get("status") == "ok"]
@@ -495,22 +496,30 @@ def markdown(document: dict) -> str:
         return "\n".join(out)
     out.append(
         "| layer | vs | shape | dtype | forward, no XLA | train step, no XLA | forward, XLA "
-        "| train step, XLA |"
+        "| train step, XLA | of the `x*2` floor, XLA |"
     )
-    out.append("|---" * 8 + "|")
+    out.append("|---" * 9 + "|")
     for (layer, shape, dtype), by in groups.items():
         baseline = next(iter(by.values())).get("baseline") or "-"
         cells = []
         for key in (("graph", "forward"), ("graph", "train"), ("xla", "forward"), ("xla", "train")):
             r = by.get(key)
-            if r is None or r.get("ratio") is None:
+            if r is None:
                 cells.append("-")
+            elif r.get("ratio") is None:  # no baseline: tfnorm's time alone
+                cells.append(_ms(r["tfnorm_ms"]))
             else:
                 cells.append(
                     f"{_ms(r['tfnorm_ms'])} / {_ms(r['baseline_ms'])} = **{r['ratio']:.2f}×**"
                 )
+        floor = [by.get(("xla", m), {}).get("floor_fraction") for m in ("forward", "train")]
+        cells.append(" / ".join("-" if f is None else f"{f:.2f}" for f in floor))
         out.append(
             f"| {layer} | {baseline} | {shape.replace('x', '×')} | "
             f"{DTYPE_SHORT.get(dtype, dtype)} | " + " | ".join(cells) + " |"
         )
+    met = goals(rows, judged(document["machine"].get("settings", {})))
+    if met:
+        out += ["", "Goals in this run (computed from its rows):", ""]
+        out += [f"- {line}" for line in met]
     return "\n".join(out)
