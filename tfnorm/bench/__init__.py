@@ -14,8 +14,10 @@ sampled in the same rounds; ``--models`` times whole models (ResNet50,
 MobileNetV2, a transformer encoder) with Keras' and tfnorm's normalization
 (:mod:`tfnorm.bench.models`).
 
-Run ``tfnorm bench`` (about ten minutes on two cores), ``tfnorm bench --quick``
-(about one), ``--json`` for machine-readable output.
+Run ``tfnorm bench`` (about four minutes on two cores), ``tfnorm bench --quick``
+(about one), ``--json`` for machine-readable output. ``--save RUN.json`` keeps
+a run; ``tfnorm bench --from RUN.json --markdown`` prints it as the README's
+tables (the README's are the runs saved in ``docs/bench/``).
 """
 
 from __future__ import annotations

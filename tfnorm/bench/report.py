@@ -440,7 +440,8 @@ def markdown(document: dict) -> str:
 
     Example:
       >>> row = dict(layer="LayerNormalization", shape=[2, 8], dtype="float32", compile="xla",
-      ...            mode="forward", tfnorm_ms=1.0, baseline_ms=2.0, ratio=0.5, baseline="keras")
+      ...            mode="forward", tfnorm_ms=1.0, baseline_ms=2.0, ratio=0.5, baseline="keras",
+      ...            goal_ratio=None, floor_goal=False)
       >>> doc = {"command": "tfnorm bench", "rows": [row], "machine": {
       ...     "date": "2026-12-01T00:00", "cpu": "CPU", "cores": 2, "device": "CPU",
       ...     "python": "3.11", "tensorflow": "2.21.0", "keras": "3.15.1", "tfnorm": "0.1.0",
