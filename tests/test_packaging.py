@@ -168,7 +168,7 @@ def test_core_works_without_the_extras():
         ("tfnorm.datasets.load('basicmotions')", "har"),
         ("tfnorm.datasets.load('tfds:mnist')", "tfds"),
         (
-            "from tfnorm.study import plot; plot._figure(1)",
+            "from tfnorm.study import plot; plot.plot_study([], 'figure.png')",
             "study",
         ),
     ],

@@ -181,16 +181,14 @@ def _emit(args, document: dict, text: str, warning) -> None:
     if args.save:
         with open(args.save, "w") as fh:
             json.dump(document, fh, indent=1)
+    if warning and (args.markdown or args.json):  # the text table carries it inline
+        print(warning, file=sys.stderr)
     if args.markdown:
         from tfnorm.bench import models, report
 
-        if warning:
-            print(warning, file=sys.stderr)
         render = models.markdown if _is_models_run(document) else report.markdown
         print(render(document))
     elif args.json:
-        if warning:
-            print(warning, file=sys.stderr)
         json.dump(document, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:

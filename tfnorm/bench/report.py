@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import platform
 import statistics
 from typing import List, Optional, Sequence
-
-import numpy as np
 
 
 def cpu_model() -> str:
@@ -378,7 +377,7 @@ def peer_summary(rows: List[dict], ref: str = "xla") -> str:
             continue
         theirs = [p.get("floor_ms") for p in r["peers"].values() if p.get("floor_ms")]
         if theirs:
-            floors.append((int(np.prod(r["shape"])), r["floor_ms"] / min(theirs)))
+            floors.append((math.prod(r["shape"]), r["floor_ms"] / min(theirs)))
     where = "under XLA" if ref == "xla" else "without XLA"
     text = (
         f"Computed from these rows: tfnorm {where} is within 1.25× of the fastest peer in "

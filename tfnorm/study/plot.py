@@ -12,6 +12,8 @@ from tfnorm.study.train import RunResult
 
 
 def _matplotlib():
+    """matplotlib, or the one-line error naming the extra; the two public plot functions
+    call it first, so the helpers below import matplotlib plainly."""
     return require("matplotlib", "tfnorm study's figures")
 
 
@@ -99,7 +101,7 @@ PLACEMENT_STYLE = {  # the same colour for a configuration in every figure
 
 
 def _style(label: str, i: int = 0):
-    matplotlib = _matplotlib()
+    import matplotlib
 
     base = label.split("[")[0]
     if base in PLACEMENT_STYLE:
@@ -120,7 +122,6 @@ def _epochs(n: int) -> str:
 
 
 def _figure(ncols: int, nrows: int = 1, width: float = 5.6, height: float = 4.4):
-    _matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -153,7 +154,6 @@ def _acc_values(rs, epoch=None):
 
 
 def _line_vs(ax, records, xkey, labels, epoch=None, logx=True, **match):
-    _matplotlib()
     from matplotlib import ticker
 
     for i, label in enumerate(labels):
